@@ -1,0 +1,256 @@
+//! The one process runner. Every subprocess ceremony-os starts goes through [`Runner`], which
+//! gives it a scrubbed environment that does not depend on the caller: `LC_ALL=C.UTF-8`, `TZ=UTC`,
+//! `SOURCE_DATE_EPOCH`, umask 022, a fixed `HOME` and `PATH`, and an explicit working directory
+//! (never the caller's). Nothing else from the parent environment passes unless named with
+//! [`Cmd::env`]. Each command is logged before it runs, and a failure carries the command line,
+//! the exit status and the tail of its standard error.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+
+/// PATH given to every subprocess.
+pub const FIXED_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// HOME given to every subprocess: a path that does not exist, so nothing reads a user's dotfiles.
+pub const FIXED_HOME: &str = "/nonexistent";
+const STDERR_TAIL_BYTES: usize = 4000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot start `{command}`: {source}")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("`{command}` failed ({status}){}", stderr_suffix(.stderr_tail))]
+    Failed { command: String, status: ExitStatus, stderr_tail: String },
+    #[error("`{command}`: {source}")]
+    Io { command: String, source: std::io::Error },
+}
+
+fn stderr_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() { String::new() } else { format!(":\n{}", tail.trim_end()) }
+}
+
+/// The fixed environment every command gets.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    source_date_epoch: i64,
+}
+
+impl Runner {
+    pub fn new(source_date_epoch: i64) -> Self {
+        Runner { source_date_epoch }
+    }
+
+    pub fn source_date_epoch(&self) -> i64 {
+        self.source_date_epoch
+    }
+
+    /// A command in `dir` (the working directory is always explicit).
+    pub fn cmd(&self, program: impl AsRef<OsStr>, dir: impl Into<PathBuf>) -> Cmd {
+        Cmd {
+            program: program.as_ref().to_os_string(),
+            args: Vec::new(),
+            envs: vec![
+                ("LC_ALL".into(), "C.UTF-8".into()),
+                ("LANG".into(), "C.UTF-8".into()),
+                ("TZ".into(), "UTC".into()),
+                ("HOME".into(), FIXED_HOME.into()),
+                ("PATH".into(), FIXED_PATH.into()),
+                ("SOURCE_DATE_EPOCH".into(), self.source_date_epoch.to_string().into()),
+            ],
+            dir: dir.into(),
+            stdin_null: true,
+        }
+    }
+}
+
+/// One command to run. Build it with [`Runner::cmd`].
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    dir: PathBuf,
+    stdin_null: bool,
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Cmd {
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// Add or override one variable of the fixed environment.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        let key = key.as_ref().to_os_string();
+        self.envs.retain(|(k, _)| *k != key);
+        self.envs.push((key, value.as_ref().to_os_string()));
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args).env_clear().envs(self.envs.iter().map(|(k, v)| (k, v))).current_dir(&self.dir);
+        if self.stdin_null {
+            c.stdin(Stdio::null());
+        }
+        set_umask_022(&mut c);
+        c
+    }
+
+    /// Run to completion, capturing standard output and error. Non-zero exit is an error.
+    pub fn output(&self) -> Result<Output, RunError> {
+        tracing::debug!(command = %self, dir = %self.dir.display(), "run");
+        let out = self
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|source| RunError::Spawn { command: self.to_string(), source })?;
+        if !out.status.success() {
+            return Err(RunError::Failed {
+                command: self.to_string(),
+                status: out.status,
+                stderr_tail: tail(&out.stderr),
+            });
+        }
+        Ok(Output { stdout: out.stdout, stderr: out.stderr })
+    }
+
+    /// Run to completion; standard output is passed to `on_line` line by line as it comes (for
+    /// progress), standard error is captured for the error message.
+    pub fn run_streaming(&self, mut on_line: impl FnMut(&str)) -> Result<(), RunError> {
+        tracing::debug!(command = %self, dir = %self.dir.display(), "run");
+        let io_err = |source| RunError::Io { command: self.to_string(), source };
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| RunError::Spawn { command: self.to_string(), source })?;
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf);
+            buf
+        });
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = std::io::BufRead::read_until(&mut reader, b'\n', &mut line).map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            on_line(String::from_utf8_lossy(&line).trim_end());
+        }
+        let status = child.wait().map_err(io_err)?;
+        let stderr = stderr_reader.join().unwrap_or_default();
+        if !status.success() {
+            return Err(RunError::Failed { command: self.to_string(), status, stderr_tail: tail(&stderr) });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", shell_quote(&self.program))?;
+        for a in &self.args {
+            write!(f, " {}", shell_quote(a))?;
+        }
+        Ok(())
+    }
+}
+
+fn shell_quote(s: &OsStr) -> String {
+    let s = s.to_string_lossy();
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn tail(bytes: &[u8]) -> String {
+    let start = bytes.len().saturating_sub(STDERR_TAIL_BYTES);
+    String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+#[allow(unsafe_code)]
+fn set_umask_022(c: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: umask(2) is async-signal-safe and touches only the child's own state.
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_is_scrubbed_and_fixed() {
+        // SAFETY-free: only the child sees the runner's environment; the parent's is irrelevant.
+        let dir = tempfile::tempdir().unwrap();
+        let out = Runner::new(1234)
+            .cmd("/bin/sh", dir.path())
+            .args(["-c", "env | sort; umask; pwd"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for expected in ["LC_ALL=C.UTF-8", "TZ=UTC", "SOURCE_DATE_EPOCH=1234", "HOME=/nonexistent"] {
+            assert!(lines.contains(&expected), "{expected} missing in {text}");
+        }
+        assert!(lines.contains(&"0022"), "umask not 022: {text}");
+        assert!(lines.contains(&dir.path().to_str().unwrap()), "cwd not explicit: {text}");
+        assert!(!text.contains("CARGO"), "parent environment leaked: {text}");
+    }
+
+    #[test]
+    fn failure_carries_command_status_and_stderr() {
+        let err = Runner::new(0)
+            .cmd("/bin/sh", "/")
+            .args(["-c", "echo broken thing >&2; exit 3"])
+            .output()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`/bin/sh -c 'echo broken thing >&2; exit 3'` failed"), "{err}");
+        assert!(err.contains("exit status: 3"), "{err}");
+        assert!(err.contains("broken thing"), "{err}");
+    }
+
+    #[test]
+    fn streaming_delivers_lines() {
+        let mut seen = Vec::new();
+        Runner::new(0).cmd("/bin/sh", "/").args(["-c", "echo a; echo b"]).run_streaming(|l| seen.push(l.to_string())).unwrap();
+        assert_eq!(seen, ["a", "b"]);
+    }
+}

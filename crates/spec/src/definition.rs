@@ -1,0 +1,205 @@
+//! The image definition, `image/ceremony.toml`: what to build, from which archive state.
+
+use crate::error::SpecError;
+use crate::timestamp::Timestamp;
+use crate::values::{Architecture, Mirrors, PackageList, Token};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageDefinition {
+    pub image: ImageSection,
+    pub debian: DebianSection,
+    pub packages: PackageSets,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSection {
+    /// Used in output file names: `out/<name>-<version>-<arch>.iso`.
+    pub name: Token,
+    pub version: Token,
+    pub architecture: Architecture,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebianSection {
+    pub suite: Token,
+    pub components: Vec<Token>,
+    /// The archive state the image is built from; also the image's SOURCE_DATE_EPOCH.
+    pub snapshot: Timestamp,
+    /// OpenPGP keyring that must have signed the archive's Release file. A relative path is
+    /// relative to the definition file.
+    pub keyring: PathBuf,
+    /// Tried in order, for locking and for fetching.
+    pub mirrors: Mirrors,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSets {
+    /// What goes into the image's root file system.
+    pub image: PackageSet,
+    /// The tools the build runs (xorriso, mksquashfs, grub-mkimage...), pinned like the image.
+    pub toolchain: PackageSet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSet {
+    pub variant: Variant,
+    pub include: PackageList,
+}
+
+/// Which packages besides `include` (and their dependencies) a set contains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// As mmdebstrap's `minbase`: every `Essential: yes` and `Priority: required` package, and apt.
+    Minbase,
+    /// Only `include` and the dependency closure apt resolves for it.
+    Closure,
+}
+
+impl Variant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Minbase => "minbase",
+            Variant::Closure => "closure",
+        }
+    }
+}
+
+impl ImageDefinition {
+    /// Parse a definition. `origin` names the file in errors; nothing is read from it.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, SpecError> {
+        let def: ImageDefinition =
+            toml::from_str(text).map_err(|e| SpecError::from_toml(origin, text, &e))?;
+        if def.debian.components.is_empty() {
+            return Err(SpecError::Invalid {
+                path: origin.to_path_buf(),
+                message: "debian.components is empty: name at least one (usually \"main\")".into(),
+            });
+        }
+        Ok(def)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn render(&self) -> String {
+        toml::to_string(self).expect("an image definition always serializes")
+    }
+
+    pub fn source_date_epoch(&self) -> i64 {
+        self.debian.snapshot.unix()
+    }
+
+    /// The keyring path, resolved against the directory of the definition file.
+    pub fn keyring_path(&self, definition_path: &Path) -> PathBuf {
+        let base = definition_path.parent().unwrap_or(Path::new("."));
+        base.join(&self.debian.keyring)
+    }
+
+    /// `out/<name>-<version>-<arch>` without extension.
+    pub fn artifact_stem(&self) -> String {
+        format!("{}-{}-{}", self.image.name, self.image.version, self.image.architecture)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+[image]
+name = "ceremony-os"
+version = "0.1.0"
+architecture = "amd64"
+
+[debian]
+suite = "bookworm"
+components = ["main"]
+snapshot = "2026-07-12T00:00:00Z"
+keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+mirrors = ["http://snapshot.debian.org/archive/debian/{snapshot}/", "http://deb.debian.org/debian/"]
+
+[packages.image]
+variant = "minbase"
+include = ["linux-image-amd64", "live-boot"]
+
+[packages.toolchain]
+variant = "closure"
+include = ["xorriso", "squashfs-tools"]
+"#;
+
+    fn parse(text: &str) -> Result<ImageDefinition, SpecError> {
+        ImageDefinition::parse(text, Path::new("image/ceremony.toml"))
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn valid_definition_round_trips() {
+        let def = parse(VALID).unwrap();
+        assert_eq!(def.image.name.as_str(), "ceremony-os");
+        assert_eq!(def.source_date_epoch(), 1_783_814_400);
+        assert_eq!(def.packages.image.variant, Variant::Minbase);
+        assert_eq!(def.artifact_stem(), "ceremony-os-0.1.0-amd64");
+        let again = parse(&def.render()).unwrap();
+        assert_eq!(again, def);
+    }
+
+    #[test]
+    fn unknown_key_names_file_position_and_key() {
+        let text = VALID.replace("suite = \"bookworm\"", "suite = \"bookworm\"\nsuit = \"x\"");
+        let err = error_of(&text);
+        assert!(err.starts_with("image/ceremony.toml:9:1: unknown field `suit`"), "{err}");
+        assert!(err.contains("expected one of"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_positioned() {
+        let err = error_of(&VALID.replace("components = [\"main\"]", "components = \"main\""));
+        assert!(err.starts_with("image/ceremony.toml:9:14: invalid type: string \"main\", expected a sequence"), "{err}");
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let err = error_of(&VALID.replace("version = \"0.1.0\"\n", ""));
+        assert!(err.contains("missing field `version`"), "{err}");
+        assert!(err.starts_with("image/ceremony.toml:2:1:"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_positioned_with_expectation() {
+        let err = error_of(&VALID.replace("2026-07-12T00:00:00Z", "yesterday"));
+        assert!(err.starts_with("image/ceremony.toml:10:12: expected a UTC timestamp"), "{err}");
+        let err = error_of(&VALID.replace("architecture = \"amd64\"", "architecture = \"arm64\""));
+        assert!(err.contains("unknown variant `arm64`, expected `amd64`"), "{err}");
+        let err = error_of(&VALID.replace("\"live-boot\"]", "\"Live Boot\"]"));
+        assert!(err.contains("is not a Debian package name"), "{err}");
+        let err = error_of(&VALID.replace("\"live-boot\"]", "\"linux-image-amd64\"]"));
+        assert!(err.contains("listed twice"), "{err}");
+        let err = error_of(&VALID.replace("variant = \"closure\"", "variant = \"everything\""));
+        assert!(err.contains("unknown variant `everything`"), "{err}");
+        let err = error_of(&VALID.replace("\"http://deb.debian.org/debian/\"", "\"deb.debian.org\""));
+        assert!(err.contains("must start with http://"), "{err}");
+        let err = error_of(&VALID.replace("components = [\"main\"]", "components = []"));
+        assert!(err.contains("debian.components is empty"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_shows_the_line() {
+        let err = error_of(&VALID.replace("name = \"ceremony-os\"", "name = ceremony-os"));
+        assert!(err.starts_with("image/ceremony.toml:3:8:"), "{err}");
+        assert!(err.contains("name = ceremony-os\n"), "{err}");
+    }
+}

@@ -1,0 +1,19 @@
+//! Image definition (`image/ceremony.toml`) and lockfile (`image/ceremony.lock`) types.
+//!
+//! Everything here is pure: parsers take text plus the name of the file it came from (so errors
+//! can name it), and the only I/O is in the thin `load` helpers. Parsing is strict: unknown keys,
+//! wrong types, missing fields and invalid values are errors carrying file, line and column.
+
+mod definition;
+mod error;
+mod lockfile;
+mod timestamp;
+mod values;
+
+pub use definition::{
+    DebianSection, ImageDefinition, ImageSection, PackageSet, PackageSets, Variant,
+};
+pub use error::SpecError;
+pub use lockfile::{ArchiveState, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile};
+pub use timestamp::Timestamp;
+pub use values::{Architecture, MirrorUrl, Mirrors, PackageList, PackageName, Sha256Digest, Token};
