@@ -1,1 +1,230 @@
-fn main() {}
+//! `ceremony-os`: the command line. Thin on purpose: argument parsing, progress display and
+//! output formatting live here; every decision lives in the library crates.
+
+mod inputs;
+mod progress;
+
+use anyhow::{Context, Result};
+use ceremony_os_spec::ImageDefinition;
+use ceremony_os_store::{FetchOptions, Sources, Store};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Build, verify and burn a bit-for-bit reproducible live ISO for key ceremonies.
+///
+/// The pipeline: `lock` pins every Debian package of image/ceremony.toml by SHA-256 into
+/// image/ceremony.lock; `fetch` fills a content-addressed store with exactly those files, verified;
+/// `vendor` copies them out so a rebuild needs no network at all.
+///
+/// Exit status: 0 on success, 1 on any error, 2 on a usage error.
+#[derive(Parser, Debug)]
+#[command(name = "ceremony-os", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Content-addressed store of verified inputs.
+    /// [default: $XDG_CACHE_HOME/ceremony-os/store]
+    #[arg(long, global = true, env = "CEREMONY_OS_STORE", value_name = "DIR")]
+    store: Option<PathBuf>,
+
+    /// More log output (-v: info, -vv: debug). CEREMONY_OS_LOG takes a tracing filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Resolve the image and toolchain package sets with apt and write the lockfile.
+    ///
+    /// apt resolves in a throwaway root against the first mirror of the definition that serves
+    /// a Release file signed by the configured keyring. The lockfile lists the full closure of
+    /// both sets (name, version, architecture, size, SHA-256, archive path), sorted; re-running
+    /// against the same archive state gives the same bytes.
+    Lock(LockArgs),
+    /// Download every locked .deb into the store, verifying size and SHA-256 first.
+    ///
+    /// Mirrors are tried in the definition's order, then --vendor DIR. Files already in the store
+    /// are verified again and skipped; interrupted downloads resume.
+    Fetch(FetchArgs),
+    /// Copy every locked input into DIR with a SHA256SUMS, for rebuilds with no network.
+    ///
+    /// Fetches what the store lacks first (honouring --offline and --vendor).
+    Vendor(VendorArgs),
+}
+
+#[derive(Args, Debug)]
+struct DefinitionArg {
+    /// The image definition.
+    #[arg(default_value = "image/ceremony.toml", value_name = "DEFINITION")]
+    definition: PathBuf,
+
+    /// The lockfile [default: DEFINITION with the extension .lock].
+    #[arg(long, value_name = "FILE")]
+    lockfile: Option<PathBuf>,
+}
+
+impl DefinitionArg {
+    fn lockfile(&self) -> PathBuf {
+        self.lockfile.clone().unwrap_or_else(|| self.definition.with_extension("lock"))
+    }
+}
+
+#[derive(Args, Debug)]
+struct LockArgs {
+    #[command(flatten)]
+    definition: DefinitionArg,
+
+    /// Do not write: exit 1 if the lockfile differs from what resolving now gives.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Args, Debug)]
+struct SourceArgs {
+    /// Directory of .debs (as written by `ceremony-os vendor`), tried after the mirrors.
+    #[arg(long, value_name = "DIR")]
+    vendor: Option<PathBuf>,
+
+    /// Use no network: only the store and --vendor.
+    #[arg(long)]
+    offline: bool,
+
+    /// Parallel downloads.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+
+    /// Extra tries per mirror after a transient failure (backoff doubles from 0.5 s).
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
+}
+
+#[derive(Args, Debug)]
+struct FetchArgs {
+    #[command(flatten)]
+    definition: DefinitionArg,
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// Print a JSON report on standard output (progress still goes to standard error).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct VendorArgs {
+    /// Output directory (created if missing).
+    dir: PathBuf,
+    #[command(flatten)]
+    definition: DefinitionArg,
+    #[command(flatten)]
+    sources: SourceArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CEREMONY_OS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let store_root = cli.store.clone().unwrap_or_else(Store::default_root);
+    match cli.command {
+        Command::Lock(args) => lock(&args),
+        Command::Fetch(args) => {
+            let store = Store::open(&store_root)?;
+            let (def, lock) = inputs::load(&args.definition.definition, &args.definition.lockfile())?;
+            let report = fetch_all(&store, &def, &lock, &args.sources)?;
+            if args.json {
+                let json = progress::report_json(&store, &report);
+                writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&json)?)?;
+            }
+            Ok(())
+        }
+        Command::Vendor(args) => {
+            let store = Store::open(&store_root)?;
+            let (def, lock) = inputs::load(&args.definition.definition, &args.definition.lockfile())?;
+            fetch_all(&store, &def, &lock, &args.sources)?;
+            let items = inputs::fetch_items(&lock);
+            let copied = ceremony_os_store::write_vendor_dir(&store, &items, &args.dir)?;
+            eprintln!(
+                "vendored {} files into {} ({copied} copied, the rest already there); see {}",
+                items.len(),
+                args.dir.display(),
+                args.dir.join(ceremony_os_store::SHA256SUMS).display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn lock(args: &LockArgs) -> Result<()> {
+    let path = &args.definition.definition;
+    let def = ImageDefinition::load(path)?;
+    let lock_path = args.definition.lockfile();
+    let keyring = def.keyring_path(path);
+    let lock = ceremony_os_debian::resolve_lock(&def, &keyring, &mut |line| eprintln!("{line}"))
+        .with_context(|| format!("locking {}", path.display()))?;
+    let text = lock.render();
+    if args.check {
+        let current = std::fs::read_to_string(&lock_path)
+            .with_context(|| format!("reading {}", lock_path.display()))?;
+        if current != text {
+            anyhow::bail!(
+                "{} is out of date: resolving {} now gives a different lock; run `ceremony-os lock`",
+                lock_path.display(),
+                path.display()
+            );
+        }
+        eprintln!("{} is up to date", lock_path.display());
+        return Ok(());
+    }
+    inputs::write_atomically(&lock_path, text.as_bytes())?;
+    eprintln!(
+        "wrote {}: image {} packages, toolchain {} packages, archive Release of {}",
+        lock_path.display(),
+        lock.image.packages.len(),
+        lock.toolchain.packages.len(),
+        lock.archive.release_date
+    );
+    Ok(())
+}
+
+fn fetch_all(
+    store: &Store,
+    def: &ImageDefinition,
+    lock: &ceremony_os_spec::Lockfile,
+    args: &SourceArgs,
+) -> Result<ceremony_os_store::FetchReport> {
+    let items = inputs::fetch_items(lock);
+    let sources = Sources {
+        mirrors: def.debian.mirrors.urls().iter().map(|m| m.base(def.debian.snapshot)).collect(),
+        vendor: args.vendor.clone(),
+        offline: args.offline,
+    };
+    let options = FetchOptions { jobs: args.jobs.into(), retries: args.retries, ..FetchOptions::default() };
+    let observer = progress::FetchProgress::new();
+    let report = ceremony_os_store::fetch(store, &items, &sources, &options, &observer);
+    observer.finish();
+    let report = report?;
+    eprintln!("{}", progress::summary(&report, store));
+    Ok(report)
+}

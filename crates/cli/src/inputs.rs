@@ -1,0 +1,48 @@
+//! Loading the definition and its lockfile together, and turning the lock into fetch items.
+
+use anyhow::{Context, Result, bail};
+use ceremony_os_spec::{ImageDefinition, Lockfile};
+use ceremony_os_store::{Expected, FetchItem};
+use std::io::Write;
+use std::path::Path;
+
+/// Load both files and refuse a lock that no longer matches its definition.
+pub fn load(definition: &Path, lockfile: &Path) -> Result<(ImageDefinition, Lockfile)> {
+    let def = ImageDefinition::load(definition)?;
+    if !lockfile.exists() {
+        bail!("{} does not exist: run `ceremony-os lock {}` first", lockfile.display(), definition.display());
+    }
+    let lock = Lockfile::load(lockfile)?;
+    let stale = lock.staleness(&def);
+    if !stale.is_empty() {
+        bail!(
+            "{} is stale for {}:\n  {}\nrun `ceremony-os lock` to update it",
+            lockfile.display(),
+            definition.display(),
+            stale.join("\n  ")
+        );
+    }
+    Ok((def, lock))
+}
+
+pub fn fetch_items(lock: &Lockfile) -> Vec<FetchItem> {
+    lock.all_packages()
+        .into_iter()
+        .map(|p| FetchItem {
+            label: p.spec(),
+            path: p.path.clone(),
+            expected: Expected { sha256: p.sha256.clone(), size: p.size },
+        })
+        .collect()
+}
+
+/// Write through a temporary file in the same directory and rename, so readers never see a
+/// partial file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! Filling the store from mirrors (in order), then a vendor directory: parallel, retried with
+//! backoff, resumable, and verified before anything enters the store.
+
+use crate::store::{Expected, Store, StoreError};
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One file to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchItem {
+    /// Human name for messages, e.g. `xorriso_1.5.4-4_amd64`.
+    pub label: String,
+    /// Path relative to a mirror base, e.g. `pool/main/x/xorriso/xorriso_1.5.4-4_amd64.deb`.
+    pub path: String,
+    pub expected: Expected,
+}
+
+impl FetchItem {
+    pub fn file_name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+/// Where files may come from, in the order they are tried.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Mirror base URLs ending in `/` (`http://`, `https://` or `file:///`).
+    pub mirrors: Vec<String>,
+    /// A directory of files named as in the archive (see `ceremony-os vendor`).
+    pub vendor: Option<PathBuf>,
+    /// Never use the network: only the store and the vendor directory.
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    pub jobs: usize,
+    /// Extra tries per mirror after a transient failure.
+    pub retries: u32,
+    pub initial_backoff: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            jobs: 4,
+            retries: 3,
+            initial_backoff: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Where a file came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Already in the store, and verified again now.
+    Store,
+    Mirror(String),
+    Vendor(PathBuf),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Store => f.write_str("store"),
+            Origin::Mirror(m) => f.write_str(m),
+            Origin::Vendor(d) => write!(f, "vendor dir {}", d.display()),
+        }
+    }
+}
+
+/// Progress events. Called from worker threads.
+pub trait FetchObserver: Sync {
+    fn begin(&self, _items: usize, _bytes: u64) {}
+    /// Bytes of payload received or verified.
+    fn bytes(&self, _n: u64) {}
+    fn finished(&self, _item: &FetchItem, _origin: &Origin) {}
+    fn warning(&self, _message: &str) {}
+}
+
+#[derive(Debug)]
+pub struct FetchReport {
+    /// Every item with where it came from, in the order given.
+    pub outcomes: Vec<(FetchItem, Origin)>,
+    pub warnings: Vec<String>,
+}
+
+/// One failed try of one source.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub source: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ItemFailure {
+    pub label: String,
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{}", render_failures(.failures, *.total))]
+    Failed { total: usize, failures: Vec<ItemFailure> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn render_failures(failures: &[ItemFailure], total: usize) -> String {
+    let mut out = format!("could not fetch {} of {total} files:", failures.len());
+    for f in failures {
+        out.push_str(&format!("\n  {}:", f.label));
+        if f.attempts.is_empty() {
+            out.push_str(" no source to try (offline and no vendor directory)");
+        }
+        for a in &f.attempts {
+            out.push_str(&format!("\n    {}: {}", a.source, a.reason));
+        }
+    }
+    out
+}
+
+/// Why one download failed, and whether trying the same source again may help.
+enum Failure {
+    Transient(String),
+    /// The source cannot give this file: try the next one. `host_down` retires the mirror.
+    Permanent { reason: String, host_down: bool },
+}
+
+/// Fetch every item into the store. Items already present (and verifying) are skipped.
+pub fn fetch(
+    store: &Store,
+    items: &[FetchItem],
+    sources: &Sources,
+    options: &FetchOptions,
+    observer: &dyn FetchObserver,
+) -> Result<FetchReport, FetchError> {
+    observer.begin(items.len(), items.iter().map(|i| i.expected.size).sum());
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(options.connect_timeout))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .user_agent(concat!("ceremony-os/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let fetcher = Fetcher {
+        store,
+        sources,
+        options,
+        observer,
+        agent,
+        dead_mirrors: Mutex::new(HashSet::new()),
+        warnings: Mutex::new(Vec::new()),
+    };
+
+    let queue = Mutex::new((0..items.len()).rev().collect::<Vec<usize>>());
+    let results: Mutex<Vec<Option<Result<Origin, ItemFailure>>>> = Mutex::new(vec![None; items.len()]);
+    let store_error: Mutex<Option<StoreError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..options.jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let Some(index) = queue.lock().expect("queue lock").pop() else { break };
+                    match fetcher.fetch_one(&items[index]) {
+                        Ok(result) => results.lock().expect("results lock")[index] = Some(result),
+                        Err(e) => {
+                            store_error.lock().expect("error lock").get_or_insert(e);
+                            queue.lock().expect("queue lock").clear();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = store_error.into_inner().expect("error lock") {
+        return Err(e.into());
+    }
+    let mut outcomes = Vec::new();
+    let mut failures = Vec::new();
+    for (item, result) in items.iter().zip(results.into_inner().expect("results lock")) {
+        match result.expect("every item was processed") {
+            Ok(origin) => outcomes.push((item.clone(), origin)),
+            Err(failure) => failures.push(failure),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(FetchError::Failed { total: items.len(), failures });
+    }
+    Ok(FetchReport { outcomes, warnings: fetcher.warnings.into_inner().expect("warnings lock") })
+}
+
+struct Fetcher<'a> {
+    store: &'a Store,
+    sources: &'a Sources,
+    options: &'a FetchOptions,
+    observer: &'a dyn FetchObserver,
+    agent: ureq::Agent,
+    /// Mirrors that could not be reached at all: not tried again in this run.
+    dead_mirrors: Mutex<HashSet<String>>,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Fetcher<'_> {
+    fn warn(&self, message: String) {
+        self.observer.warning(&message);
+        self.warnings.lock().expect("warnings lock").push(message);
+    }
+
+    /// `Ok(Err(_))` is a per-item failure; `Err(_)` a store failure that stops everything.
+    fn fetch_one(&self, item: &FetchItem) -> Result<Result<Origin, ItemFailure>, StoreError> {
+        if self.store.has_verified(&item.expected)? {
+            self.observer.bytes(item.expected.size);
+            self.observer.finished(item, &Origin::Store);
+            return Ok(Ok(Origin::Store));
+        }
+        let mut attempts = Vec::new();
+        if !self.sources.offline {
+            for base in &self.sources.mirrors {
+                if self.dead_mirrors.lock().expect("dead lock").contains(base) {
+                    continue;
+                }
+                let url = format!("{base}{}", item.path);
+                match self.from_mirror(&url, base, item) {
+                    Ok(()) => {
+                        for a in &attempts {
+                            let Attempt { source, reason } = a;
+                            self.warn(format!("{}: {source} failed ({reason}); used {base}", item.label));
+                        }
+                        let origin = Origin::Mirror(base.clone());
+                        self.observer.finished(item, &origin);
+                        return Ok(Ok(origin));
+                    }
+                    Err(reason) => attempts.push(Attempt { source: url, reason }),
+                }
+            }
+        }
+        if let Some(dir) = &self.sources.vendor {
+            let candidate = dir.join(item.file_name());
+            match self.store.insert_file(&candidate, &item.expected) {
+                Ok(_) => {
+                    self.observer.bytes(item.expected.size);
+                    let origin = Origin::Vendor(dir.clone());
+                    self.observer.finished(item, &origin);
+                    return Ok(Ok(origin));
+                }
+                Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    attempts.push(Attempt { source: candidate.display().to_string(), reason: "not present".into() })
+                }
+                Err(e) => attempts.push(Attempt {
+                    source: candidate.display().to_string(),
+                    reason: format!("{e} (rejected, nothing kept)"),
+                }),
+            }
+        }
+        Ok(Err(ItemFailure { label: item.label.clone(), attempts }))
+    }
+
+    /// Try one mirror, retrying transient failures with exponential backoff.
+    fn from_mirror(&self, url: &str, base: &str, item: &FetchItem) -> Result<(), String> {
+        let mut backoff = self.options.initial_backoff;
+        let mut tries = 0;
+        loop {
+            let outcome = if let Some(path) = url.strip_prefix("file://") {
+                self.from_file(Path::new(path), item)
+            } else {
+                self.from_http(url, item)
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(Failure::Permanent { reason, host_down }) => {
+                    if host_down && self.dead_mirrors.lock().expect("dead lock").insert(base.to_string()) {
+                        self.warn(format!("mirror {base} is unreachable ({reason}); not trying it again"));
+                    }
+                    return Err(reason);
+                }
+                Err(Failure::Transient(reason)) if tries >= self.options.retries => {
+                    return Err(format!("{reason} (gave up after {} tries)", tries + 1));
+                }
+                Err(Failure::Transient(reason)) => {
+                    tracing::info!("{url}: {reason}; retrying in {backoff:?}");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(8));
+                    tries += 1;
+                }
+            }
+        }
+    }
+
+    fn from_file(&self, path: &Path, item: &FetchItem) -> Result<(), Failure> {
+        match self.store.insert_file(path, &item.expected) {
+            Ok(_) => {
+                self.observer.bytes(item.expected.size);
+                Ok(())
+            }
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(Failure::Permanent { reason: "not found".into(), host_down: false })
+            }
+            Err(e) => Err(Failure::Permanent { reason: format!("{e} (rejected, nothing kept)"), host_down: false }),
+        }
+    }
+
+    fn from_http(&self, url: &str, item: &FetchItem) -> Result<(), Failure> {
+        let size = item.expected.size;
+        let partial = self.store.partial_path(&item.expected.sha256);
+        let local_io = |e: std::io::Error| Failure::Permanent {
+            reason: format!("local I/O error on {}: {e}", partial.display()),
+            host_down: false,
+        };
+        let mut have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+        if have >= size {
+            // Complete but never adopted (or too long): start over rather than trust it.
+            let _ = std::fs::remove_file(&partial);
+            have = 0;
+        }
+        let mut request = self.agent.get(url);
+        if have > 0 {
+            request = request.header("Range", &format!("bytes={have}-"));
+        }
+        let response = request.call().map_err(classify_ureq_error)?;
+        let status = response.status().as_u16();
+        let resumed = match status {
+            200 => false,
+            206 => {
+                let content_range = header(&response, "content-range").unwrap_or_default();
+                if !content_range.starts_with(&format!("bytes {have}-")) {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(Failure::Transient(format!("server answered the range request with {content_range:?}")));
+                }
+                true
+            }
+            404 | 410 => return Err(Failure::Permanent { reason: format!("HTTP {status}: not on this mirror"), host_down: false }),
+            416 => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(Failure::Transient("HTTP 416: range not satisfiable; restarting".into()));
+            }
+            429 | 500..=599 => return Err(Failure::Transient(format!("HTTP {status}"))),
+            _ => return Err(Failure::Permanent { reason: format!("HTTP {status}"), host_down: false }),
+        };
+        let start = if resumed { have } else { 0 };
+        if let Some(announced) = header(&response, "content-length").and_then(|v| v.parse::<u64>().ok()) {
+            if start + announced != size {
+                let _ = std::fs::remove_file(&partial);
+                return Err(Failure::Permanent {
+                    reason: format!(
+                        "size mismatch: the server announces {} bytes, the lock says {size} (rejected, nothing kept)",
+                        start + announced
+                    ),
+                    host_down: false,
+                });
+            }
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(resumed)
+            .truncate(!resumed)
+            .open(&partial)
+            .map_err(local_io)?;
+        let mut body = response.into_body().into_reader();
+        let mut received = start;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = file.flush();
+                    return Err(Failure::Transient(format!("connection broke after {received} of {size} bytes: {e}")));
+                }
+            };
+            received += n as u64;
+            if received > size {
+                drop(file);
+                let _ = std::fs::remove_file(&partial);
+                return Err(Failure::Permanent {
+                    reason: format!("size mismatch: more than the {size} bytes the lock says (rejected, nothing kept)"),
+                    host_down: false,
+                });
+            }
+            file.write_all(&buf[..n]).map_err(local_io)?;
+            self.observer.bytes(n as u64);
+        }
+        file.flush().map_err(local_io)?;
+        drop(file);
+        if received < size {
+            return Err(Failure::Transient(format!("truncated: got {received} of {size} bytes")));
+        }
+        match self.store.adopt(&partial, &item.expected) {
+            Ok(_) => Ok(()),
+            // A resumed file may have a stale prefix: one fresh download before blaming the mirror.
+            Err(StoreError::Hash { .. }) if resumed => {
+                Err(Failure::Transient("digest mismatch after resuming; downloading again from the start".into()))
+            }
+            Err(e @ (StoreError::Hash { .. } | StoreError::Size { .. })) => {
+                Err(Failure::Permanent { reason: format!("{e} (rejected, nothing kept)"), host_down: false })
+            }
+            Err(e) => Err(local_io(std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+fn header(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn classify_ureq_error(e: ureq::Error) -> Failure {
+    match &e {
+        ureq::Error::HostNotFound => Failure::Permanent { reason: format!("host not found: {e}"), host_down: true },
+        ureq::Error::ConnectionFailed => Failure::Permanent { reason: format!("cannot connect: {e}"), host_down: true },
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Failure::Permanent { reason: format!("connection refused: {e}"), host_down: true }
+        }
+        _ => Failure::Transient(e.to_string()),
+    }
+}
