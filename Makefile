@@ -1,0 +1,41 @@
+# Thin entry points; the logic lives in the ceremony-os binary and its crates.
+# Run as root on Debian 12 (apt-get installs the host dependencies).
+
+RUST_VERSION := 1.95.0
+CARGO        ?= cargo
+DEFINITION   ?= image/ceremony.toml
+CEREMONY_OS  := target/release/ceremony-os
+
+# Host tools: apt resolution and bootstrapping (mmdebstrap, apt, keyring), .deb building for tests
+# (dpkg-dev), and the oracles and real components the tests run.
+HOST_PACKAGES := \
+	apt ca-certificates debian-archive-keyring dpkg-dev mmdebstrap \
+	xorriso squashfs-tools mtools dosfstools nix-bin faketime \
+	softhsm2 opensc openssl libengine-pkcs11-openssl
+
+.PHONY: setup toolchain build iso test
+
+## setup: install the host packages (needs root and the Debian archive)
+setup: toolchain
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(HOST_PACKAGES)
+
+# rust-toolchain.toml pins $(RUST_VERSION); when the installed stable toolchain is that version,
+# register it under its number so rustup never tries to download it.
+toolchain:
+	@if ! rustup toolchain list | grep -q '^$(RUST_VERSION)-'; then \
+	  if rustc +stable --version | grep -q '^rustc $(RUST_VERSION) '; then \
+	    rustup toolchain link $(RUST_VERSION)-x86_64-unknown-linux-gnu "$$(rustc +stable --print sysroot)"; \
+	  else echo "rustc $(RUST_VERSION) is required (see rust-toolchain.toml)" >&2; exit 1; fi; \
+	fi
+
+build: toolchain
+	$(CARGO) build --release --locked -p ceremony-os -p ceremony-tools
+
+## iso: the main job. For now: fetch every locked input into the store, verified.
+iso: build
+	$(CEREMONY_OS) fetch $(DEFINITION)
+
+## test: the whole test suite (needs root and the Debian archive)
+test: setup
+	$(CARGO) test --workspace --locked --no-fail-fast

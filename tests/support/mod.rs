@@ -1,0 +1,300 @@
+//! Shared helpers for the end-to-end tests: the `ceremony-os` command with a clean environment,
+//! real .debs made with dpkg-deb, a definition + lockfile for them, and a small HTTP mirror on
+//! 127.0.0.1 that can misbehave on purpose (404, tampered bytes, truncation, throttling).
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use ceremony_os_spec::{
+    Architecture, ArchiveState, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile, Sha256Digest, Timestamp,
+    Variant,
+};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// `ceremony-os` with an environment that cannot reach the developer's own store or config.
+pub fn ceremony_os(store: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_ceremony-os"));
+    cmd.env_remove("CEREMONY_OS_LOG").env("CEREMONY_OS_STORE", store).env("NO_COLOR", "1");
+    cmd
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A real binary package built by dpkg-deb.
+#[derive(Debug, Clone)]
+pub struct TestDeb {
+    pub name: String,
+    pub version: String,
+    pub bytes: Vec<u8>,
+}
+
+impl TestDeb {
+    pub fn archive_path(&self) -> String {
+        format!("pool/main/{}/{}/{}_{}_amd64.deb", &self.name[..1], self.name, self.name, self.version)
+    }
+
+    pub fn file_name(&self) -> String {
+        format!("{}_{}_amd64.deb", self.name, self.version)
+    }
+
+    pub fn sha256(&self) -> String {
+        sha256_hex(&self.bytes)
+    }
+}
+
+/// Build a .deb with `payload` bytes of incompressible data, so sizes are real.
+pub fn make_deb(work: &Path, name: &str, version: &str, payload: usize) -> TestDeb {
+    let root = work.join(format!("{name}-src"));
+    let doc = root.join("usr/share/doc").join(name);
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(&doc).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: Test <test@example.invalid>\nDescription: test package {name}\n"
+        ),
+    )
+    .unwrap();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ name.len() as u64;
+    let data: Vec<u8> = (0..payload)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(doc.join("data"), data).unwrap();
+    let out = work.join(format!("{name}.deb"));
+    let status = std::process::Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(&root)
+        .arg(&out)
+        .env("SOURCE_DATE_EPOCH", "1783814400")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("dpkg-deb runs");
+    assert!(status.success(), "dpkg-deb --build failed");
+    TestDeb { name: name.into(), version: version.into(), bytes: std::fs::read(out).unwrap() }
+}
+
+/// Write `<dir>/ceremony.toml` and `<dir>/ceremony.lock` for these packages and mirrors.
+pub fn write_definition_and_lock(dir: &Path, mirrors: &[String], debs: &[TestDeb]) -> PathBuf {
+    let names: Vec<String> = debs.iter().map(|d| format!("{:?}", d.name)).collect();
+    let mirror_list: Vec<String> = mirrors.iter().map(|m| format!("{m:?}")).collect();
+    let definition = dir.join("ceremony.toml");
+    std::fs::write(
+        &definition,
+        format!(
+            r#"[image]
+name = "test"
+version = "1"
+architecture = "amd64"
+
+[debian]
+suite = "bookworm"
+components = ["main"]
+snapshot = "2026-07-12T00:00:00Z"
+keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+mirrors = [{mirrors}]
+
+[packages.image]
+variant = "closure"
+include = [{names}]
+
+[packages.toolchain]
+variant = "closure"
+include = [{first:?}]
+"#,
+            mirrors = mirror_list.join(", "),
+            names = names.join(", "),
+            first = debs[0].name,
+        ),
+    )
+    .unwrap();
+    let locked = |d: &TestDeb| LockedPackage {
+        name: d.name.clone(),
+        version: d.version.clone(),
+        architecture: "amd64".into(),
+        size: d.bytes.len() as u64,
+        sha256: Sha256Digest::try_from(d.sha256()).unwrap(),
+        path: d.archive_path(),
+    };
+    let snapshot = Timestamp::parse_rfc3339_utc("2026-07-12T00:00:00Z").unwrap();
+    let lock = Lockfile {
+        lock_version: LOCK_FORMAT_VERSION,
+        suite: "bookworm".into(),
+        components: vec!["main".into()],
+        architecture: Architecture::Amd64,
+        snapshot,
+        source_date_epoch: snapshot.unix(),
+        archive: ArchiveState { release_date: "test".into(), inrelease_sha256: Sha256Digest::from_bytes(&[0; 32]) },
+        image: LockedSet {
+            variant: Variant::Closure,
+            include: debs.iter().map(|d| d.name.clone()).collect(),
+            packages: debs.iter().map(locked).collect(),
+        },
+        toolchain: LockedSet { variant: Variant::Closure, include: vec![debs[0].name.clone()], packages: vec![locked(&debs[0])] },
+    };
+    std::fs::write(dir.join("ceremony.lock"), lock.render()).unwrap();
+    definition
+}
+
+/// How the test mirror answers for one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Serve,
+    NotFound,
+    /// Serve the file with one byte flipped.
+    Tamper,
+    /// Announce the full length, send half, close the connection.
+    Truncate,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    pub path: String,
+    pub range: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct ServerState {
+    files: HashMap<String, Vec<u8>>,
+    behaviour: HashMap<String, Behaviour>,
+    all_not_found: bool,
+    /// Bytes per 20 ms tick; `None` is full speed.
+    throttle: Option<usize>,
+    log: Vec<LoggedRequest>,
+}
+
+/// An HTTP/1.1 mirror on 127.0.0.1, one thread per connection, `Connection: close`.
+#[derive(Debug)]
+pub struct TestMirror {
+    port: u16,
+    state: Arc<Mutex<ServerState>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TestMirror {
+    pub fn start(debs: &[TestDeb]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut state = ServerState::default();
+        for d in debs {
+            state.files.insert(format!("/{}", d.archive_path()), d.bytes.clone());
+        }
+        let state = Arc::new(Mutex::new(state));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (state2, stop2) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let state = state2.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &state);
+                });
+            }
+        });
+        TestMirror { port, state, stop }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn set_behaviour(&self, deb: &TestDeb, behaviour: Behaviour) {
+        self.state.lock().unwrap().behaviour.insert(format!("/{}", deb.archive_path()), behaviour);
+    }
+
+    pub fn answer_404_to_everything(&self) {
+        self.state.lock().unwrap().all_not_found = true;
+    }
+
+    pub fn throttle(&self, bytes_per_tick: Option<usize>) {
+        self.state.lock().unwrap().throttle = bytes_per_tick;
+    }
+
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.state.lock().unwrap().log.clone()
+    }
+}
+
+impl Drop for TestMirror {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut range = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("range") {
+                range = Some(v.trim().to_string());
+            }
+        }
+    }
+    let (body, behaviour, throttle) = {
+        let mut s = state.lock().unwrap();
+        s.log.push(LoggedRequest { path: path.clone(), range: range.clone() });
+        let behaviour =
+            if s.all_not_found { Behaviour::NotFound } else { s.behaviour.get(&path).copied().unwrap_or(Behaviour::Serve) };
+        (s.files.get(&path).cloned(), behaviour, s.throttle)
+    };
+    let Some(mut body) = body.filter(|_| behaviour != Behaviour::NotFound) else {
+        return stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    };
+    if behaviour == Behaviour::Tamper {
+        let middle = body.len() / 2;
+        body[middle] ^= 0xff;
+    }
+    let total = body.len();
+    let start = range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n < total);
+    let (status, slice, extra) = match start {
+        Some(n) => ("206 Partial Content", &body[n..], format!("Content-Range: bytes {n}-{}/{total}\r\n", total - 1)),
+        None => ("200 OK", &body[..], String::new()),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/vnd.debian.binary-package\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        slice.len()
+    )?;
+    let to_send = if behaviour == Behaviour::Truncate { &slice[..slice.len() / 2] } else { slice };
+    match throttle {
+        None => stream.write_all(to_send)?,
+        Some(per_tick) => {
+            for chunk in to_send.chunks(per_tick) {
+                stream.write_all(chunk)?;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    stream.flush()?;
+    stream.shutdown(std::net::Shutdown::Both)
+}
