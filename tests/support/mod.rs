@@ -3,10 +3,11 @@
 //! 127.0.0.1 that can misbehave on purpose (404, tampered bytes, truncation, throttling).
 
 #![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(clippy::unwrap_used)]
 
 use ceremony_os_spec::{
-    Architecture, ArchiveState, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile, Sha256Digest, Timestamp,
-    Variant,
+    Architecture, ArchiveState, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile,
+    Sha256Digest, Timestamp, Variant,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -20,7 +21,9 @@ use std::time::Duration;
 /// `ceremony-os` with an environment that cannot reach the developer's own store or config.
 pub fn ceremony_os(store: &Path) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_ceremony-os"));
-    cmd.env_remove("CEREMONY_OS_LOG").env("CEREMONY_OS_STORE", store).env("NO_COLOR", "1");
+    cmd.env_remove("CEREMONY_OS_LOG")
+        .env("CEREMONY_OS_STORE", store)
+        .env("NO_COLOR", "1");
     cmd
 }
 
@@ -38,7 +41,13 @@ pub struct TestDeb {
 
 impl TestDeb {
     pub fn archive_path(&self) -> String {
-        format!("pool/main/{}/{}/{}_{}_amd64.deb", &self.name[..1], self.name, self.name, self.version)
+        format!(
+            "pool/main/{}/{}/{}_{}_amd64.deb",
+            &self.name[..1],
+            self.name,
+            self.name,
+            self.version
+        )
     }
 
     pub fn file_name(&self) -> String {
@@ -83,7 +92,11 @@ pub fn make_deb(work: &Path, name: &str, version: &str, payload: usize) -> TestD
         .status()
         .expect("dpkg-deb runs");
     assert!(status.success(), "dpkg-deb --build failed");
-    TestDeb { name: name.into(), version: version.into(), bytes: std::fs::read(out).unwrap() }
+    TestDeb {
+        name: name.into(),
+        version: version.into(),
+        bytes: std::fs::read(out).unwrap(),
+    }
 }
 
 /// Write `<dir>/ceremony.toml` and `<dir>/ceremony.lock` for these packages and mirrors.
@@ -136,13 +149,20 @@ include = [{first:?}]
         architecture: Architecture::Amd64,
         snapshot,
         source_date_epoch: snapshot.unix(),
-        archive: ArchiveState { release_date: "test".into(), inrelease_sha256: Sha256Digest::from_bytes(&[0; 32]) },
+        archive: ArchiveState {
+            release_date: "test".into(),
+            inrelease_sha256: Sha256Digest::from_bytes(&[0; 32]),
+        },
         image: LockedSet {
             variant: Variant::Closure,
             include: debs.iter().map(|d| d.name.clone()).collect(),
             packages: debs.iter().map(locked).collect(),
         },
-        toolchain: LockedSet { variant: Variant::Closure, include: vec![debs[0].name.clone()], packages: vec![locked(&debs[0])] },
+        toolchain: LockedSet {
+            variant: Variant::Closure,
+            include: vec![debs[0].name.clone()],
+            packages: vec![locked(&debs[0])],
+        },
     };
     std::fs::write(dir.join("ceremony.lock"), lock.render()).unwrap();
     definition
@@ -189,7 +209,9 @@ impl TestMirror {
         let port = listener.local_addr().unwrap().port();
         let mut state = ServerState::default();
         for d in debs {
-            state.files.insert(format!("/{}", d.archive_path()), d.bytes.clone());
+            state
+                .files
+                .insert(format!("/{}", d.archive_path()), d.bytes.clone());
         }
         let state = Arc::new(Mutex::new(state));
         let stop = Arc::new(AtomicBool::new(false));
@@ -214,7 +236,11 @@ impl TestMirror {
     }
 
     pub fn set_behaviour(&self, deb: &TestDeb, behaviour: Behaviour) {
-        self.state.lock().unwrap().behaviour.insert(format!("/{}", deb.archive_path()), behaviour);
+        self.state
+            .lock()
+            .unwrap()
+            .behaviour
+            .insert(format!("/{}", deb.archive_path()), behaviour);
     }
 
     pub fn answer_404_to_everything(&self) {
@@ -242,28 +268,40 @@ fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<(
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
     let mut range = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" {
             break;
         }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("range") {
-                range = Some(v.trim().to_string());
-            }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("range")
+        {
+            range = Some(v.trim().to_string());
         }
     }
     let (body, behaviour, throttle) = {
         let mut s = state.lock().unwrap();
-        s.log.push(LoggedRequest { path: path.clone(), range: range.clone() });
-        let behaviour =
-            if s.all_not_found { Behaviour::NotFound } else { s.behaviour.get(&path).copied().unwrap_or(Behaviour::Serve) };
+        s.log.push(LoggedRequest {
+            path: path.clone(),
+            range: range.clone(),
+        });
+        let behaviour = if s.all_not_found {
+            Behaviour::NotFound
+        } else {
+            s.behaviour.get(&path).copied().unwrap_or(Behaviour::Serve)
+        };
         (s.files.get(&path).cloned(), behaviour, s.throttle)
     };
     let Some(mut body) = body.filter(|_| behaviour != Behaviour::NotFound) else {
-        return stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return stream.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
     };
     if behaviour == Behaviour::Tamper {
         let middle = body.len() / 2;
@@ -277,7 +315,11 @@ fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<(
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|&n| n < total);
     let (status, slice, extra) = match start {
-        Some(n) => ("206 Partial Content", &body[n..], format!("Content-Range: bytes {n}-{}/{total}\r\n", total - 1)),
+        Some(n) => (
+            "206 Partial Content",
+            &body[n..],
+            format!("Content-Range: bytes {n}-{}/{total}\r\n", total - 1),
+        ),
         None => ("200 OK", &body[..], String::new()),
     };
     write!(
@@ -285,7 +327,11 @@ fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<(
         "HTTP/1.1 {status}\r\nContent-Type: application/vnd.debian.binary-package\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         slice.len()
     )?;
-    let to_send = if behaviour == Behaviour::Truncate { &slice[..slice.len() / 2] } else { slice };
+    let to_send = if behaviour == Behaviour::Truncate {
+        &slice[..slice.len() / 2]
+    } else {
+        slice
+    };
     match throttle {
         None => stream.write_all(to_send)?,
         Some(per_tick) => {

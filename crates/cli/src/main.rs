@@ -20,7 +20,12 @@ use std::process::ExitCode;
 ///
 /// Exit status: 0 on success, 1 on any error, 2 on a usage error.
 #[derive(Parser, Debug)]
-#[command(name = "ceremony-os", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "ceremony-os",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,7 +73,9 @@ struct DefinitionArg {
 
 impl DefinitionArg {
     fn lockfile(&self) -> PathBuf {
-        self.lockfile.clone().unwrap_or_else(|| self.definition.with_extension("lock"))
+        self.lockfile
+            .clone()
+            .unwrap_or_else(|| self.definition.with_extension("lock"))
     }
 }
 
@@ -142,7 +149,11 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CEREMONY_OS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -151,17 +162,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Lock(args) => lock(&args),
         Command::Fetch(args) => {
             let store = Store::open(&store_root)?;
-            let (def, lock) = inputs::load(&args.definition.definition, &args.definition.lockfile())?;
+            let (def, lock) =
+                inputs::load(&args.definition.definition, &args.definition.lockfile())?;
             let report = fetch_all(&store, &def, &lock, &args.sources)?;
             if args.json {
                 let json = progress::report_json(&store, &report);
-                writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&json)?)?;
+                writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    serde_json::to_string_pretty(&json)?
+                )?;
             }
             Ok(())
         }
         Command::Vendor(args) => {
             let store = Store::open(&store_root)?;
-            let (def, lock) = inputs::load(&args.definition.definition, &args.definition.lockfile())?;
+            let (def, lock) =
+                inputs::load(&args.definition.definition, &args.definition.lockfile())?;
             fetch_all(&store, &def, &lock, &args.sources)?;
             let items = inputs::fetch_items(&lock);
             let copied = ceremony_os_store::write_vendor_dir(&store, &items, &args.dir)?;
@@ -216,11 +233,21 @@ fn fetch_all(
 ) -> Result<ceremony_os_store::FetchReport> {
     let items = inputs::fetch_items(lock);
     let sources = Sources {
-        mirrors: def.debian.mirrors.urls().iter().map(|m| m.base(def.debian.snapshot)).collect(),
+        mirrors: def
+            .debian
+            .mirrors
+            .urls()
+            .iter()
+            .map(|m| m.base(def.debian.snapshot))
+            .collect(),
         vendor: args.vendor.clone(),
         offline: args.offline,
     };
-    let options = FetchOptions { jobs: args.jobs.into(), retries: args.retries, ..FetchOptions::default() };
+    let options = FetchOptions {
+        jobs: args.jobs.into(),
+        retries: args.retries,
+        ..FetchOptions::default()
+    };
     let observer = progress::FetchProgress::new();
     let report = ceremony_os_store::fetch(store, &items, &sources, &options, &observer);
     observer.finish();

@@ -10,7 +10,10 @@ pub struct Paragraph {
 impl Paragraph {
     /// The value of a field (continuation lines joined with `\n`), if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -43,19 +46,30 @@ pub fn parse(text: &str) -> Result<Vec<Paragraph>, Deb822Error> {
         }
         if line.starts_with([' ', '\t']) {
             let Some((_, value)) = current.fields.last_mut() else {
-                return Err(Deb822Error { line: line_no, message: "continuation line before any field".into() });
+                return Err(Deb822Error {
+                    line: line_no,
+                    message: "continuation line before any field".into(),
+                });
             };
             value.push('\n');
             value.push_str(line.trim_start());
             continue;
         }
         let Some((name, value)) = line.split_once(':') else {
-            return Err(Deb822Error { line: line_no, message: format!("expected `Field: value`, got {line:?}") });
+            return Err(Deb822Error {
+                line: line_no,
+                message: format!("expected `Field: value`, got {line:?}"),
+            });
         };
         if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(Deb822Error { line: line_no, message: format!("bad field name {name:?}") });
+            return Err(Deb822Error {
+                line: line_no,
+                message: format!("bad field name {name:?}"),
+            });
         }
-        current.fields.push((name.to_string(), value.trim().to_string()));
+        current
+            .fields
+            .push((name.to_string(), value.trim().to_string()));
     }
     if !current.fields.is_empty() {
         paragraphs.push(current);
@@ -68,7 +82,9 @@ pub fn parse(text: &str) -> Result<Vec<Paragraph>, Deb822Error> {
 pub fn strip_clearsign(text: &str) -> &str {
     const BEGIN: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
     const SIG: &str = "\n-----BEGIN PGP SIGNATURE-----";
-    let Some(rest) = text.strip_prefix(BEGIN) else { return text };
+    let Some(rest) = text.strip_prefix(BEGIN) else {
+        return text;
+    };
     // Armor headers ("Hash: ...") end at the first blank line.
     let body = rest.split_once("\n\n").map_or(rest, |(_, b)| b);
     body.split_once(SIG).map_or(body, |(b, _)| b)

@@ -20,15 +20,29 @@ const STDERR_TAIL_BYTES: usize = 4000;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot start `{command}`: {source}")]
-    Spawn { command: String, source: std::io::Error },
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
     #[error("`{command}` failed ({status}){}", stderr_suffix(.stderr_tail))]
-    Failed { command: String, status: ExitStatus, stderr_tail: String },
+    Failed {
+        command: String,
+        status: ExitStatus,
+        stderr_tail: String,
+    },
     #[error("`{command}`: {source}")]
-    Io { command: String, source: std::io::Error },
+    Io {
+        command: String,
+        source: std::io::Error,
+    },
 }
 
 fn stderr_suffix(tail: &str) -> String {
-    if tail.trim().is_empty() { String::new() } else { format!(":\n{}", tail.trim_end()) }
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!(":\n{}", tail.trim_end())
+    }
 }
 
 /// The fixed environment every command gets.
@@ -57,7 +71,10 @@ impl Runner {
                 ("TZ".into(), "UTC".into()),
                 ("HOME".into(), FIXED_HOME.into()),
                 ("PATH".into(), FIXED_PATH.into()),
-                ("SOURCE_DATE_EPOCH".into(), self.source_date_epoch.to_string().into()),
+                (
+                    "SOURCE_DATE_EPOCH".into(),
+                    self.source_date_epoch.to_string().into(),
+                ),
             ],
             dir: dir.into(),
             stdin_null: true,
@@ -93,7 +110,8 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         self
     }
 
@@ -111,7 +129,10 @@ impl Cmd {
 
     fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
-        c.args(&self.args).env_clear().envs(self.envs.iter().map(|(k, v)| (k, v))).current_dir(&self.dir);
+        c.args(&self.args)
+            .env_clear()
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.dir);
         if self.stdin_null {
             c.stdin(Stdio::null());
         }
@@ -127,7 +148,10 @@ impl Cmd {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
-            .map_err(|source| RunError::Spawn { command: self.to_string(), source })?;
+            .map_err(|source| RunError::Spawn {
+                command: self.to_string(),
+                source,
+            })?;
         if !out.status.success() {
             return Err(RunError::Failed {
                 command: self.to_string(),
@@ -135,20 +159,29 @@ impl Cmd {
                 stderr_tail: tail(&out.stderr),
             });
         }
-        Ok(Output { stdout: out.stdout, stderr: out.stderr })
+        Ok(Output {
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
     }
 
     /// Run to completion; standard output is passed to `on_line` line by line as it comes (for
     /// progress), standard error is captured for the error message.
     pub fn run_streaming(&self, mut on_line: impl FnMut(&str)) -> Result<(), RunError> {
         tracing::debug!(command = %self, dir = %self.dir.display(), "run");
-        let io_err = |source| RunError::Io { command: self.to_string(), source };
+        let io_err = |source| RunError::Io {
+            command: self.to_string(),
+            source,
+        };
         let mut child = self
             .command()
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| RunError::Spawn { command: self.to_string(), source })?;
+            .map_err(|source| RunError::Spawn {
+                command: self.to_string(),
+                source,
+            })?;
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let stderr_reader = std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -169,7 +202,11 @@ impl Cmd {
         let status = child.wait().map_err(io_err)?;
         let stderr = stderr_reader.join().unwrap_or_default();
         if !status.success() {
-            return Err(RunError::Failed { command: self.to_string(), status, stderr_tail: tail(&stderr) });
+            return Err(RunError::Failed {
+                command: self.to_string(),
+                status,
+                stderr_tail: tail(&stderr),
+            });
         }
         Ok(())
     }
@@ -187,7 +224,10 @@ impl fmt::Display for Cmd {
 
 fn shell_quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
         s.into_owned()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -226,11 +266,19 @@ mod tests {
             .unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        for expected in ["LC_ALL=C.UTF-8", "TZ=UTC", "SOURCE_DATE_EPOCH=1234", "HOME=/nonexistent"] {
+        for expected in [
+            "LC_ALL=C.UTF-8",
+            "TZ=UTC",
+            "SOURCE_DATE_EPOCH=1234",
+            "HOME=/nonexistent",
+        ] {
             assert!(lines.contains(&expected), "{expected} missing in {text}");
         }
         assert!(lines.contains(&"0022"), "umask not 022: {text}");
-        assert!(lines.contains(&dir.path().to_str().unwrap()), "cwd not explicit: {text}");
+        assert!(
+            lines.contains(&dir.path().to_str().unwrap()),
+            "cwd not explicit: {text}"
+        );
         assert!(!text.contains("CARGO"), "parent environment leaked: {text}");
     }
 
@@ -242,7 +290,10 @@ mod tests {
             .output()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("`/bin/sh -c 'echo broken thing >&2; exit 3'` failed"), "{err}");
+        assert!(
+            err.contains("`/bin/sh -c 'echo broken thing >&2; exit 3'` failed"),
+            "{err}"
+        );
         assert!(err.contains("exit status: 3"), "{err}");
         assert!(err.contains("broken thing"), "{err}");
     }
@@ -250,7 +301,11 @@ mod tests {
     #[test]
     fn streaming_delivers_lines() {
         let mut seen = Vec::new();
-        Runner::new(0).cmd("/bin/sh", "/").args(["-c", "echo a; echo b"]).run_streaming(|l| seen.push(l.to_string())).unwrap();
+        Runner::new(0)
+            .cmd("/bin/sh", "/")
+            .args(["-c", "echo a; echo b"])
+            .run_streaming(|l| seen.push(l.to_string()))
+            .unwrap();
         assert_eq!(seen, ["a", "b"]);
     }
 }

@@ -87,8 +87,10 @@ impl ImageDefinition {
     }
 
     pub fn load(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
@@ -108,7 +110,10 @@ impl ImageDefinition {
 
     /// `out/<name>-<version>-<arch>` without extension.
     pub fn artifact_stem(&self) -> String {
-        format!("{}-{}-{}", self.image.name, self.image.version, self.image.architecture)
+        format!(
+            "{}-{}-{}",
+            self.image.name, self.image.version, self.image.architecture
+        )
     }
 }
 
@@ -161,14 +166,22 @@ include = ["xorriso", "squashfs-tools"]
     fn unknown_key_names_file_position_and_key() {
         let text = VALID.replace("suite = \"bookworm\"", "suite = \"bookworm\"\nsuit = \"x\"");
         let err = error_of(&text);
-        assert!(err.starts_with("image/ceremony.toml:9:1: unknown field `suit`"), "{err}");
+        assert!(
+            err.starts_with("image/ceremony.toml:9:1: unknown field `suit`"),
+            "{err}"
+        );
         assert!(err.contains("expected one of"), "{err}");
     }
 
     #[test]
     fn wrong_type_is_positioned() {
         let err = error_of(&VALID.replace("components = [\"main\"]", "components = \"main\""));
-        assert!(err.starts_with("image/ceremony.toml:9:14: invalid type: string \"main\", expected a sequence"), "{err}");
+        assert!(
+            err.starts_with(
+                "image/ceremony.toml:9:14: invalid type: string \"main\", expected a sequence"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -181,16 +194,23 @@ include = ["xorriso", "squashfs-tools"]
     #[test]
     fn bad_values_are_positioned_with_expectation() {
         let err = error_of(&VALID.replace("2026-07-12T00:00:00Z", "yesterday"));
-        assert!(err.starts_with("image/ceremony.toml:10:12: expected a UTC timestamp"), "{err}");
+        assert!(
+            err.starts_with("image/ceremony.toml:10:12: expected a UTC timestamp"),
+            "{err}"
+        );
         let err = error_of(&VALID.replace("architecture = \"amd64\"", "architecture = \"arm64\""));
-        assert!(err.contains("unknown variant `arm64`, expected `amd64`"), "{err}");
+        assert!(
+            err.contains("unknown variant `arm64`, expected `amd64`"),
+            "{err}"
+        );
         let err = error_of(&VALID.replace("\"live-boot\"]", "\"Live Boot\"]"));
         assert!(err.contains("is not a Debian package name"), "{err}");
         let err = error_of(&VALID.replace("\"live-boot\"]", "\"linux-image-amd64\"]"));
         assert!(err.contains("listed twice"), "{err}");
         let err = error_of(&VALID.replace("variant = \"closure\"", "variant = \"everything\""));
         assert!(err.contains("unknown variant `everything`"), "{err}");
-        let err = error_of(&VALID.replace("\"http://deb.debian.org/debian/\"", "\"deb.debian.org\""));
+        let err =
+            error_of(&VALID.replace("\"http://deb.debian.org/debian/\"", "\"deb.debian.org\""));
         assert!(err.contains("must start with http://"), "{err}");
         let err = error_of(&VALID.replace("components = [\"main\"]", "components = []"));
         assert!(err.contains("debian.components is empty"), "{err}");

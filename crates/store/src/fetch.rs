@@ -107,7 +107,10 @@ pub struct ItemFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{}", render_failures(.failures, *.total))]
-    Failed { total: usize, failures: Vec<ItemFailure> },
+    Failed {
+        total: usize,
+        failures: Vec<ItemFailure>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -130,7 +133,10 @@ fn render_failures(failures: &[ItemFailure], total: usize) -> String {
 enum Failure {
     Transient(String),
     /// The source cannot give this file: try the next one. `host_down` retires the mirror.
-    Permanent { reason: String, host_down: bool },
+    Permanent {
+        reason: String,
+        host_down: bool,
+    },
 }
 
 /// Fetch every item into the store. Items already present (and verifying) are skipped.
@@ -160,13 +166,16 @@ pub fn fetch(
     };
 
     let queue = Mutex::new((0..items.len()).rev().collect::<Vec<usize>>());
-    let results: Mutex<Vec<Option<Result<Origin, ItemFailure>>>> = Mutex::new(vec![None; items.len()]);
+    let results: Mutex<Vec<Option<Result<Origin, ItemFailure>>>> =
+        Mutex::new(vec![None; items.len()]);
     let store_error: Mutex<Option<StoreError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.max(1) {
             scope.spawn(|| {
                 loop {
-                    let Some(index) = queue.lock().expect("queue lock").pop() else { break };
+                    let Some(index) = queue.lock().expect("queue lock").pop() else {
+                        break;
+                    };
                     match fetcher.fetch_one(&items[index]) {
                         Ok(result) => results.lock().expect("results lock")[index] = Some(result),
                         Err(e) => {
@@ -183,16 +192,25 @@ pub fn fetch(
     }
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
-    for (item, result) in items.iter().zip(results.into_inner().expect("results lock")) {
+    for (item, result) in items
+        .iter()
+        .zip(results.into_inner().expect("results lock"))
+    {
         match result.expect("every item was processed") {
             Ok(origin) => outcomes.push((item.clone(), origin)),
             Err(failure) => failures.push(failure),
         }
     }
     if !failures.is_empty() {
-        return Err(FetchError::Failed { total: items.len(), failures });
+        return Err(FetchError::Failed {
+            total: items.len(),
+            failures,
+        });
     }
-    Ok(FetchReport { outcomes, warnings: fetcher.warnings.into_inner().expect("warnings lock") })
+    Ok(FetchReport {
+        outcomes,
+        warnings: fetcher.warnings.into_inner().expect("warnings lock"),
+    })
 }
 
 struct Fetcher<'a> {
@@ -226,17 +244,23 @@ impl Fetcher<'_> {
                     continue;
                 }
                 let url = format!("{base}{}", item.path);
-                match self.from_mirror(&url, base, item) {
+                match self.try_mirror(&url, base, item) {
                     Ok(()) => {
                         for a in &attempts {
                             let Attempt { source, reason } = a;
-                            self.warn(format!("{}: {source} failed ({reason}); used {base}", item.label));
+                            self.warn(format!(
+                                "{}: {source} failed ({reason}); used {base}",
+                                item.label
+                            ));
                         }
                         let origin = Origin::Mirror(base.clone());
                         self.observer.finished(item, &origin);
                         return Ok(Ok(origin));
                     }
-                    Err(reason) => attempts.push(Attempt { source: url, reason }),
+                    Err(reason) => attempts.push(Attempt {
+                        source: url,
+                        reason,
+                    }),
                 }
             }
         }
@@ -249,8 +273,13 @@ impl Fetcher<'_> {
                     self.observer.finished(item, &origin);
                     return Ok(Ok(origin));
                 }
-                Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                    attempts.push(Attempt { source: candidate.display().to_string(), reason: "not present".into() })
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    attempts.push(Attempt {
+                        source: candidate.display().to_string(),
+                        reason: "not present".into(),
+                    })
                 }
                 Err(e) => attempts.push(Attempt {
                     source: candidate.display().to_string(),
@@ -258,24 +287,35 @@ impl Fetcher<'_> {
                 }),
             }
         }
-        Ok(Err(ItemFailure { label: item.label.clone(), attempts }))
+        Ok(Err(ItemFailure {
+            label: item.label.clone(),
+            attempts,
+        }))
     }
 
     /// Try one mirror, retrying transient failures with exponential backoff.
-    fn from_mirror(&self, url: &str, base: &str, item: &FetchItem) -> Result<(), String> {
+    fn try_mirror(&self, url: &str, base: &str, item: &FetchItem) -> Result<(), String> {
         let mut backoff = self.options.initial_backoff;
         let mut tries = 0;
         loop {
             let outcome = if let Some(path) = url.strip_prefix("file://") {
-                self.from_file(Path::new(path), item)
+                self.try_file(Path::new(path), item)
             } else {
-                self.from_http(url, item)
+                self.try_http(url, item)
             };
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(Failure::Permanent { reason, host_down }) => {
-                    if host_down && self.dead_mirrors.lock().expect("dead lock").insert(base.to_string()) {
-                        self.warn(format!("mirror {base} is unreachable ({reason}); not trying it again"));
+                    if host_down
+                        && self
+                            .dead_mirrors
+                            .lock()
+                            .expect("dead lock")
+                            .insert(base.to_string())
+                    {
+                        self.warn(format!(
+                            "mirror {base} is unreachable ({reason}); not trying it again"
+                        ));
                     }
                     return Err(reason);
                 }
@@ -292,20 +332,26 @@ impl Fetcher<'_> {
         }
     }
 
-    fn from_file(&self, path: &Path, item: &FetchItem) -> Result<(), Failure> {
+    fn try_file(&self, path: &Path, item: &FetchItem) -> Result<(), Failure> {
         match self.store.insert_file(path, &item.expected) {
             Ok(_) => {
                 self.observer.bytes(item.expected.size);
                 Ok(())
             }
             Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                Err(Failure::Permanent { reason: "not found".into(), host_down: false })
+                Err(Failure::Permanent {
+                    reason: "not found".into(),
+                    host_down: false,
+                })
             }
-            Err(e) => Err(Failure::Permanent { reason: format!("{e} (rejected, nothing kept)"), host_down: false }),
+            Err(e) => Err(Failure::Permanent {
+                reason: format!("{e} (rejected, nothing kept)"),
+                host_down: false,
+            }),
         }
     }
 
-    fn from_http(&self, url: &str, item: &FetchItem) -> Result<(), Failure> {
+    fn try_http(&self, url: &str, item: &FetchItem) -> Result<(), Failure> {
         let size = item.expected.size;
         let partial = self.store.partial_path(&item.expected.sha256);
         let local_io = |e: std::io::Error| Failure::Permanent {
@@ -330,21 +376,38 @@ impl Fetcher<'_> {
                 let content_range = header(&response, "content-range").unwrap_or_default();
                 if !content_range.starts_with(&format!("bytes {have}-")) {
                     let _ = std::fs::remove_file(&partial);
-                    return Err(Failure::Transient(format!("server answered the range request with {content_range:?}")));
+                    return Err(Failure::Transient(format!(
+                        "server answered the range request with {content_range:?}"
+                    )));
                 }
                 true
             }
-            404 | 410 => return Err(Failure::Permanent { reason: format!("HTTP {status}: not on this mirror"), host_down: false }),
+            404 | 410 => {
+                return Err(Failure::Permanent {
+                    reason: format!("HTTP {status}: not on this mirror"),
+                    host_down: false,
+                });
+            }
             416 => {
                 let _ = std::fs::remove_file(&partial);
-                return Err(Failure::Transient("HTTP 416: range not satisfiable; restarting".into()));
+                return Err(Failure::Transient(
+                    "HTTP 416: range not satisfiable; restarting".into(),
+                ));
             }
             429 | 500..=599 => return Err(Failure::Transient(format!("HTTP {status}"))),
-            _ => return Err(Failure::Permanent { reason: format!("HTTP {status}"), host_down: false }),
+            _ => {
+                return Err(Failure::Permanent {
+                    reason: format!("HTTP {status}"),
+                    host_down: false,
+                });
+            }
         };
         let start = if resumed { have } else { 0 };
-        if let Some(announced) = header(&response, "content-length").and_then(|v| v.parse::<u64>().ok()) {
-            if start + announced != size {
+        if let Some(announced) =
+            header(&response, "content-length").and_then(|v| v.parse::<u64>().ok())
+            && start + announced != size
+        {
+            {
                 let _ = std::fs::remove_file(&partial);
                 return Err(Failure::Permanent {
                     reason: format!(
@@ -371,7 +434,9 @@ impl Fetcher<'_> {
                 Ok(n) => n,
                 Err(e) => {
                     let _ = file.flush();
-                    return Err(Failure::Transient(format!("connection broke after {received} of {size} bytes: {e}")));
+                    return Err(Failure::Transient(format!(
+                        "connection broke after {received} of {size} bytes: {e}"
+                    )));
                 }
             };
             received += n as u64;
@@ -379,7 +444,9 @@ impl Fetcher<'_> {
                 drop(file);
                 let _ = std::fs::remove_file(&partial);
                 return Err(Failure::Permanent {
-                    reason: format!("size mismatch: more than the {size} bytes the lock says (rejected, nothing kept)"),
+                    reason: format!(
+                        "size mismatch: more than the {size} bytes the lock says (rejected, nothing kept)"
+                    ),
                     host_down: false,
                 });
             }
@@ -389,16 +456,21 @@ impl Fetcher<'_> {
         file.flush().map_err(local_io)?;
         drop(file);
         if received < size {
-            return Err(Failure::Transient(format!("truncated: got {received} of {size} bytes")));
+            return Err(Failure::Transient(format!(
+                "truncated: got {received} of {size} bytes"
+            )));
         }
         match self.store.adopt(&partial, &item.expected) {
             Ok(_) => Ok(()),
             // A resumed file may have a stale prefix: one fresh download before blaming the mirror.
-            Err(StoreError::Hash { .. }) if resumed => {
-                Err(Failure::Transient("digest mismatch after resuming; downloading again from the start".into()))
-            }
+            Err(StoreError::Hash { .. }) if resumed => Err(Failure::Transient(
+                "digest mismatch after resuming; downloading again from the start".into(),
+            )),
             Err(e @ (StoreError::Hash { .. } | StoreError::Size { .. })) => {
-                Err(Failure::Permanent { reason: format!("{e} (rejected, nothing kept)"), host_down: false })
+                Err(Failure::Permanent {
+                    reason: format!("{e} (rejected, nothing kept)"),
+                    host_down: false,
+                })
             }
             Err(e) => Err(local_io(std::io::Error::other(e.to_string()))),
         }
@@ -406,15 +478,28 @@ impl Fetcher<'_> {
 }
 
 fn header(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
-    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 fn classify_ureq_error(e: ureq::Error) -> Failure {
     match &e {
-        ureq::Error::HostNotFound => Failure::Permanent { reason: format!("host not found: {e}"), host_down: true },
-        ureq::Error::ConnectionFailed => Failure::Permanent { reason: format!("cannot connect: {e}"), host_down: true },
+        ureq::Error::HostNotFound => Failure::Permanent {
+            reason: format!("host not found: {e}"),
+            host_down: true,
+        },
+        ureq::Error::ConnectionFailed => Failure::Permanent {
+            reason: format!("cannot connect: {e}"),
+            host_down: true,
+        },
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Failure::Permanent { reason: format!("connection refused: {e}"), host_down: true }
+            Failure::Permanent {
+                reason: format!("connection refused: {e}"),
+                host_down: true,
+            }
         }
         _ => Failure::Transient(e.to_string()),
     }
