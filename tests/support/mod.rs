@@ -126,6 +126,14 @@ include = [{names}]
 [packages.toolchain]
 variant = "closure"
 include = [{first:?}]
+
+[kernel]
+cmdline = "boot=live"
+exclude_modules = ["drivers/net"]
+initrd_modules = ["isofs"]
+
+[squashfs]
+compression = "zstd"
 "#,
             mirrors = mirror_list.join(", "),
             names = names.join(", "),

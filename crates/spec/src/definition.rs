@@ -2,7 +2,7 @@
 
 use crate::error::SpecError;
 use crate::timestamp::Timestamp;
-use crate::values::{Architecture, Mirrors, PackageList, Token};
+use crate::values::{Architecture, Mirrors, PackageList, Sha256Digest, Token};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,134 @@ pub struct ImageDefinition {
     pub image: ImageSection,
     pub debian: DebianSection,
     pub packages: PackageSets,
+    pub kernel: KernelSection,
+    pub squashfs: SquashfsSection,
+    #[serde(default)]
+    pub customize: CustomizeSection,
+    /// Proprietary PKCS#11 bundles (Luna, nShield...) unpacked into `/opt/hsm/<name>`.
+    #[serde(default, rename = "hsm_bundle", skip_serializing_if = "Vec::is_empty")]
+    pub hsm_bundles: Vec<HsmBundle>,
+}
+
+/// The kernel: its command line, which module trees the image must not contain, and which
+/// modules the (small) initrd carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSection {
+    /// Kernel command line for every boot path.
+    pub cmdline: String,
+    /// Directories under `lib/modules/<version>/kernel/` removed from the image; every module
+    /// removed is also blacklisted.
+    pub exclude_modules: Vec<ModuleTree>,
+    /// Modules the initrd carries (initramfs-tools `MODULES=list`), with their dependencies.
+    pub initrd_modules: Vec<Token>,
+}
+
+/// A relative directory under the kernel module tree, such as `drivers/net`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ModuleTree(String);
+
+impl ModuleTree {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ModuleTree {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && !s.starts_with('/')
+            && !s.ends_with('/')
+            && s.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'));
+        if !ok {
+            return Err(format!("{s:?} is not a module tree such as \"drivers/net\" (relative, no '..')"));
+        }
+        Ok(ModuleTree(s))
+    }
+}
+
+impl From<ModuleTree> for String {
+    fn from(m: ModuleTree) -> String {
+        m.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SquashfsSection {
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// xz with the x86 BCJ filter: the smallest image.
+    Xz,
+    /// zstd level 19: faster to build and to boot, somewhat larger.
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Xz => "xz",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomizeSection {
+    /// Directory whose tree is copied over the image root (relative to the definition file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<PathBuf>,
+    #[serde(default = "default_hostname")]
+    pub hostname: Token,
+    /// Consoles on which root is logged in automatically.
+    #[serde(default = "default_autologin")]
+    pub autologin: Vec<Token>,
+    /// The cargo workspace holding `ceremony-tools` (relative to the definition file).
+    #[serde(default = "default_tools_workspace")]
+    pub tools_workspace: PathBuf,
+}
+
+fn default_hostname() -> Token {
+    Token::try_from("ceremony".to_string()).expect("valid")
+}
+
+fn default_autologin() -> Vec<Token> {
+    ["tty1", "ttyS0"].into_iter().map(|t| Token::try_from(t.to_string()).expect("valid")).collect()
+}
+
+fn default_tools_workspace() -> PathBuf {
+    PathBuf::from("..")
+}
+
+impl Default for CustomizeSection {
+    fn default() -> Self {
+        CustomizeSection {
+            overlay: None,
+            hostname: default_hostname(),
+            autologin: default_autologin(),
+            tools_workspace: default_tools_workspace(),
+        }
+    }
+}
+
+/// A vendor's PKCS#11 bundle: a tar archive pinned by SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmBundle {
+    pub name: Token,
+    /// Tar archive (optionally gzip/xz/zstd compressed), relative to the definition file.
+    pub archive: PathBuf,
+    pub sha256: Sha256Digest,
+    /// Path of the PKCS#11 module inside the archive, registered with p11-kit.
+    pub module: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +205,19 @@ impl ImageDefinition {
     pub fn parse(text: &str, origin: &Path) -> Result<Self, SpecError> {
         let def: ImageDefinition =
             toml::from_str(text).map_err(|e| SpecError::from_toml(origin, text, &e))?;
+        if let Some(bundle) = def.hsm_bundles.iter().find(|b| b.module.starts_with('/') || b.module.contains("..")) {
+            return Err(SpecError::Invalid {
+                path: origin.to_path_buf(),
+                message: format!("hsm_bundle {}: module {:?} must be a relative path inside the archive", bundle.name, bundle.module),
+            });
+        }
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(dup) = def.hsm_bundles.iter().find(|b| !names.insert(&b.name)) {
+            return Err(SpecError::Invalid {
+                path: origin.to_path_buf(),
+                message: format!("hsm_bundle {} is declared twice", dup.name),
+            });
+        }
         if def.debian.components.is_empty() {
             return Err(SpecError::Invalid {
                 path: origin.to_path_buf(),
@@ -104,8 +245,13 @@ impl ImageDefinition {
 
     /// The keyring path, resolved against the directory of the definition file.
     pub fn keyring_path(&self, definition_path: &Path) -> PathBuf {
-        let base = definition_path.parent().unwrap_or(Path::new("."));
-        base.join(&self.debian.keyring)
+        relative_to(definition_path, &self.debian.keyring)
+    }
+
+    /// ISO 9660 volume id: the name and version in upper case, at most 32 characters.
+    pub fn volume_id(&self) -> String {
+        let raw = format!("{}_{}", self.image.name, self.image.version).to_ascii_uppercase();
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(32).collect()
     }
 
     /// `out/<name>-<version>-<arch>` without extension.
@@ -115,6 +261,12 @@ impl ImageDefinition {
             self.image.name, self.image.version, self.image.architecture
         )
     }
+}
+
+/// A path from the definition, resolved against the directory the definition file is in.
+pub fn relative_to(definition_path: &Path, path: &Path) -> PathBuf {
+    let base = definition_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    base.join(path)
 }
 
 #[cfg(test)]
@@ -141,6 +293,14 @@ include = ["linux-image-amd64", "live-boot"]
 [packages.toolchain]
 variant = "closure"
 include = ["xorriso", "squashfs-tools"]
+
+[kernel]
+cmdline = "boot=live console=ttyS0"
+exclude_modules = ["drivers/net", "sound"]
+initrd_modules = ["sr_mod", "isofs"]
+
+[squashfs]
+compression = "xz"
 "#;
 
     fn parse(text: &str) -> Result<ImageDefinition, SpecError> {
@@ -158,6 +318,8 @@ include = ["xorriso", "squashfs-tools"]
         assert_eq!(def.source_date_epoch(), 1_783_814_400);
         assert_eq!(def.packages.image.variant, Variant::Minbase);
         assert_eq!(def.artifact_stem(), "ceremony-os-0.1.0-amd64");
+        assert_eq!(def.volume_id(), "CEREMONY_OS_0_1_0");
+        assert_eq!(def.customize.hostname.as_str(), "ceremony", "defaults apply");
         let again = parse(&def.render()).unwrap();
         assert_eq!(again, def);
     }
@@ -212,6 +374,12 @@ include = ["xorriso", "squashfs-tools"]
         let err =
             error_of(&VALID.replace("\"http://deb.debian.org/debian/\"", "\"deb.debian.org\""));
         assert!(err.contains("must start with http://"), "{err}");
+        let err = error_of(&VALID.replace("\"drivers/net\"", "\"../etc\""));
+        assert!(err.contains("is not a module tree"), "{err}");
+        let err = error_of(&VALID.replace("compression = \"xz\"", "compression = \"gzip\""));
+        assert!(err.contains("unknown variant `gzip`, expected `xz` or `zstd`"), "{err}");
+        let err = error_of(&format!("{VALID}\n[[hsm_bundle]]\nname = \"luna\"\narchive = \"x.tar\"\nsha256 = \"{}\"\nmodule = \"/abs.so\"\n", "0".repeat(64)));
+        assert!(err.contains("must be a relative path"), "{err}");
         let err = error_of(&VALID.replace("components = [\"main\"]", "components = []"));
         assert!(err.contains("debian.components is empty"), "{err}");
     }

@@ -11,7 +11,8 @@ mod timestamp;
 mod values;
 
 pub use definition::{
-    DebianSection, ImageDefinition, ImageSection, PackageSet, PackageSets, Variant,
+    Compression, CustomizeSection, DebianSection, HsmBundle, ImageDefinition, ImageSection, KernelSection,
+    ModuleTree, PackageSet, PackageSets, SquashfsSection, Variant, relative_to,
 };
 pub use error::SpecError;
 pub use lockfile::{ArchiveState, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile};
