@@ -1,7 +1,7 @@
 //! The one process runner. Every subprocess ceremony-os starts goes through [`Runner`], which
 //! gives it a scrubbed environment that does not depend on the caller: `LC_ALL=C.UTF-8`, `TZ=UTC`,
 //! `SOURCE_DATE_EPOCH`, umask 022, a fixed `HOME` and `PATH`, and an explicit working directory
-//! (never the caller's). Nothing else from the parent environment passes unless named with
+//! (never the caller's); and it is killed if ceremony-os dies. Nothing else from the parent environment passes unless named with
 //! [`Cmd::env`]. Each command is logged before it runs, and a failure carries the command line,
 //! the exit status and the tail of its standard error.
 
@@ -136,7 +136,7 @@ impl Cmd {
         if self.stdin_null {
             c.stdin(Stdio::null());
         }
-        set_umask_022(&mut c);
+        prepare_child(&mut c);
         c
     }
 
@@ -239,13 +239,18 @@ fn tail(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
+/// In the child, before exec: umask 022, and die with the parent, so that killing ceremony-os
+/// (even with SIGKILL) never leaves a build step running on its own.
 #[allow(unsafe_code)]
-fn set_umask_022(c: &mut Command) {
+fn prepare_child(c: &mut Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: umask(2) is async-signal-safe and touches only the child's own state.
+    // SAFETY: umask(2) and prctl(2) are async-signal-safe and touch only the child's own state.
     unsafe {
         c.pre_exec(|| {
             libc::umask(0o022);
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
