@@ -58,6 +58,13 @@ enum Command {
     ///
     /// Fetches what the store lacks first (honouring --offline and --vendor).
     Vendor(VendorArgs),
+    /// Build the ISO from the lock: out/<name>-<version>-<arch>.iso, SHA256SUMS, manifest, SBOM.
+    ///
+    /// Fetches (and verifies) the locked inputs first, then runs the stages repo, toolchain,
+    /// rootfs, customize, normalize, squashfs, boot and iso. Each stage is cached in the store
+    /// under a key of its recipe, configuration and input digests, and reused when nothing
+    /// changed. Needs root (mmdebstrap, chroot, namespaces).
+    Build(BuildArgs),
 }
 
 #[derive(Args, Debug)]
@@ -129,6 +136,26 @@ struct VendorArgs {
     sources: SourceArgs,
 }
 
+#[derive(Args, Debug)]
+struct BuildArgs {
+    #[command(flatten)]
+    definition: DefinitionArg,
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// Output directory.
+    #[arg(long, short, default_value = "out", value_name = "DIR")]
+    output: PathBuf,
+    /// Rebuild every stage; reuse no cached stage output.
+    #[arg(long)]
+    no_cache: bool,
+    /// Directory for temporary build state [default: the store's tmp/].
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Print the build report as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
@@ -171,6 +198,35 @@ fn run(cli: Cli) -> Result<()> {
                     std::io::stdout(),
                     "{}",
                     serde_json::to_string_pretty(&json)?
+                )?;
+            }
+            Ok(())
+        }
+        Command::Build(args) => {
+            let store = Store::open(&store_root)?;
+            let definition = &args.definition.definition;
+            let lock_path = args.definition.lockfile();
+            let (def, lock) = inputs::load(definition, &lock_path)?;
+            fetch_all(&store, &def, &lock, &args.sources)?;
+            let lock_bytes = std::fs::read(&lock_path)
+                .with_context(|| format!("reading {}", lock_path.display()))?;
+            let request = ceremony_os_build::BuildRequest {
+                definition_path: definition,
+                definition: &def,
+                lock: &lock,
+                lock_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&lock_bytes)),
+                store: &store,
+                out_dir: args.output.clone(),
+                no_cache: args.no_cache,
+                work_dir: args.work_dir.clone(),
+            };
+            let report = ceremony_os_build::build(&request, &progress::BuildProgress::new())?;
+            eprintln!("{}", progress::build_summary(&report));
+            if args.json {
+                writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    serde_json::to_string_pretty(&report)?
                 )?;
             }
             Ok(())

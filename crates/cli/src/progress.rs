@@ -99,3 +99,52 @@ pub fn report_json(store: &Store, report: &FetchReport) -> serde_json::Value {
         .collect();
     serde_json::json!({ "store": store.root(), "files": items, "warnings": report.warnings })
 }
+
+/// Stage lines: name, cached or built, duration, output digest; progress lines under them.
+#[derive(Debug)]
+pub struct BuildProgress {
+    started: std::time::Instant,
+}
+
+impl BuildProgress {
+    pub fn new() -> Self {
+        BuildProgress {
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl ceremony_os_build::BuildObserver for BuildProgress {
+    fn stage_started(&self, name: &'static str) {
+        eprintln!("==> {name}: building");
+    }
+
+    fn stage_finished(&self, r: &ceremony_os_build::StageRecord) {
+        let how = if r.cached { "cached" } else { "built" };
+        eprintln!(
+            "==> {:<10} {how:<6} {:>7.1}s  sha256:{}",
+            r.name, r.seconds, &r.digest
+        );
+    }
+
+    fn progress(&self, stage: &'static str, message: &str) {
+        eprintln!(
+            "    {stage}: {message}  [{:.0}s]",
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+pub fn build_summary(report: &ceremony_os_build::BuildReport) -> String {
+    format!(
+        "built {} ({} bytes)
+  sha256 {}
+  rootfs NAR {}
+  manifest {}",
+        report.iso.display(),
+        report.iso_size,
+        report.iso_sha256,
+        report.nar_hash,
+        report.manifest.display()
+    )
+}

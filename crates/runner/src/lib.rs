@@ -212,6 +212,69 @@ impl Cmd {
     }
 }
 
+impl Cmd {
+    /// Run to completion with standard output and error merged; every line goes to `on_line` as
+    /// it comes (for progress and logs). On failure the error carries the last lines.
+    pub fn run_merged(&self, mut on_line: impl FnMut(&str)) -> Result<(), RunError> {
+        tracing::debug!(command = %self, dir = %self.dir.display(), "run");
+        let io_err = |source| RunError::Io {
+            command: self.to_string(),
+            source,
+        };
+        let (reader, writer) = std::io::pipe().map_err(io_err)?;
+        let writer2 = writer.try_clone().map_err(io_err)?;
+        let mut command = self.command();
+        command.stdout(writer).stderr(writer2);
+        let mut child = command.spawn().map_err(|source| RunError::Spawn {
+            command: self.to_string(),
+            source,
+        })?;
+        // The parent's copies of the write end must go, or the reader never sees EOF.
+        drop(command);
+        let mut reader = reader;
+        let mut recent: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 8192];
+        // Lines end at '\n' or '\r' (progress bars redraw with '\r'); empty ones are dropped.
+        let mut emit = |bytes: &[u8], recent: &mut std::collections::VecDeque<String>| {
+            let text = String::from_utf8_lossy(bytes).trim_end().to_string();
+            if text.is_empty() {
+                return;
+            }
+            on_line(&text);
+            recent.push_back(text);
+            if recent.len() > 40 {
+                recent.pop_front();
+            }
+        };
+        loop {
+            let n = std::io::Read::read(&mut reader, &mut buf).map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            for &b in &buf[..n] {
+                if b == b'\n' || b == b'\r' {
+                    emit(&pending, &mut recent);
+                    pending.clear();
+                } else {
+                    pending.push(b);
+                }
+            }
+        }
+        emit(&pending, &mut recent);
+        let status = child.wait().map_err(io_err)?;
+        if !status.success() {
+            let stderr_tail = recent.into_iter().collect::<Vec<_>>().join("\n");
+            return Err(RunError::Failed {
+                command: self.to_string(),
+                status,
+                stderr_tail,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Cmd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", shell_quote(&self.program))?;
@@ -301,6 +364,26 @@ mod tests {
         );
         assert!(err.contains("exit status: 3"), "{err}");
         assert!(err.contains("broken thing"), "{err}");
+    }
+
+    #[test]
+    fn merged_output_is_streamed_and_kept_for_errors() {
+        let mut seen = Vec::new();
+        let err = Runner::new(0)
+            .cmd("/bin/sh", "/")
+            .args([
+                "-c",
+                "echo out; printf '10%%\\r20%%\\r' >&2; echo err >&2; exit 4",
+            ])
+            .run_merged(|l| seen.push(l.to_string()))
+            .unwrap_err()
+            .to_string();
+        seen.sort();
+        assert_eq!(seen, ["10%", "20%", "err", "out"]);
+        assert!(
+            err.contains("exit status: 4") && err.contains("err"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -52,10 +52,14 @@ impl TryFrom<String> for ModuleTree {
         let ok = !s.is_empty()
             && !s.starts_with('/')
             && !s.ends_with('/')
-            && s.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'));
+            && s.split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..")
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'));
         if !ok {
-            return Err(format!("{s:?} is not a module tree such as \"drivers/net\" (relative, no '..')"));
+            return Err(format!(
+                "{s:?} is not a module tree such as \"drivers/net\" (relative, no '..')"
+            ));
         }
         Ok(ModuleTree(s))
     }
@@ -112,7 +116,10 @@ fn default_hostname() -> Token {
 }
 
 fn default_autologin() -> Vec<Token> {
-    ["tty1", "ttyS0"].into_iter().map(|t| Token::try_from(t.to_string()).expect("valid")).collect()
+    ["tty1", "ttyS0"]
+        .into_iter()
+        .map(|t| Token::try_from(t.to_string()).expect("valid"))
+        .collect()
 }
 
 fn default_tools_workspace() -> PathBuf {
@@ -205,10 +212,17 @@ impl ImageDefinition {
     pub fn parse(text: &str, origin: &Path) -> Result<Self, SpecError> {
         let def: ImageDefinition =
             toml::from_str(text).map_err(|e| SpecError::from_toml(origin, text, &e))?;
-        if let Some(bundle) = def.hsm_bundles.iter().find(|b| b.module.starts_with('/') || b.module.contains("..")) {
+        if let Some(bundle) = def
+            .hsm_bundles
+            .iter()
+            .find(|b| b.module.starts_with('/') || b.module.contains(".."))
+        {
             return Err(SpecError::Invalid {
                 path: origin.to_path_buf(),
-                message: format!("hsm_bundle {}: module {:?} must be a relative path inside the archive", bundle.name, bundle.module),
+                message: format!(
+                    "hsm_bundle {}: module {:?} must be a relative path inside the archive",
+                    bundle.name, bundle.module
+                ),
             });
         }
         let mut names = std::collections::BTreeSet::new();
@@ -251,7 +265,10 @@ impl ImageDefinition {
     /// ISO 9660 volume id: the name and version in upper case, at most 32 characters.
     pub fn volume_id(&self) -> String {
         let raw = format!("{}_{}", self.image.name, self.image.version).to_ascii_uppercase();
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(32).collect()
+        raw.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(32)
+            .collect()
     }
 
     /// `out/<name>-<version>-<arch>` without extension.
@@ -265,7 +282,10 @@ impl ImageDefinition {
 
 /// A path from the definition, resolved against the directory the definition file is in.
 pub fn relative_to(definition_path: &Path, path: &Path) -> PathBuf {
-    let base = definition_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base = definition_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     base.join(path)
 }
 
@@ -319,7 +339,11 @@ compression = "xz"
         assert_eq!(def.packages.image.variant, Variant::Minbase);
         assert_eq!(def.artifact_stem(), "ceremony-os-0.1.0-amd64");
         assert_eq!(def.volume_id(), "CEREMONY_OS_0_1_0");
-        assert_eq!(def.customize.hostname.as_str(), "ceremony", "defaults apply");
+        assert_eq!(
+            def.customize.hostname.as_str(),
+            "ceremony",
+            "defaults apply"
+        );
         let again = parse(&def.render()).unwrap();
         assert_eq!(again, def);
     }
@@ -377,8 +401,14 @@ compression = "xz"
         let err = error_of(&VALID.replace("\"drivers/net\"", "\"../etc\""));
         assert!(err.contains("is not a module tree"), "{err}");
         let err = error_of(&VALID.replace("compression = \"xz\"", "compression = \"gzip\""));
-        assert!(err.contains("unknown variant `gzip`, expected `xz` or `zstd`"), "{err}");
-        let err = error_of(&format!("{VALID}\n[[hsm_bundle]]\nname = \"luna\"\narchive = \"x.tar\"\nsha256 = \"{}\"\nmodule = \"/abs.so\"\n", "0".repeat(64)));
+        assert!(
+            err.contains("unknown variant `gzip`, expected `xz` or `zstd`"),
+            "{err}"
+        );
+        let err = error_of(&format!(
+            "{VALID}\n[[hsm_bundle]]\nname = \"luna\"\narchive = \"x.tar\"\nsha256 = \"{}\"\nmodule = \"/abs.so\"\n",
+            "0".repeat(64)
+        ));
         assert!(err.contains("must be a relative path"), "{err}");
         let err = error_of(&VALID.replace("components = [\"main\"]", "components = []"));
         assert!(err.contains("debian.components is empty"), "{err}");

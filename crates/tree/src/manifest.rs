@@ -19,8 +19,13 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
     Dir,
-    File { size: u64, sha256: String },
-    Symlink { target: String },
+    File {
+        size: u64,
+        sha256: String,
+    },
+    Symlink {
+        target: String,
+    },
     /// Devices, FIFOs and sockets: `char 1:3`, `block 8:0`, `fifo`, `socket`.
     Special(String),
 }
@@ -47,7 +52,10 @@ impl TreeManifest {
         let mut entries = vec![entry_for(root, "/".to_string())?];
         for path in walk_sorted(root)? {
             let relative = path.strip_prefix(root).expect("walk stays under root");
-            entries.push(entry_for(&path, format!("/{}", escape(relative.as_os_str().as_bytes())))?);
+            entries.push(entry_for(
+                &path,
+                format!("/{}", escape(relative.as_os_str().as_bytes())),
+            )?);
         }
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(TreeManifest { entries })
@@ -62,7 +70,11 @@ impl TreeManifest {
                 Kind::Symlink { target } => ("symlink", target.len().to_string(), target.clone()),
                 Kind::Special(what) => ("special", "-".to_string(), what.replace(' ', "_")),
             };
-            let _ = writeln!(out, "{}\t{kind}\t{:04o}\t{}\t{}\t{}\t{size}\t{detail}", e.path, e.mode, e.uid, e.gid, e.mtime);
+            let _ = writeln!(
+                out,
+                "{}\t{kind}\t{:04o}\t{}\t{}\t{}\t{size}\t{detail}",
+                e.path, e.mode, e.uid, e.gid, e.mtime
+            );
         }
         out
     }
@@ -75,7 +87,10 @@ impl TreeManifest {
     pub fn parse(text: &str) -> Result<Self, TreeError> {
         let mut entries = Vec::new();
         for (index, line) in text.lines().enumerate() {
-            let err = |message: &str| TreeError::Parse { line: index + 1, message: message.to_string() };
+            let err = |message: &str| TreeError::Parse {
+                line: index + 1,
+                message: message.to_string(),
+            };
             let fields: Vec<&str> = line.split('\t').collect();
             let [path, kind, mode, uid, gid, mtime, size, detail] = fields[..] else {
                 return Err(err("expected 8 tab-separated fields"));
@@ -86,7 +101,9 @@ impl TreeManifest {
                     size: size.parse().map_err(|_| err("bad size"))?,
                     sha256: detail.to_string(),
                 },
-                "symlink" => Kind::Symlink { target: detail.to_string() },
+                "symlink" => Kind::Symlink {
+                    target: detail.to_string(),
+                },
                 "special" => Kind::Special(detail.replace('_', " ")),
                 other => return Err(err(&format!("unknown type {other:?}"))),
             };
@@ -103,7 +120,10 @@ impl TreeManifest {
     }
 
     pub fn get(&self, path: &str) -> Option<&Entry> {
-        self.entries.binary_search_by(|e| e.path.as_str().cmp(path)).ok().map(|i| &self.entries[i])
+        self.entries
+            .binary_search_by(|e| e.path.as_str().cmp(path))
+            .ok()
+            .map(|i| &self.entries[i])
     }
 }
 
@@ -113,9 +133,16 @@ pub enum Change {
     Added(Entry),
     Removed(Entry),
     /// Same path, different type or content (file digest or link target).
-    Content { before: Entry, after: Entry },
+    Content {
+        before: Entry,
+        after: Entry,
+    },
     /// Same content; the named metadata fields differ (`mode`, `owner`, `mtime`).
-    Metadata { before: Entry, after: Entry, fields: Vec<&'static str> },
+    Metadata {
+        before: Entry,
+        after: Entry,
+        fields: Vec<&'static str>,
+    },
 }
 
 impl Change {
@@ -136,7 +163,10 @@ pub fn diff(before: &TreeManifest, after: &TreeManifest) -> Vec<Change> {
         match (a.get(i), b.get(j)) {
             (Some(x), Some(y)) if x.path == y.path => {
                 if x.kind != y.kind {
-                    changes.push(Change::Content { before: x.clone(), after: y.clone() });
+                    changes.push(Change::Content {
+                        before: x.clone(),
+                        after: y.clone(),
+                    });
                 } else {
                     let mut fields = Vec::new();
                     if x.mode != y.mode {
@@ -149,7 +179,11 @@ pub fn diff(before: &TreeManifest, after: &TreeManifest) -> Vec<Change> {
                         fields.push("mtime");
                     }
                     if !fields.is_empty() {
-                        changes.push(Change::Metadata { before: x.clone(), after: y.clone(), fields });
+                        changes.push(Change::Metadata {
+                            before: x.clone(),
+                            after: y.clone(),
+                            fields,
+                        });
                     }
                 }
                 i += 1;
@@ -186,10 +220,15 @@ fn entry_for(path: &Path, name: String) -> Result<Entry, TreeError> {
         let mut file = std::fs::File::open(path).map_err(|e| TreeError::io(path, e))?;
         let mut hasher = Sha256::new();
         std::io::copy(&mut file, &mut hasher).map_err(|e| TreeError::io(path, e))?;
-        Kind::File { size: meta.len(), sha256: hex(&hasher.finalize()) }
+        Kind::File {
+            size: meta.len(),
+            sha256: hex(&hasher.finalize()),
+        }
     } else if ft.is_symlink() {
         let target = std::fs::read_link(path).map_err(|e| TreeError::io(path, e))?;
-        Kind::Symlink { target: escape(target.as_os_str().as_bytes()) }
+        Kind::Symlink {
+            target: escape(target.as_os_str().as_bytes()),
+        }
     } else {
         let (major, minor) = (libc_major(meta.rdev()), libc_minor(meta.rdev()));
         Kind::Special(if ft.is_char_device() {
@@ -202,7 +241,14 @@ fn entry_for(path: &Path, name: String) -> Result<Entry, TreeError> {
             "socket".into()
         })
     };
-    Ok(Entry { path: name, kind, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), mtime: meta.mtime() })
+    Ok(Entry {
+        path: name,
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime: meta.mtime(),
+    })
 }
 
 // Linux's encoding of dev_t (glibc's gnu_dev_major/minor).
@@ -255,7 +301,11 @@ mod tests {
         std::fs::write(root.join("etc/sub/b"), b"bravo").unwrap();
         std::fs::write(root.join("etc/tab\there"), b"").unwrap();
         std::os::unix::fs::symlink("a.conf", root.join("etc/link")).unwrap();
-        std::fs::set_permissions(root.join("etc/sub/b"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            root.join("etc/sub/b"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         dir
     }
 
@@ -264,14 +314,33 @@ mod tests {
         let dir = sample_tree();
         let m = TreeManifest::scan(dir.path()).unwrap();
         let paths: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["/", "/etc", "/etc/a.conf", "/etc/link", "/etc/sub", "/etc/sub/b", "/etc/tab\\x09here"]);
+        assert_eq!(
+            paths,
+            [
+                "/",
+                "/etc",
+                "/etc/a.conf",
+                "/etc/link",
+                "/etc/sub",
+                "/etc/sub/b",
+                "/etc/tab\\x09here"
+            ]
+        );
         let a = m.get("/etc/a.conf").unwrap();
         assert_eq!(
             a.kind,
-            Kind::File { size: 5, sha256: "8ed3f6ad685b959ead7022518e1af76cd816f8e8ec7ccdda1ed4018e8f2223f8".into() }
+            Kind::File {
+                size: 5,
+                sha256: "8ed3f6ad685b959ead7022518e1af76cd816f8e8ec7ccdda1ed4018e8f2223f8".into()
+            }
         );
         assert_eq!(m.get("/etc/sub/b").unwrap().mode, 0o755);
-        assert_eq!(m.get("/etc/link").unwrap().kind, Kind::Symlink { target: "a.conf".into() });
+        assert_eq!(
+            m.get("/etc/link").unwrap().kind,
+            Kind::Symlink {
+                target: "a.conf".into()
+            }
+        );
         let text = m.render();
         assert_eq!(TreeManifest::parse(&text).unwrap(), m);
     }
@@ -281,7 +350,11 @@ mod tests {
         let dir = sample_tree();
         let before = TreeManifest::scan(dir.path()).unwrap();
         std::fs::write(dir.path().join("etc/a.conf"), b"ALPHA").unwrap();
-        std::fs::set_permissions(dir.path().join("etc/sub/b"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("etc/sub/b"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
         std::fs::remove_file(dir.path().join("etc/link")).unwrap();
         std::fs::write(dir.path().join("etc/new"), b"").unwrap();
         let mut after = TreeManifest::scan(dir.path()).unwrap();
@@ -300,10 +373,20 @@ mod tests {
                 Change::Added(e) => format!("+{}", e.path),
                 Change::Removed(e) => format!("-{}", e.path),
                 Change::Content { after, .. } => format!("content {}", after.path),
-                Change::Metadata { after, fields, .. } => format!("{} {}", fields.join(","), after.path),
+                Change::Metadata { after, fields, .. } => {
+                    format!("{} {}", fields.join(","), after.path)
+                }
             })
             .collect();
-        assert_eq!(summary, ["content /etc/a.conf", "-/etc/link", "+/etc/new", "mode /etc/sub/b"]);
+        assert_eq!(
+            summary,
+            [
+                "content /etc/a.conf",
+                "-/etc/link",
+                "+/etc/new",
+                "mode /etc/sub/b"
+            ]
+        );
     }
 
     #[test]

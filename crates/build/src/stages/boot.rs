@@ -1,0 +1,156 @@
+//! Stage `boot`: everything the four boot paths need, as a tree for the ISO.
+//!
+//! - BIOS from CD: isolinux (El Torito, no emulation, boot info table).
+//! - BIOS from USB: the same isolinux behind the isohybrid MBR (`isohdpfx.bin`).
+//! - UEFI from CD: El Torito EFI entry pointing at `boot/grub/efi.img`, a FAT image holding a
+//!   standalone GRUB (`EFI/BOOT/BOOTX64.EFI`) built by grub-mkimage with an embedded config.
+//! - UEFI from USB: the same FAT image marked as the EFI system partition in the hybrid GPT/MBR.
+//!
+//! GRUB finds the disc by a marker file and loads `boot/grub/grub.cfg`; both loaders use the
+//! serial console (ttyS0, 115200) and the screen, and boot without a key press.
+
+use super::{Ctx, write};
+use crate::cache::{KeyBuilder, StageOutput};
+use crate::error::BuildError;
+use crate::toolchain::Toolchain;
+use std::path::Path;
+
+const RECIPE: u32 = 1;
+
+/// GRUB modules built into BOOTX64.EFI.
+const GRUB_EFI_MODULES: &[&str] = &[
+    "part_gpt",
+    "part_msdos",
+    "fat",
+    "iso9660",
+    "normal",
+    "linux",
+    "search",
+    "search_fs_file",
+    "configfile",
+    "echo",
+    "test",
+    "ls",
+    "cat",
+    "serial",
+    "terminal",
+    "terminfo",
+    "gzio",
+    "all_video",
+];
+
+/// Marker file at the root of the ISO, by which GRUB finds it.
+pub const MARKER: &str = ".ceremony-os";
+
+pub(crate) fn run(
+    ctx: &Ctx<'_>,
+    normalized: &StageOutput,
+    toolchain_out: &StageOutput,
+    toolchain: &Toolchain,
+) -> Result<StageOutput, BuildError> {
+    let rootfs = normalized.path.join("rootfs");
+    let (vmlinuz, initrd) = kernel_files(&rootfs)?;
+    let def = ctx.def;
+    let title = format!("{} {}", def.image.name, def.image.version);
+    let mut key = KeyBuilder::new("boot", RECIPE);
+    key.field("vmlinuz", &super::file_digest(&vmlinuz)?)
+        .field("initrd", &super::file_digest(&initrd)?)
+        .field("toolchain", &toolchain_out.digest)
+        .field("cmdline", &def.kernel.cmdline)
+        .field("title", &title)
+        .field("marker", &def.artifact_stem())
+        .field("modules", &GRUB_EFI_MODULES.join(","));
+    ctx.stage("boot", key.finish(), |out| {
+        let tree = out.join("tree");
+        let work = out.parent().expect("out has a parent");
+        copy(&vmlinuz, &tree.join("live/vmlinuz"))?;
+        copy(&initrd, &tree.join("live/initrd.img"))?;
+        write(&tree.join(MARKER), format!("{}\n", def.artifact_stem()))?;
+        write(&tree.join(".disk/info"), format!("{title} ({}) {}\n", def.image.architecture, def.debian.snapshot))?;
+
+        // BIOS: isolinux
+        copy(&toolchain.file("usr/lib/ISOLINUX/isolinux.bin"), &tree.join("isolinux/isolinux.bin"))?;
+        copy(&toolchain.file("usr/lib/syslinux/modules/bios/ldlinux.c32"), &tree.join("isolinux/ldlinux.c32"))?;
+        copy(&toolchain.file("usr/lib/ISOLINUX/isohdpfx.bin"), &out.join("isohdpfx.bin"))?;
+        write(&tree.join("isolinux/isolinux.cfg"), isolinux_cfg(&title, &def.kernel.cmdline))?;
+
+        // UEFI: standalone GRUB in a FAT image
+        write(&tree.join("boot/grub/grub.cfg"), grub_cfg(&title, &def.kernel.cmdline))?;
+        let early = work.join("grub-early.cfg");
+        write(
+            &early,
+            format!(
+                "search --no-floppy --set=root --file /{MARKER}\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n"
+            ),
+        )?;
+        let efi_binary = work.join("BOOTX64.EFI");
+        toolchain
+            .cmd(&ctx.runner, "grub-mkimage", work)
+            .args(["--format", "x86_64-efi", "--prefix", "/boot/grub", "--directory"])
+            .arg(toolchain.file("usr/lib/grub/x86_64-efi"))
+            .arg("--config")
+            .arg(&early)
+            .arg("--output")
+            .arg(&efi_binary)
+            .args(GRUB_EFI_MODULES)
+            .output()?;
+        let efi_bytes = std::fs::read(&efi_binary).map_err(|e| BuildError::io(&efi_binary, e))?;
+        write(&tree.join("EFI/BOOT/BOOTX64.EFI"), &efi_bytes)?;
+        crate::fat::write_fat_image(
+            &tree.join("boot/grub/efi.img"),
+            "EFIBOOT",
+            &[("EFI/BOOT/BOOTX64.EFI", efi_bytes)],
+            ctx.sde(),
+        )?;
+        ceremony_os_tree::clamp_mtimes(out, ctx.sde())?;
+        super::dir_digest(out)
+    })
+}
+
+/// The one kernel and initrd in the image's /boot.
+fn kernel_files(rootfs: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf), BuildError> {
+    let boot = rootfs.join("boot");
+    let names: Vec<String> = crate::cache::read_dir_sorted(&boot)?
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let kernels: Vec<&String> = names.iter().filter(|n| n.starts_with("vmlinuz-")).collect();
+    let [kernel] = kernels.as_slice() else {
+        return Err(BuildError::stage(
+            "boot",
+            format!(
+                "expected one vmlinuz-* in {}, found {kernels:?}",
+                boot.display()
+            ),
+        ));
+    };
+    let version = kernel.trim_start_matches("vmlinuz-");
+    let initrd = boot.join(format!("initrd.img-{version}"));
+    if !initrd.is_file() {
+        return Err(BuildError::stage(
+            "boot",
+            format!("{} is missing", initrd.display()),
+        ));
+    }
+    Ok((boot.join(kernel.as_str()), initrd))
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), BuildError> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| BuildError::io(parent, e))?;
+    }
+    std::fs::copy(from, to).map_err(|e| BuildError::io(from, e))?;
+    super::set_mode(to, 0o644)
+}
+
+fn isolinux_cfg(title: &str, cmdline: &str) -> String {
+    format!(
+        "SERIAL 0 115200\nPROMPT 0\nTIMEOUT 1\nDEFAULT live\n\nLABEL live\n  MENU LABEL {title}\n  KERNEL /live/vmlinuz\n  APPEND initrd=/live/initrd.img {cmdline}\n"
+    )
+}
+
+fn grub_cfg(title: &str, cmdline: &str) -> String {
+    format!(
+        "serial --unit=0 --speed=115200\nterminal_input console serial\nterminal_output console serial\nset timeout=1\nset default=0\n\nmenuentry \"{title}\" {{\n  linux /live/vmlinuz {cmdline}\n  initrd /live/initrd.img\n}}\n"
+    )
+}
