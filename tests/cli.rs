@@ -23,28 +23,15 @@ fn help_lists_the_commands() {
 fn malformed_definition_is_reported_with_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let definition = dir.path().join("bad.toml");
-    let good = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../image/ceremony.toml"
-    ))
-    .unwrap();
-    std::fs::write(
-        &definition,
-        good.replace("suite = \"bookworm\"", "suite = \"bookworm\"\ncodename = 1"),
-    )
-    .unwrap();
-    let out = support::ceremony_os(&dir.path().join("store"))
-        .arg("lock")
-        .arg(&definition)
-        .assert()
-        .code(1);
+    let good =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../image/ceremony.toml")).unwrap();
+    std::fs::write(&definition, good.replace("suite = \"bookworm\"", "suite = \"bookworm\"\ncodename = 1"))
+        .unwrap();
+    let out = support::ceremony_os(&dir.path().join("store")).arg("lock").arg(&definition).assert().code(1);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     let line = good.lines().position(|l| l.starts_with("suite =")).unwrap() + 2;
     assert!(
-        stderr.starts_with(&format!(
-            "error: {}:{line}:1: unknown field `codename`",
-            definition.display()
-        )),
+        stderr.starts_with(&format!("error: {}:{line}:1: unknown field `codename`", definition.display())),
         "{stderr}"
     );
 }
@@ -53,17 +40,11 @@ fn malformed_definition_is_reported_with_file_line_and_field() {
 fn missing_lockfile_says_what_to_run() {
     let dir = tempfile::tempdir().unwrap();
     let definition = dir.path().join("ceremony.toml");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../image/ceremony.toml"),
-        &definition,
-    )
-    .unwrap();
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../../image/ceremony.toml"), &definition).unwrap();
     support::ceremony_os(&dir.path().join("store"))
         .arg("fetch")
         .arg(&definition)
         .assert()
         .code(1)
-        .stderr(contains(
-            "ceremony.lock does not exist: run `ceremony-os lock",
-        ));
+        .stderr(contains("ceremony.lock does not exist: run `ceremony-os lock"));
 }

@@ -50,19 +50,12 @@ fn origins(report: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| {
-            (
-                f["package"].as_str().unwrap().to_string(),
-                f["origin"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|f| (f["package"].as_str().unwrap().to_string(), f["origin"].as_str().unwrap().to_string()))
         .collect()
 }
 
 fn dir_is_empty(path: &Path) -> bool {
-    std::fs::read_dir(path)
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(true)
+    std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(true)
 }
 
 #[test]
@@ -71,42 +64,19 @@ fn fetches_verifies_and_then_skips_what_is_stored() {
     let mirror = TestMirror::start(&s.debs);
     let def = s.definition(&[mirror.base_url()]);
 
-    let out = ceremony_os(&s.store())
-        .args(["fetch", "--json"])
-        .arg(&def)
-        .assert()
-        .success();
+    let out = ceremony_os(&s.store()).args(["fetch", "--json"]).arg(&def).assert().success();
     let report = json_report(&out.get_output().stdout);
-    assert!(
-        origins(&report).iter().all(|(_, o)| o == "mirror"),
-        "{report}"
-    );
+    assert!(origins(&report).iter().all(|(_, o)| o == "mirror"), "{report}");
     for deb in &s.debs {
-        assert_eq!(
-            s.stored(deb).as_deref(),
-            Some(&deb.bytes[..]),
-            "{} stored intact",
-            deb.name
-        );
+        assert_eq!(s.stored(deb).as_deref(), Some(&deb.bytes[..]), "{} stored intact", deb.name);
     }
     let first_requests = mirror.requests().len();
     assert_eq!(first_requests, 3, "one request per file");
 
-    let out = ceremony_os(&s.store())
-        .args(["fetch", "--json"])
-        .arg(&def)
-        .assert()
-        .success();
+    let out = ceremony_os(&s.store()).args(["fetch", "--json"]).arg(&def).assert().success();
     let report = json_report(&out.get_output().stdout);
-    assert!(
-        origins(&report).iter().all(|(_, o)| o == "store"),
-        "{report}"
-    );
-    assert_eq!(
-        mirror.requests().len(),
-        first_requests,
-        "nothing downloaded again"
-    );
+    assert!(origins(&report).iter().all(|(_, o)| o == "store"), "{report}");
+    assert_eq!(mirror.requests().len(), first_requests, "nothing downloaded again");
 }
 
 #[test]
@@ -117,25 +87,15 @@ fn tampered_deb_is_rejected_and_not_stored() {
     let def = s.definition(&[mirror.base_url()]);
 
     let bravo = &s.debs[1];
-    let assert = ceremony_os(&s.store())
-        .arg("fetch")
-        .arg(&def)
-        .assert()
-        .failure();
+    let assert = ceremony_os(&s.store()).arg("fetch").arg(&def).assert().failure();
     let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
     assert!(stderr.contains("could not fetch 1 of 3 files"), "{stderr}");
-    assert!(
-        stderr.contains("bravo_2:3.1-4_amd64"),
-        "names the package: {stderr}"
-    );
+    assert!(stderr.contains("bravo_2:3.1-4_amd64"), "names the package: {stderr}");
     assert!(
         stderr.contains(&format!("{}{}", mirror.base_url(), bravo.archive_path())),
         "names the mirror URL: {stderr}"
     );
-    assert!(
-        stderr.contains(&format!("expected {}", bravo.sha256())),
-        "names the expected digest: {stderr}"
-    );
+    assert!(stderr.contains(&format!("expected {}", bravo.sha256())), "names the expected digest: {stderr}");
     let mut tampered = bravo.bytes.clone();
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0xff;
@@ -143,14 +103,8 @@ fn tampered_deb_is_rejected_and_not_stored() {
         stderr.contains(&format!("got {}", support::sha256_hex(&tampered))),
         "names the actual digest: {stderr}"
     );
-    assert!(
-        s.stored(bravo).is_none(),
-        "tampered file must not enter the store"
-    );
-    assert!(
-        dir_is_empty(&s.store().join("partial")),
-        "nothing of the tampered file is kept"
-    );
+    assert!(s.stored(bravo).is_none(), "tampered file must not enter the store");
+    assert!(dir_is_empty(&s.store().join("partial")), "nothing of the tampered file is kept");
     assert!(dir_is_empty(&s.store().join("tmp")));
     assert!(s.stored(&s.debs[0]).is_some(), "the good files are stored");
 }
@@ -169,10 +123,7 @@ fn truncated_download_is_rejected() {
         .failure()
         .stderr(contains("charlie_0.9-1+b1_amd64"))
         .stderr(contains("gave up after 2 tries"));
-    assert!(
-        s.stored(&s.debs[2]).is_none(),
-        "a truncated file must not enter the store"
-    );
+    assert!(s.stored(&s.debs[2]).is_none(), "a truncated file must not enter the store");
 }
 
 #[test]
@@ -183,25 +134,14 @@ fn mirror_answering_404_falls_back_to_the_next() {
     let good = TestMirror::start(&s.debs);
     let def = s.definition(&[broken.base_url(), good.base_url()]);
 
-    let out = ceremony_os(&s.store())
-        .args(["fetch", "--json"])
-        .arg(&def)
-        .assert()
-        .success();
+    let out = ceremony_os(&s.store()).args(["fetch", "--json"]).arg(&def).assert().success();
     let report = json_report(&out.get_output().stdout);
     for file in report["files"].as_array().unwrap() {
         assert_eq!(file["source"], good.base_url(), "{file}");
     }
-    assert_eq!(
-        broken.requests().len(),
-        3,
-        "the first mirror was asked first"
-    );
+    assert_eq!(broken.requests().len(), 3, "the first mirror was asked first");
     let warnings = report["warnings"].to_string();
-    assert!(
-        warnings.contains("HTTP 404"),
-        "the fallback is reported: {warnings}"
-    );
+    assert!(warnings.contains("HTTP 404"), "the fallback is reported: {warnings}");
 }
 
 #[test]
@@ -222,48 +162,25 @@ fn interrupted_fetch_resumes_where_it_stopped() {
     let partial = s.store().join("partial").join(charlie.sha256());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < 200_000 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "download never started"
-        );
+        assert!(std::time::Instant::now() < deadline, "download never started");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let kept = std::fs::metadata(&partial).unwrap().len();
     assert!(kept > 0 && kept < charlie.bytes.len() as u64);
-    assert!(
-        s.stored(charlie).is_none(),
-        "an interrupted download is not in the store"
-    );
+    assert!(s.stored(charlie).is_none(), "an interrupted download is not in the store");
 
     mirror.throttle(None);
     let before = mirror.requests().len();
-    ceremony_os(&s.store())
-        .arg("fetch")
-        .arg(&def)
-        .assert()
-        .success();
+    ceremony_os(&s.store()).arg("fetch").arg(&def).assert().success();
     assert_eq!(s.stored(charlie).as_deref(), Some(&charlie.bytes[..]));
-    let resumed: Vec<_> = mirror.requests()[before..]
-        .iter()
-        .filter(|r| r.path.contains("charlie"))
-        .cloned()
-        .collect();
+    let resumed: Vec<_> =
+        mirror.requests()[before..].iter().filter(|r| r.path.contains("charlie")).cloned().collect();
     assert_eq!(resumed.len(), 1, "{resumed:?}");
-    let range = resumed[0]
-        .range
-        .clone()
-        .expect("the second fetch sends a Range request");
-    let from: u64 = range
-        .trim_start_matches("bytes=")
-        .trim_end_matches('-')
-        .parse()
-        .unwrap();
-    assert!(
-        from >= kept.min(200_000) && from <= kept,
-        "resumed from {from}, {kept} bytes were kept"
-    );
+    let range = resumed[0].range.clone().expect("the second fetch sends a Range request");
+    let from: u64 = range.trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap();
+    assert!(from >= kept.min(200_000) && from <= kept, "resumed from {from}, {kept} bytes were kept");
     assert!(!partial.exists(), "the partial file is consumed");
 }
 
@@ -273,25 +190,14 @@ fn offline_fetch_from_a_vendor_dir_needs_no_network() {
     let mirror = TestMirror::start(&s.debs);
     let def = s.definition(&[mirror.base_url()]);
     let vendor = s.path("vendor");
-    ceremony_os(&s.store())
-        .arg("vendor")
-        .arg(&vendor)
-        .arg(&def)
-        .assert()
-        .success();
+    ceremony_os(&s.store()).arg("vendor").arg(&vendor).arg(&def).assert().success();
     let sums = std::fs::read_to_string(vendor.join("SHA256SUMS")).unwrap();
-    let mut expected: Vec<String> = s
-        .debs
-        .iter()
-        .map(|d| format!("{}  {}", d.sha256(), d.file_name()))
-        .collect();
+    let mut expected: Vec<String> =
+        s.debs.iter().map(|d| format!("{}  {}", d.sha256(), d.file_name())).collect();
     expected.sort_by(|a, b| a[66..].cmp(&b[66..]));
     assert_eq!(sums.lines().collect::<Vec<_>>(), expected);
     for deb in &s.debs {
-        assert_eq!(
-            std::fs::read(vendor.join(deb.file_name())).unwrap(),
-            deb.bytes
-        );
+        assert_eq!(std::fs::read(vendor.join(deb.file_name())).unwrap(), deb.bytes);
     }
 
     drop(mirror); // the network is gone; a fresh store must fill from the vendor dir alone
@@ -304,10 +210,7 @@ fn offline_fetch_from_a_vendor_dir_needs_no_network() {
         .assert()
         .success();
     let report = json_report(&out.get_output().stdout);
-    assert!(
-        origins(&report).iter().all(|(_, o)| o == "vendor"),
-        "{report}"
-    );
+    assert!(origins(&report).iter().all(|(_, o)| o == "vendor"), "{report}");
     assert!(before.elapsed() < std::time::Duration::from_secs(30));
 
     // A corrupted vendored file is refused, even offline.
@@ -331,9 +234,7 @@ fn offline_fetch_from_a_vendor_dir_needs_no_network() {
 fn stale_lock_is_refused() {
     let s = Setup::new();
     let def = s.definition(&["http://127.0.0.1:9/".to_string()]);
-    let text = std::fs::read_to_string(&def)
-        .unwrap()
-        .replace("\"alpha\", ", "");
+    let text = std::fs::read_to_string(&def).unwrap().replace("\"alpha\", ", "");
     std::fs::write(&def, text).unwrap();
     ceremony_os(&s.store())
         .arg("fetch")

@@ -8,17 +8,11 @@ mod support;
 use std::path::PathBuf;
 
 fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
 }
 
 fn names_in(lock: &ceremony_os_spec::Lockfile) -> Vec<&str> {
-    lock.image
-        .packages
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect()
+    lock.image.packages.iter().map(|p| p.name.as_str()).collect()
 }
 
 #[test]
@@ -38,10 +32,7 @@ fn lock_resolves_the_full_closure_deterministically() {
             .success();
         outputs.push(std::fs::read(&out).unwrap());
     }
-    assert!(
-        outputs[0] == outputs[1],
-        "two lock runs against the same archive differ"
-    );
+    assert!(outputs[0] == outputs[1], "two lock runs against the same archive differ");
 
     let text = String::from_utf8(outputs[0].clone()).unwrap();
     let lock = ceremony_os_spec::Lockfile::parse(&text, &definition).unwrap();
@@ -73,49 +64,20 @@ fn lock_resolves_the_full_closure_deterministically() {
         "apt",
         "libc6",
     ] {
-        assert!(
-            names.contains(&essential),
-            "{essential} missing from the image closure"
-        );
+        assert!(names.contains(&essential), "{essential} missing from the image closure");
     }
     for requested in &lock.image.include {
-        assert!(
-            names.contains(&requested.as_str()),
-            "requested {requested} missing"
-        );
+        assert!(names.contains(&requested.as_str()), "requested {requested} missing");
     }
-    assert!(
-        names.iter().any(|n| n.starts_with("linux-image-6.1")),
-        "the kernel the metapackage depends on"
-    );
-    assert!(
-        !names.contains(&"network-manager") && !names.contains(&"ifupdown"),
-        "no network management"
-    );
-    let toolchain: Vec<&str> = lock
-        .toolchain
-        .packages
-        .iter()
-        .map(|p| p.name.as_str())
-        .collect();
-    for tool in [
-        "xorriso",
-        "squashfs-tools",
-        "grub-pc-bin",
-        "grub-efi-amd64-bin",
-        "mtools",
-        "libisoburn1",
-        "libc6",
-    ] {
-        assert!(
-            toolchain.contains(&tool),
-            "{tool} missing from the toolchain closure"
-        );
+    assert!(names.iter().any(|n| n.starts_with("linux-image-6.1")), "the kernel the metapackage depends on");
+    assert!(!names.contains(&"network-manager") && !names.contains(&"ifupdown"), "no network management");
+    let toolchain: Vec<&str> = lock.toolchain.packages.iter().map(|p| p.name.as_str()).collect();
+    for tool in
+        ["xorriso", "squashfs-tools", "grub-pc-bin", "grub-efi-amd64-bin", "mtools", "libisoburn1", "libc6"]
+    {
+        assert!(toolchain.contains(&tool), "{tool} missing from the toolchain closure");
     }
-    assert!(
-        !text.contains("2026-11") && !text.contains(&std::process::id().to_string()),
-        "no clock, no pid"
-    );
+    assert!(!text.contains("2026-11") && !text.contains(&std::process::id().to_string()), "no clock, no pid");
 
     // The committed lock is what resolving today gives (bookworm is frozen at its last point release).
     assert_eq!(
@@ -130,29 +92,13 @@ fn lock_with_an_unreachable_archive_names_every_mirror() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(repo_file("image/ceremony.toml"))
         .unwrap()
-        .replace(
-            "\"http://deb.debian.org/debian/\"",
-            "\"http://127.0.0.1:9/debian/\"",
-        );
+        .replace("\"http://deb.debian.org/debian/\"", "\"http://127.0.0.1:9/debian/\"");
     let definition = dir.path().join("ceremony.toml");
     std::fs::write(&definition, text).unwrap();
-    let out = support::ceremony_os(&dir.path().join("store"))
-        .arg("lock")
-        .arg(&definition)
-        .assert()
-        .failure();
+    let out = support::ceremony_os(&dir.path().join("store")).arg("lock").arg(&definition).assert().failure();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-    assert!(
-        stderr.contains("no mirror served a verified index for bookworm"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("snapshot.debian.org/archive/debian/20260712T000000Z/"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("no mirror served a verified index for bookworm"), "{stderr}");
+    assert!(stderr.contains("snapshot.debian.org/archive/debian/20260712T000000Z/"), "{stderr}");
     assert!(stderr.contains("127.0.0.1:9/debian/"), "{stderr}");
-    assert!(
-        !dir.path().join("ceremony.lock").exists(),
-        "no lock written on failure"
-    );
+    assert!(!dir.path().join("ceremony.lock").exists(), "no lock written on failure");
 }

@@ -12,9 +12,6 @@ struct Cli {}
 
 fn main() {
     let _ = Cli::parse();
-    eprintln!(
-        "ceremony {}: no ceremony commands are implemented yet; see --help",
-        env!("CARGO_PKG_VERSION")
-    );
+    eprintln!("ceremony {}: no ceremony commands are implemented yet; see --help", env!("CARGO_PKG_VERSION"));
     std::process::exit(2);
 }

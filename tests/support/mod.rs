@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 use ceremony_os_spec::{
-    Architecture, ArchiveState, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile,
-    Sha256Digest, Timestamp, Variant,
+    Architecture, ArchiveState, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile, Sha256Digest,
+    Timestamp, Variant,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -21,9 +21,7 @@ use std::time::Duration;
 /// `ceremony-os` with an environment that cannot reach the developer's own store or config.
 pub fn ceremony_os(store: &Path) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_ceremony-os"));
-    cmd.env_remove("CEREMONY_OS_LOG")
-        .env("CEREMONY_OS_STORE", store)
-        .env("NO_COLOR", "1");
+    cmd.env_remove("CEREMONY_OS_LOG").env("CEREMONY_OS_STORE", store).env("NO_COLOR", "1");
     cmd
 }
 
@@ -41,13 +39,7 @@ pub struct TestDeb {
 
 impl TestDeb {
     pub fn archive_path(&self) -> String {
-        format!(
-            "pool/main/{}/{}/{}_{}_amd64.deb",
-            &self.name[..1],
-            self.name,
-            self.name,
-            self.version
-        )
+        format!("pool/main/{}/{}/{}_{}_amd64.deb", &self.name[..1], self.name, self.name, self.version)
     }
 
     pub fn file_name(&self) -> String {
@@ -92,11 +84,7 @@ pub fn make_deb(work: &Path, name: &str, version: &str, payload: usize) -> TestD
         .status()
         .expect("dpkg-deb runs");
     assert!(status.success(), "dpkg-deb --build failed");
-    TestDeb {
-        name: name.into(),
-        version: version.into(),
-        bytes: std::fs::read(out).unwrap(),
-    }
+    TestDeb { name: name.into(), version: version.into(), bytes: std::fs::read(out).unwrap() }
 }
 
 /// Write `<dir>/ceremony.toml` and `<dir>/ceremony.lock` for these packages and mirrors.
@@ -217,9 +205,7 @@ impl TestMirror {
         let port = listener.local_addr().unwrap().port();
         let mut state = ServerState::default();
         for d in debs {
-            state
-                .files
-                .insert(format!("/{}", d.archive_path()), d.bytes.clone());
+            state.files.insert(format!("/{}", d.archive_path()), d.bytes.clone());
         }
         let state = Arc::new(Mutex::new(state));
         let stop = Arc::new(AtomicBool::new(false));
@@ -244,11 +230,7 @@ impl TestMirror {
     }
 
     pub fn set_behaviour(&self, deb: &TestDeb, behaviour: Behaviour) {
-        self.state
-            .lock()
-            .unwrap()
-            .behaviour
-            .insert(format!("/{}", deb.archive_path()), behaviour);
+        self.state.lock().unwrap().behaviour.insert(format!("/{}", deb.archive_path()), behaviour);
     }
 
     pub fn answer_404_to_everything(&self) {
@@ -276,11 +258,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<(
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    let path = request_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .to_string();
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
     let mut range = None;
     loop {
         let mut line = String::new();
@@ -295,10 +273,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<(
     }
     let (body, behaviour, throttle) = {
         let mut s = state.lock().unwrap();
-        s.log.push(LoggedRequest {
-            path: path.clone(),
-            range: range.clone(),
-        });
+        s.log.push(LoggedRequest { path: path.clone(), range: range.clone() });
         let behaviour = if s.all_not_found {
             Behaviour::NotFound
         } else {
@@ -307,9 +282,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<(
         (s.files.get(&path).cloned(), behaviour, s.throttle)
     };
     let Some(mut body) = body.filter(|_| behaviour != Behaviour::NotFound) else {
-        return stream.write_all(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        );
+        return stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     };
     if behaviour == Behaviour::Tamper {
         let middle = body.len() / 2;
@@ -323,11 +296,9 @@ fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<(
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|&n| n < total);
     let (status, slice, extra) = match start {
-        Some(n) => (
-            "206 Partial Content",
-            &body[n..],
-            format!("Content-Range: bytes {n}-{}/{total}\r\n", total - 1),
-        ),
+        Some(n) => {
+            ("206 Partial Content", &body[n..], format!("Content-Range: bytes {n}-{}/{total}\r\n", total - 1))
+        }
         None => ("200 OK", &body[..], String::new()),
     };
     write!(
@@ -335,11 +306,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<(
         "HTTP/1.1 {status}\r\nContent-Type: application/vnd.debian.binary-package\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         slice.len()
     )?;
-    let to_send = if behaviour == Behaviour::Truncate {
-        &slice[..slice.len() / 2]
-    } else {
-        slice
-    };
+    let to_send = if behaviour == Behaviour::Truncate { &slice[..slice.len() / 2] } else { slice };
     match throttle {
         None => stream.write_all(to_send)?,
         Some(per_tick) => {

@@ -17,15 +17,13 @@ pub struct KeyBuilder {
 impl KeyBuilder {
     pub fn new(stage: &str, recipe_version: u32) -> Self {
         let mut k = KeyBuilder::default();
-        k.field("stage", stage)
-            .field("recipe", &recipe_version.to_string());
+        k.field("stage", stage).field("recipe", &recipe_version.to_string());
         k
     }
 
     pub fn field(&mut self, name: &str, value: &str) -> &mut Self {
         // Length-prefixed so that no two different field lists produce the same text.
-        self.text
-            .push_str(&format!("{name}:{}:{value}\n", value.len()));
+        self.text.push_str(&format!("{name}:{}:{value}\n", value.len()));
         self
     }
 
@@ -57,16 +55,10 @@ impl StageCache {
         let lock_path = root.join(".lock");
         let lock = File::create(&lock_path).map_err(|e| BuildError::io(&lock_path, e))?;
         if lock.try_lock().is_err() {
-            eprintln!(
-                "waiting for another build using {} to finish",
-                root.display()
-            );
+            eprintln!("waiting for another build using {} to finish", root.display());
             lock.lock().map_err(|e| BuildError::io(&lock_path, e))?;
         }
-        let cache = StageCache {
-            root: root.to_path_buf(),
-            _lock: lock,
-        };
+        let cache = StageCache { root: root.to_path_buf(), _lock: lock };
         cache.remove_unfinished()?;
         Ok(cache)
     }
@@ -77,10 +69,7 @@ impl StageCache {
                 continue;
             }
             for entry in read_dir_sorted(&stage)? {
-                let name = entry
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 if name.starts_with(".tmp-") {
                     tracing::info!("removing unfinished stage work {}", entry.display());
                     remove_tree(&entry)?;
@@ -124,8 +113,7 @@ impl StageCache {
         digest: &str,
     ) -> Result<StageOutput, BuildError> {
         let digest_path = tmp.join("digest");
-        std::fs::write(&digest_path, format!("{digest}\n"))
-            .map_err(|e| BuildError::io(&digest_path, e))?;
+        std::fs::write(&digest_path, format!("{digest}\n")).map_err(|e| BuildError::io(&digest_path, e))?;
         let dest = self.root.join(stage).join(key);
         if dest.exists() {
             remove_tree(&dest)?;
@@ -161,8 +149,7 @@ pub(crate) fn remove_tree(path: &Path) -> Result<(), BuildError> {
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .filter(|mp| {
-            mp.starts_with(&prefix)
-                && (mp.len() == prefix.len() || mp.as_bytes()[prefix.len()] == b'/')
+            mp.starts_with(&prefix) && (mp.len() == prefix.len() || mp.as_bytes()[prefix.len()] == b'/')
         })
         .collect();
     if !inside.is_empty() {
@@ -201,10 +188,7 @@ mod tests {
             assert!(cache.lookup("iso", "k1").unwrap().is_none());
         }
         let cache = StageCache::open(dir.path()).unwrap();
-        assert!(
-            !dir.path().join("iso/.tmp-k1").exists(),
-            "interrupted work is cleaned up"
-        );
+        assert!(!dir.path().join("iso/.tmp-k1").exists(), "interrupted work is cleaned up");
         let tmp = cache.begin("iso", "k1").unwrap();
         std::fs::write(tmp.join("out"), b"done").unwrap();
         let out = cache.commit("iso", "k1", &tmp, "abc").unwrap();

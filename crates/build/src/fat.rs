@@ -30,33 +30,22 @@ pub fn write_fat_image(
     let io = |e: std::io::Error| BuildError::io(path, e);
     let payload: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
     let size = (payload + 256 * 1024).div_ceil(1 << 20).max(2) << 20;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io)?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io)?;
     file.set_len(size).map_err(io)?;
 
     let mut label_bytes = [b' '; 11];
-    for (slot, b) in label_bytes
-        .iter_mut()
-        .zip(label.to_ascii_uppercase().bytes())
-    {
+    for (slot, b) in label_bytes.iter_mut().zip(label.to_ascii_uppercase().bytes()) {
         *slot = b;
     }
     let volume_id = (epoch as u64 & 0xffff_ffff) as u32;
     fatfs::format_volume(
         &file,
-        fatfs::FormatVolumeOptions::new()
-            .volume_id(volume_id)
-            .volume_label(label_bytes),
+        fatfs::FormatVolumeOptions::new().volume_id(volume_id).volume_label(label_bytes),
     )
     .map_err(io)?;
 
     let time: &'static FixedTime = Box::leak(Box::new(FixedTime(fat_date_time(epoch))));
-    let fs =
-        fatfs::FileSystem::new(&file, fatfs::FsOptions::new().time_provider(time)).map_err(io)?;
+    let fs = fatfs::FileSystem::new(&file, fatfs::FsOptions::new().time_provider(time)).map_err(io)?;
     let mut sorted: Vec<&(&str, Vec<u8>)> = files.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     for (fat_path, bytes) in sorted {
@@ -81,17 +70,8 @@ pub fn write_fat_image(
 fn fat_date_time(epoch: i64) -> fatfs::DateTime {
     let (y, mo, d, h, mi, s) = ceremony_os_spec::Timestamp::from_unix(epoch).civil();
     fatfs::DateTime {
-        date: fatfs::Date {
-            year: y as u16,
-            month: mo as u16,
-            day: d as u16,
-        },
-        time: fatfs::Time {
-            hour: h as u16,
-            min: mi as u16,
-            sec: (s - s % 2) as u16,
-            millis: 0,
-        },
+        date: fatfs::Date { year: y as u16, month: mo as u16, day: d as u16 },
+        time: fatfs::Time { hour: h as u16, min: mi as u16, sec: (s - s % 2) as u16, millis: 0 },
     }
 }
 
@@ -102,10 +82,7 @@ mod tests {
     #[test]
     fn same_inputs_same_bytes_and_readable() {
         let dir = tempfile::tempdir().unwrap();
-        let files = vec![
-            ("EFI/BOOT/BOOTX64.EFI", vec![7u8; 300_000]),
-            ("EFI/BOOT/grub.cfg", b"x".to_vec()),
-        ];
+        let files = vec![("EFI/BOOT/BOOTX64.EFI", vec![7u8; 300_000]), ("EFI/BOOT/grub.cfg", b"x".to_vec())];
         let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
         write_fat_image(&a, "efiboot", &files, 1_783_814_400).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -127,9 +104,6 @@ mod tests {
             .unwrap();
         assert_eq!(entry.len(), 300_000);
         let modified = entry.modified();
-        assert_eq!(
-            (modified.date.year, modified.date.month, modified.date.day),
-            (2026, 7, 12)
-        );
+        assert_eq!((modified.date.year, modified.date.month, modified.date.day), (2026, 7, 12));
     }
 }

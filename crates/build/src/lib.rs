@@ -69,19 +69,13 @@ pub struct BuildReport {
     pub stages: Vec<StageRecord>,
 }
 
-pub fn build(
-    request: &BuildRequest<'_>,
-    observer: &dyn BuildObserver,
-) -> Result<BuildReport, BuildError> {
+pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result<BuildReport, BuildError> {
     if !rustix::process::geteuid().is_root() {
         return Err(BuildError::NotRoot);
     }
     let def = request.definition;
     clear_previous(&request.out_dir, def)?;
-    let work_dir = request
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| request.store.root().join("tmp"));
+    let work_dir = request.work_dir.clone().unwrap_or_else(|| request.store.root().join("tmp"));
     std::fs::create_dir_all(&work_dir).map_err(|e| BuildError::io(&work_dir, e))?;
     let fresh_root = if request.no_cache {
         Some(
@@ -101,9 +95,8 @@ pub fn build(
     let runner = Runner::new(def.source_date_epoch());
 
     let workspace = relative_to(request.definition_path, &def.customize.tools_workspace);
-    let tools = tools::build_ceremony_tools(&runner, &workspace, &mut |line| {
-        observer.progress("tools", line)
-    })?;
+    let tools =
+        tools::build_ceremony_tools(&runner, &workspace, &mut |line| observer.progress("tools", line))?;
 
     let ctx = stages::Ctx {
         def,

@@ -97,10 +97,7 @@ fn fix_shadow_dates(root: &Path, source_date_epoch: i64) -> Result<(), BuildErro
 fn remove_matching(root: &Path, dir: &Path) -> Result<(), BuildError> {
     for entry in crate::cache::read_dir_sorted(dir)? {
         let meta = std::fs::symlink_metadata(&entry).map_err(|e| BuildError::io(&entry, e))?;
-        let name = entry
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if meta.is_dir() {
             if name == "proc" && dir == root {
                 continue;
@@ -139,13 +136,7 @@ mod tests {
     fn known_nondeterminism_is_removed_and_times_clamped() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for d in [
-            "etc",
-            "var/log/apt",
-            "var/cache/ldconfig",
-            "usr/lib/python3/x",
-            "var/lib/dbus",
-        ] {
+        for d in ["etc", "var/log/apt", "var/cache/ldconfig", "usr/lib/python3/x", "var/lib/dbus"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         std::fs::write(root.join("etc/machine-id"), b"0123456789abcdef\n").unwrap();
@@ -154,11 +145,8 @@ mod tests {
         std::fs::write(root.join("var/log/dpkg.log"), b"today").unwrap();
         std::fs::write(root.join("var/cache/ldconfig/aux-cache"), b"x").unwrap();
         std::fs::write(root.join("usr/lib/python3/x/m.cpython-311.pyc"), b"x").unwrap();
-        std::fs::write(
-            root.join("etc/shadow"),
-            "root:*:20000:0:99999:7:::\nsys:*:19999:0:99999:7:::\n",
-        )
-        .unwrap();
+        std::fs::write(root.join("etc/shadow"), "root:*:20000:0:99999:7:::\nsys:*:19999:0:99999:7:::\n")
+            .unwrap();
         std::fs::write(root.join("etc/keep"), b"keep").unwrap();
 
         normalize_debian_tree(root, 1_783_814_400).unwrap();
@@ -167,10 +155,7 @@ mod tests {
         assert!(!root.join("var/lib/dbus/machine-id").exists());
         assert!(
             root.join("var/log").is_dir()
-                && std::fs::read_dir(root.join("var/log"))
-                    .unwrap()
-                    .next()
-                    .is_none()
+                && std::fs::read_dir(root.join("var/log")).unwrap().next().is_none()
         );
         assert!(!root.join("var/cache/ldconfig/aux-cache").exists());
         assert!(!root.join("usr/lib/python3/x/m.cpython-311.pyc").exists());
@@ -179,9 +164,6 @@ mod tests {
             "root:*:20646:0:99999:7:::\nsys:*:20646:0:99999:7:::\n"
         );
         assert_eq!(std::fs::read(root.join("etc/keep")).unwrap(), b"keep");
-        assert_eq!(
-            std::fs::metadata(root.join("etc/keep")).unwrap().mtime(),
-            1_783_814_400
-        );
+        assert_eq!(std::fs::metadata(root.join("etc/keep")).unwrap().mtime(), 1_783_814_400);
     }
 }

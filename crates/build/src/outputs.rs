@@ -46,16 +46,11 @@ pub fn clear_previous(out_dir: &Path, def: &ImageDefinition) -> Result<(), Build
     Ok(())
 }
 
-pub(crate) fn write_outputs(
-    out_dir: &Path,
-    inputs: &OutputInputs<'_>,
-) -> Result<BuildReport, BuildError> {
+pub(crate) fn write_outputs(out_dir: &Path, inputs: &OutputInputs<'_>) -> Result<BuildReport, BuildError> {
     std::fs::create_dir_all(out_dir).map_err(|e| BuildError::io(out_dir, e))?;
     let def = inputs.def;
     let [iso_name, rootfs_name, manifest_name, sbom_name, sums_name] = output_names(def);
-    let iso_size = std::fs::metadata(inputs.iso)
-        .map_err(|e| BuildError::io(inputs.iso, e))?
-        .len();
+    let iso_size = std::fs::metadata(inputs.iso).map_err(|e| BuildError::io(inputs.iso, e))?.len();
 
     let manifest = json!({
         "format": "ceremony-os-manifest/1",
@@ -96,11 +91,7 @@ pub(crate) fn write_outputs(
     let manifest_out = out_dir.join(&manifest_name);
     write_atomically(
         &manifest_out,
-        format!(
-            "{}\n",
-            serde_json::to_string_pretty(&manifest).expect("json")
-        )
-        .as_bytes(),
+        format!("{}\n", serde_json::to_string_pretty(&manifest).expect("json")).as_bytes(),
     )?;
     let sbom_out = out_dir.join(&sbom_name);
     write_atomically(
@@ -132,12 +123,7 @@ pub(crate) fn write_outputs(
     })
 }
 
-fn spdx(
-    def: &ImageDefinition,
-    lock: &Lockfile,
-    iso_sha256: &str,
-    iso_name: &str,
-) -> serde_json::Value {
+fn spdx(def: &ImageDefinition, lock: &Lockfile, iso_sha256: &str, iso_name: &str) -> serde_json::Value {
     let mut packages = vec![json!({
         "SPDXID": "SPDXRef-Image",
         "name": def.image.name.as_str(),
@@ -185,10 +171,7 @@ fn spdx(
 }
 
 fn purl_escape(version: &str) -> String {
-    version
-        .replace('%', "%25")
-        .replace('+', "%2B")
-        .replace(':', "%3A")
+    version.replace('%', "%25").replace('+', "%2B").replace(':', "%3A")
 }
 
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
@@ -200,16 +183,11 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BuildErr
 fn copy_atomically(from: &Path, to: &Path) -> Result<(), BuildError> {
     let tmp = temp_name(to);
     std::fs::copy(from, &tmp).map_err(|e| BuildError::io(&tmp, e))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| BuildError::io(&tmp, e))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| BuildError::io(&tmp, e))?;
     std::fs::rename(&tmp, to).map_err(|e| BuildError::io(to, e))
 }
 
 fn temp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.partial"))
 }

@@ -13,22 +13,8 @@ pub const BUILD_HOSTNAME: &str = "ceremony-build";
 pub fn isolated(runner: &Runner, dir: &Path, argv: &[&str]) -> Cmd {
     runner
         .cmd("unshare", dir)
-        .args([
-            "--mount",
-            "--net",
-            "--uts",
-            "--ipc",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--",
-        ])
-        .args([
-            "/bin/sh",
-            "-c",
-            "hostname \"$0\" && exec \"$@\"",
-            BUILD_HOSTNAME,
-        ])
+        .args(["--mount", "--net", "--uts", "--ipc", "--pid", "--fork", "--kill-child", "--"])
+        .args(["/bin/sh", "-c", "hostname \"$0\" && exec \"$@\"", BUILD_HOSTNAME])
         .args(argv)
 }
 
@@ -38,16 +24,7 @@ pub fn in_chroot(runner: &Runner, root: &Path, argv: &[&str]) -> Cmd {
     let script = "hostname \"$0\" && mount -t proc proc \"$1/proc\" && root=\"$1\" && shift 2 && exec chroot \"$root\" \"$@\"";
     runner
         .cmd("unshare", root)
-        .args([
-            "--mount",
-            "--net",
-            "--uts",
-            "--ipc",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--",
-        ])
+        .args(["--mount", "--net", "--uts", "--ipc", "--pid", "--fork", "--kill-child", "--"])
         .args(["/bin/sh", "-c", script, BUILD_HOSTNAME, &root_str, "--"])
         .args(argv)
 }

@@ -15,9 +15,7 @@ pub struct Toolchain {
 
 impl Toolchain {
     pub fn new(root: &Path) -> Self {
-        Toolchain {
-            root: root.to_path_buf(),
-        }
+        Toolchain { root: root.to_path_buf() }
     }
 
     /// A file inside the toolchain tree (`usr/lib/ISOLINUX/isolinux.bin`...).
@@ -29,10 +27,8 @@ impl Toolchain {
     /// (multi-call binaries such as mtools dispatch on it).
     pub fn cmd(&self, runner: &Runner, program: &str, dir: &Path) -> Cmd {
         let binary = self.root.join("usr/bin").join(program);
-        let library_path: Vec<String> = LIBRARY_DIRS
-            .iter()
-            .map(|d| self.root.join(d).display().to_string())
-            .collect();
+        let library_path: Vec<String> =
+            LIBRARY_DIRS.iter().map(|d| self.root.join(d).display().to_string()).collect();
         runner
             .cmd(self.root.join(LOADER), dir)
             .arg("--library-path")

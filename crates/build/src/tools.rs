@@ -17,15 +17,9 @@ pub struct ToolsBuild {
 /// Where cargo and rustup live: from CARGO_HOME / RUSTUP_HOME, else under HOME. These locate the
 /// compiler; they never reach the output (paths are remapped).
 fn tool_homes() -> (PathBuf, PathBuf) {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    let cargo = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".cargo"));
-    let rustup = std::env::var_os("RUSTUP_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".rustup"));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let cargo = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".cargo"));
+    let rustup = std::env::var_os("RUSTUP_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".rustup"));
     (cargo, rustup)
 }
 
@@ -51,20 +45,10 @@ pub fn build_ceremony_tools(
     workspace: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<ToolsBuild, BuildError> {
-    let workspace = workspace
-        .canonicalize()
-        .map_err(|e| BuildError::io(workspace, e))?;
+    let workspace = workspace.canonicalize().map_err(|e| BuildError::io(workspace, e))?;
     let target_dir = workspace.join("target/image-tools");
     rust_cmd(runner, "cargo", &workspace)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--package",
-            "ceremony-tools",
-            "--bin",
-            "ceremony",
-        ])
+        .args(["build", "--release", "--locked", "--package", "ceremony-tools", "--bin", "ceremony"])
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")

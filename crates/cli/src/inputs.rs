@@ -10,11 +10,7 @@ use std::path::Path;
 pub fn load(definition: &Path, lockfile: &Path) -> Result<(ImageDefinition, Lockfile)> {
     let def = ImageDefinition::load(definition)?;
     if !lockfile.exists() {
-        bail!(
-            "{} does not exist: run `ceremony-os lock {}` first",
-            lockfile.display(),
-            definition.display()
-        );
+        bail!("{} does not exist: run `ceremony-os lock {}` first", lockfile.display(), definition.display());
     }
     let lock = Lockfile::load(lockfile)?;
     let stale = lock.staleness(&def);
@@ -35,10 +31,7 @@ pub fn fetch_items(lock: &Lockfile) -> Vec<FetchItem> {
         .map(|p| FetchItem {
             label: p.spec(),
             path: p.path.clone(),
-            expected: Expected {
-                sha256: p.sha256.clone(),
-                size: p.size,
-            },
+            expected: Expected { sha256: p.sha256.clone(), size: p.size },
         })
         .collect()
 }
@@ -46,15 +39,11 @@ pub fn fetch_items(lock: &Lockfile) -> Vec<FetchItem> {
 /// Write through a temporary file in the same directory and rename, so readers never see a
 /// partial file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -20,12 +20,7 @@ use std::process::ExitCode;
 ///
 /// Exit status: 0 on success, 1 on any error, 2 on a usage error.
 #[derive(Parser, Debug)]
-#[command(
-    name = "ceremony-os",
-    version,
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "ceremony-os", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,9 +75,7 @@ struct DefinitionArg {
 
 impl DefinitionArg {
     fn lockfile(&self) -> PathBuf {
-        self.lockfile
-            .clone()
-            .unwrap_or_else(|| self.definition.with_extension("lock"))
+        self.lockfile.clone().unwrap_or_else(|| self.definition.with_extension("lock"))
     }
 }
 
@@ -176,11 +169,7 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CEREMONY_OS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -189,16 +178,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Lock(args) => lock(&args),
         Command::Fetch(args) => {
             let store = Store::open(&store_root)?;
-            let (def, lock) =
-                inputs::load(&args.definition.definition, &args.definition.lockfile())?;
+            let (def, lock) = inputs::load(&args.definition.definition, &args.definition.lockfile())?;
             let report = fetch_all(&store, &def, &lock, &args.sources)?;
             if args.json {
                 let json = progress::report_json(&store, &report);
-                writeln!(
-                    std::io::stdout(),
-                    "{}",
-                    serde_json::to_string_pretty(&json)?
-                )?;
+                writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&json)?)?;
             }
             Ok(())
         }
@@ -208,8 +192,8 @@ fn run(cli: Cli) -> Result<()> {
             let lock_path = args.definition.lockfile();
             let (def, lock) = inputs::load(definition, &lock_path)?;
             fetch_all(&store, &def, &lock, &args.sources)?;
-            let lock_bytes = std::fs::read(&lock_path)
-                .with_context(|| format!("reading {}", lock_path.display()))?;
+            let lock_bytes =
+                std::fs::read(&lock_path).with_context(|| format!("reading {}", lock_path.display()))?;
             let request = ceremony_os_build::BuildRequest {
                 definition_path: definition,
                 definition: &def,
@@ -223,18 +207,13 @@ fn run(cli: Cli) -> Result<()> {
             let report = ceremony_os_build::build(&request, &progress::BuildProgress::new())?;
             eprintln!("{}", progress::build_summary(&report));
             if args.json {
-                writeln!(
-                    std::io::stdout(),
-                    "{}",
-                    serde_json::to_string_pretty(&report)?
-                )?;
+                writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&report)?)?;
             }
             Ok(())
         }
         Command::Vendor(args) => {
             let store = Store::open(&store_root)?;
-            let (def, lock) =
-                inputs::load(&args.definition.definition, &args.definition.lockfile())?;
+            let (def, lock) = inputs::load(&args.definition.definition, &args.definition.lockfile())?;
             fetch_all(&store, &def, &lock, &args.sources)?;
             let items = inputs::fetch_items(&lock);
             let copied = ceremony_os_store::write_vendor_dir(&store, &items, &args.dir)?;
@@ -289,21 +268,11 @@ fn fetch_all(
 ) -> Result<ceremony_os_store::FetchReport> {
     let items = inputs::fetch_items(lock);
     let sources = Sources {
-        mirrors: def
-            .debian
-            .mirrors
-            .urls()
-            .iter()
-            .map(|m| m.base(def.debian.snapshot))
-            .collect(),
+        mirrors: def.debian.mirrors.urls().iter().map(|m| m.base(def.debian.snapshot)).collect(),
         vendor: args.vendor.clone(),
         offline: args.offline,
     };
-    let options = FetchOptions {
-        jobs: args.jobs.into(),
-        retries: args.retries,
-        ..FetchOptions::default()
-    };
+    let options = FetchOptions { jobs: args.jobs.into(), retries: args.retries, ..FetchOptions::default() };
     let observer = progress::FetchProgress::new();
     let report = ceremony_os_store::fetch(store, &items, &sources, &options, &observer);
     observer.finish();

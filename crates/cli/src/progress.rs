@@ -108,9 +108,7 @@ pub struct BuildProgress {
 
 impl BuildProgress {
     pub fn new() -> Self {
-        BuildProgress {
-            started: std::time::Instant::now(),
-        }
+        BuildProgress { started: std::time::Instant::now() }
     }
 }
 
@@ -121,17 +119,11 @@ impl ceremony_os_build::BuildObserver for BuildProgress {
 
     fn stage_finished(&self, r: &ceremony_os_build::StageRecord) {
         let how = if r.cached { "cached" } else { "built" };
-        eprintln!(
-            "==> {:<10} {how:<6} {:>7.1}s  sha256:{}",
-            r.name, r.seconds, &r.digest
-        );
+        eprintln!("==> {:<10} {how:<6} {:>7.1}s  sha256:{}", r.name, r.seconds, &r.digest);
     }
 
     fn progress(&self, stage: &'static str, message: &str) {
-        eprintln!(
-            "    {stage}: {message}  [{:.0}s]",
-            self.started.elapsed().as_secs_f64()
-        );
+        eprintln!("    {stage}: {message}  [{:.0}s]", self.started.elapsed().as_secs_f64());
     }
 }
 

@@ -37,15 +37,9 @@ impl AptRoot {
             std::fs::create_dir_all(root.join(dir))?;
         }
         std::fs::write(root.join("state/status"), b"")?;
-        std::fs::write(
-            root.join("etc/apt.conf"),
-            apt_conf(root, source.architecture),
-        )?;
+        std::fs::write(root.join("etc/apt.conf"), apt_conf(root, source.architecture))?;
         std::fs::write(root.join("etc/sources.list"), sources_list(source))?;
-        Ok(AptRoot {
-            root: root.to_path_buf(),
-            runner,
-        })
+        Ok(AptRoot { root: root.to_path_buf(), runner })
     }
 
     fn apt(&self, program: &str) -> Cmd {
@@ -57,9 +51,7 @@ impl AptRoot {
 
     /// `apt-get update`, failing on any index that cannot be fetched or verified.
     pub fn update(&self, on_line: impl FnMut(&str)) -> Result<(), RunError> {
-        self.apt("apt-get")
-            .args(["update", "--error-on=any"])
-            .run_streaming(on_line)
+        self.apt("apt-get").args(["update", "--error-on=any"]).run_streaming(on_line)
     }
 
     /// Every package stanza of the updated indices (`apt-cache dumpavail`).
@@ -72,13 +64,7 @@ impl AptRoot {
     pub fn print_uris(&self, packages: &[String]) -> Result<String, RunError> {
         let out = self
             .apt("apt-get")
-            .args([
-                "install",
-                "--print-uris",
-                "-qq",
-                "--no-install-recommends",
-                "--",
-            ])
+            .args(["install", "--print-uris", "-qq", "--no-install-recommends", "--"])
             .args(packages)
             .output()?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

@@ -10,10 +10,7 @@ pub struct Paragraph {
 impl Paragraph {
     /// The value of a field (continuation lines joined with `\n`), if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -62,14 +59,9 @@ pub fn parse(text: &str) -> Result<Vec<Paragraph>, Deb822Error> {
             });
         };
         if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(Deb822Error {
-                line: line_no,
-                message: format!("bad field name {name:?}"),
-            });
+            return Err(Deb822Error { line: line_no, message: format!("bad field name {name:?}") });
         }
-        current
-            .fields
-            .push((name.to_string(), value.trim().to_string()));
+        current.fields.push((name.to_string(), value.trim().to_string()));
     }
     if !current.fields.is_empty() {
         paragraphs.push(current);

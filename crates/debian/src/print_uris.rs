@@ -6,11 +6,7 @@ pub enum PrintUrisError {
     #[error("print-uris line {line}: expected `'URI' file size hash`, got {text:?}")]
     Malformed { line: usize, text: String },
     #[error("print-uris line {line}: {uri} is not under mirror {mirror}")]
-    ForeignUri {
-        line: usize,
-        uri: String,
-        mirror: String,
-    },
+    ForeignUri { line: usize, uri: String, mirror: String },
 }
 
 /// One line of the output.
@@ -28,10 +24,7 @@ pub fn parse(text: &str, mirror_base: &str) -> Result<Vec<PlannedDownload>, Prin
         if line.trim().is_empty() {
             continue;
         }
-        let malformed = || PrintUrisError::Malformed {
-            line: index + 1,
-            text: line.to_string(),
-        };
+        let malformed = || PrintUrisError::Malformed { line: index + 1, text: line.to_string() };
         let rest = line.strip_prefix('\'').ok_or_else(malformed)?;
         let (uri, rest) = rest.split_once('\'').ok_or_else(malformed)?;
         let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -39,17 +32,12 @@ pub fn parse(text: &str, mirror_base: &str) -> Result<Vec<PlannedDownload>, Prin
             return Err(malformed());
         };
         let size = size.parse::<u64>().map_err(|_| malformed())?;
-        let relative = uri
-            .strip_prefix(mirror_base)
-            .ok_or_else(|| PrintUrisError::ForeignUri {
-                line: index + 1,
-                uri: uri.to_string(),
-                mirror: mirror_base.to_string(),
-            })?;
-        out.push(PlannedDownload {
-            path: percent_decode(relative),
-            size,
-        });
+        let relative = uri.strip_prefix(mirror_base).ok_or_else(|| PrintUrisError::ForeignUri {
+            line: index + 1,
+            uri: uri.to_string(),
+            mirror: mirror_base.to_string(),
+        })?;
+        out.push(PlannedDownload { path: percent_decode(relative), size });
     }
     Ok(out)
 }
@@ -83,34 +71,17 @@ mod tests {
     fn recorded_output_parses_and_decodes() {
         let planned = parse(FIXTURE, "http://deb.debian.org/debian/").unwrap();
         assert_eq!(planned.len(), FIXTURE.lines().count());
-        let squashfs = planned
-            .iter()
-            .find(|p| p.path.contains("squashfs-tools"))
-            .unwrap();
-        assert_eq!(
-            squashfs.path,
-            "pool/main/s/squashfs-tools/squashfs-tools_4.5.1-1_amd64.deb"
-        );
-        assert!(
-            planned
-                .iter()
-                .any(|p| p.path == "pool/main/g/glibc/libc6_2.36-9+deb12u14_amd64.deb")
-        );
+        let squashfs = planned.iter().find(|p| p.path.contains("squashfs-tools")).unwrap();
+        assert_eq!(squashfs.path, "pool/main/s/squashfs-tools/squashfs-tools_4.5.1-1_amd64.deb");
+        assert!(planned.iter().any(|p| p.path == "pool/main/g/glibc/libc6_2.36-9+deb12u14_amd64.deb"));
         assert!(planned.iter().all(|p| p.size > 0));
     }
 
     #[test]
     fn rejects_foreign_and_malformed() {
         let err = parse(FIXTURE, "http://other.example/debian/").unwrap_err();
-        assert!(
-            matches!(err, PrintUrisError::ForeignUri { line: 1, .. }),
-            "{err}"
-        );
-        let err = parse(
-            "'http://x/pool/a.deb' a.deb notanumber MD5Sum:1\n",
-            "http://x/",
-        )
-        .unwrap_err();
+        assert!(matches!(err, PrintUrisError::ForeignUri { line: 1, .. }), "{err}");
+        let err = parse("'http://x/pool/a.deb' a.deb notanumber MD5Sum:1\n", "http://x/").unwrap_err();
         assert!(matches!(err, PrintUrisError::Malformed { line: 1, .. }));
     }
 

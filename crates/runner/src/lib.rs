@@ -20,29 +20,15 @@ const STDERR_TAIL_BYTES: usize = 4000;
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot start `{command}`: {source}")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
+    Spawn { command: String, source: std::io::Error },
     #[error("`{command}` failed ({status}){}", stderr_suffix(.stderr_tail))]
-    Failed {
-        command: String,
-        status: ExitStatus,
-        stderr_tail: String,
-    },
+    Failed { command: String, status: ExitStatus, stderr_tail: String },
     #[error("`{command}`: {source}")]
-    Io {
-        command: String,
-        source: std::io::Error,
-    },
+    Io { command: String, source: std::io::Error },
 }
 
 fn stderr_suffix(tail: &str) -> String {
-    if tail.trim().is_empty() {
-        String::new()
-    } else {
-        format!(":\n{}", tail.trim_end())
-    }
+    if tail.trim().is_empty() { String::new() } else { format!(":\n{}", tail.trim_end()) }
 }
 
 /// The fixed environment every command gets.
@@ -71,10 +57,7 @@ impl Runner {
                 ("TZ".into(), "UTC".into()),
                 ("HOME".into(), FIXED_HOME.into()),
                 ("PATH".into(), FIXED_PATH.into()),
-                (
-                    "SOURCE_DATE_EPOCH".into(),
-                    self.source_date_epoch.to_string().into(),
-                ),
+                ("SOURCE_DATE_EPOCH".into(), self.source_date_epoch.to_string().into()),
             ],
             dir: dir.into(),
             stdin_null: true,
@@ -110,8 +93,7 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         self
     }
 
@@ -129,10 +111,7 @@ impl Cmd {
 
     fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
-        c.args(&self.args)
-            .env_clear()
-            .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .current_dir(&self.dir);
+        c.args(&self.args).env_clear().envs(self.envs.iter().map(|(k, v)| (k, v))).current_dir(&self.dir);
         if self.stdin_null {
             c.stdin(Stdio::null());
         }
@@ -148,10 +127,7 @@ impl Cmd {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
-            .map_err(|source| RunError::Spawn {
-                command: self.to_string(),
-                source,
-            })?;
+            .map_err(|source| RunError::Spawn { command: self.to_string(), source })?;
         if !out.status.success() {
             return Err(RunError::Failed {
                 command: self.to_string(),
@@ -159,29 +135,20 @@ impl Cmd {
                 stderr_tail: tail(&out.stderr),
             });
         }
-        Ok(Output {
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
+        Ok(Output { stdout: out.stdout, stderr: out.stderr })
     }
 
     /// Run to completion; standard output is passed to `on_line` line by line as it comes (for
     /// progress), standard error is captured for the error message.
     pub fn run_streaming(&self, mut on_line: impl FnMut(&str)) -> Result<(), RunError> {
         tracing::debug!(command = %self, dir = %self.dir.display(), "run");
-        let io_err = |source| RunError::Io {
-            command: self.to_string(),
-            source,
-        };
+        let io_err = |source| RunError::Io { command: self.to_string(), source };
         let mut child = self
             .command()
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| RunError::Spawn {
-                command: self.to_string(),
-                source,
-            })?;
+            .map_err(|source| RunError::Spawn { command: self.to_string(), source })?;
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let stderr_reader = std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -202,11 +169,7 @@ impl Cmd {
         let status = child.wait().map_err(io_err)?;
         let stderr = stderr_reader.join().unwrap_or_default();
         if !status.success() {
-            return Err(RunError::Failed {
-                command: self.to_string(),
-                status,
-                stderr_tail: tail(&stderr),
-            });
+            return Err(RunError::Failed { command: self.to_string(), status, stderr_tail: tail(&stderr) });
         }
         Ok(())
     }
@@ -217,18 +180,13 @@ impl Cmd {
     /// it comes (for progress and logs). On failure the error carries the last lines.
     pub fn run_merged(&self, mut on_line: impl FnMut(&str)) -> Result<(), RunError> {
         tracing::debug!(command = %self, dir = %self.dir.display(), "run");
-        let io_err = |source| RunError::Io {
-            command: self.to_string(),
-            source,
-        };
+        let io_err = |source| RunError::Io { command: self.to_string(), source };
         let (reader, writer) = std::io::pipe().map_err(io_err)?;
         let writer2 = writer.try_clone().map_err(io_err)?;
         let mut command = self.command();
         command.stdout(writer).stderr(writer2);
-        let mut child = command.spawn().map_err(|source| RunError::Spawn {
-            command: self.to_string(),
-            source,
-        })?;
+        let mut child =
+            command.spawn().map_err(|source| RunError::Spawn { command: self.to_string(), source })?;
         // The parent's copies of the write end must go, or the reader never sees EOF.
         drop(command);
         let mut reader = reader;
@@ -265,11 +223,7 @@ impl Cmd {
         let status = child.wait().map_err(io_err)?;
         if !status.success() {
             let stderr_tail = recent.into_iter().collect::<Vec<_>>().join("\n");
-            return Err(RunError::Failed {
-                command: self.to_string(),
-                status,
-                stderr_tail,
-            });
+            return Err(RunError::Failed { command: self.to_string(), status, stderr_tail });
         }
         Ok(())
     }
@@ -287,10 +241,7 @@ impl fmt::Display for Cmd {
 
 fn shell_quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-    {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
         s.into_owned()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -334,19 +285,11 @@ mod tests {
             .unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        for expected in [
-            "LC_ALL=C.UTF-8",
-            "TZ=UTC",
-            "SOURCE_DATE_EPOCH=1234",
-            "HOME=/nonexistent",
-        ] {
+        for expected in ["LC_ALL=C.UTF-8", "TZ=UTC", "SOURCE_DATE_EPOCH=1234", "HOME=/nonexistent"] {
             assert!(lines.contains(&expected), "{expected} missing in {text}");
         }
         assert!(lines.contains(&"0022"), "umask not 022: {text}");
-        assert!(
-            lines.contains(&dir.path().to_str().unwrap()),
-            "cwd not explicit: {text}"
-        );
+        assert!(lines.contains(&dir.path().to_str().unwrap()), "cwd not explicit: {text}");
         assert!(!text.contains("CARGO"), "parent environment leaked: {text}");
     }
 
@@ -358,10 +301,7 @@ mod tests {
             .output()
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("`/bin/sh -c 'echo broken thing >&2; exit 3'` failed"),
-            "{err}"
-        );
+        assert!(err.contains("`/bin/sh -c 'echo broken thing >&2; exit 3'` failed"), "{err}");
         assert!(err.contains("exit status: 3"), "{err}");
         assert!(err.contains("broken thing"), "{err}");
     }
@@ -371,19 +311,13 @@ mod tests {
         let mut seen = Vec::new();
         let err = Runner::new(0)
             .cmd("/bin/sh", "/")
-            .args([
-                "-c",
-                "echo out; printf '10%%\\r20%%\\r' >&2; echo err >&2; exit 4",
-            ])
+            .args(["-c", "echo out; printf '10%%\\r20%%\\r' >&2; echo err >&2; exit 4"])
             .run_merged(|l| seen.push(l.to_string()))
             .unwrap_err()
             .to_string();
         seen.sort();
         assert_eq!(seen, ["10%", "20%", "err", "out"]);
-        assert!(
-            err.contains("exit status: 4") && err.contains("err"),
-            "{err}"
-        );
+        assert!(err.contains("exit status: 4") && err.contains("err"), "{err}");
     }
 
     #[test]

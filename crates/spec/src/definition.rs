@@ -52,14 +52,10 @@ impl TryFrom<String> for ModuleTree {
         let ok = !s.is_empty()
             && !s.starts_with('/')
             && !s.ends_with('/')
-            && s.split('/')
-                .all(|part| !part.is_empty() && part != "." && part != "..")
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'));
+            && s.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '.'));
         if !ok {
-            return Err(format!(
-                "{s:?} is not a module tree such as \"drivers/net\" (relative, no '..')"
-            ));
+            return Err(format!("{s:?} is not a module tree such as \"drivers/net\" (relative, no '..')"));
         }
         Ok(ModuleTree(s))
     }
@@ -109,6 +105,13 @@ pub struct CustomizeSection {
     /// The cargo workspace holding `ceremony-tools` (relative to the definition file).
     #[serde(default = "default_tools_workspace")]
     pub tools_workspace: PathBuf,
+    /// Remove manual pages, info pages, translations and documentation (copyright files stay).
+    #[serde(default = "default_true")]
+    pub remove_documentation: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_hostname() -> Token {
@@ -116,10 +119,7 @@ fn default_hostname() -> Token {
 }
 
 fn default_autologin() -> Vec<Token> {
-    ["tty1", "ttyS0"]
-        .into_iter()
-        .map(|t| Token::try_from(t.to_string()).expect("valid"))
-        .collect()
+    ["tty1", "ttyS0"].into_iter().map(|t| Token::try_from(t.to_string()).expect("valid")).collect()
 }
 
 fn default_tools_workspace() -> PathBuf {
@@ -133,6 +133,7 @@ impl Default for CustomizeSection {
             hostname: default_hostname(),
             autologin: default_autologin(),
             tools_workspace: default_tools_workspace(),
+            remove_documentation: true,
         }
     }
 }
@@ -212,10 +213,8 @@ impl ImageDefinition {
     pub fn parse(text: &str, origin: &Path) -> Result<Self, SpecError> {
         let def: ImageDefinition =
             toml::from_str(text).map_err(|e| SpecError::from_toml(origin, text, &e))?;
-        if let Some(bundle) = def
-            .hsm_bundles
-            .iter()
-            .find(|b| b.module.starts_with('/') || b.module.contains(".."))
+        if let Some(bundle) =
+            def.hsm_bundles.iter().find(|b| b.module.starts_with('/') || b.module.contains(".."))
         {
             return Err(SpecError::Invalid {
                 path: origin.to_path_buf(),
@@ -242,10 +241,8 @@ impl ImageDefinition {
     }
 
     pub fn load(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
         Self::parse(&text, path)
     }
 
@@ -265,27 +262,18 @@ impl ImageDefinition {
     /// ISO 9660 volume id: the name and version in upper case, at most 32 characters.
     pub fn volume_id(&self) -> String {
         let raw = format!("{}_{}", self.image.name, self.image.version).to_ascii_uppercase();
-        raw.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .take(32)
-            .collect()
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(32).collect()
     }
 
     /// `out/<name>-<version>-<arch>` without extension.
     pub fn artifact_stem(&self) -> String {
-        format!(
-            "{}-{}-{}",
-            self.image.name, self.image.version, self.image.architecture
-        )
+        format!("{}-{}-{}", self.image.name, self.image.version, self.image.architecture)
     }
 }
 
 /// A path from the definition, resolved against the directory the definition file is in.
 pub fn relative_to(definition_path: &Path, path: &Path) -> PathBuf {
-    let base = definition_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let base = definition_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     base.join(path)
 }
 
@@ -339,11 +327,7 @@ compression = "xz"
         assert_eq!(def.packages.image.variant, Variant::Minbase);
         assert_eq!(def.artifact_stem(), "ceremony-os-0.1.0-amd64");
         assert_eq!(def.volume_id(), "CEREMONY_OS_0_1_0");
-        assert_eq!(
-            def.customize.hostname.as_str(),
-            "ceremony",
-            "defaults apply"
-        );
+        assert_eq!(def.customize.hostname.as_str(), "ceremony", "defaults apply");
         let again = parse(&def.render()).unwrap();
         assert_eq!(again, def);
     }
@@ -352,10 +336,7 @@ compression = "xz"
     fn unknown_key_names_file_position_and_key() {
         let text = VALID.replace("suite = \"bookworm\"", "suite = \"bookworm\"\nsuit = \"x\"");
         let err = error_of(&text);
-        assert!(
-            err.starts_with("image/ceremony.toml:9:1: unknown field `suit`"),
-            "{err}"
-        );
+        assert!(err.starts_with("image/ceremony.toml:9:1: unknown field `suit`"), "{err}");
         assert!(err.contains("expected one of"), "{err}");
     }
 
@@ -363,9 +344,7 @@ compression = "xz"
     fn wrong_type_is_positioned() {
         let err = error_of(&VALID.replace("components = [\"main\"]", "components = \"main\""));
         assert!(
-            err.starts_with(
-                "image/ceremony.toml:9:14: invalid type: string \"main\", expected a sequence"
-            ),
+            err.starts_with("image/ceremony.toml:9:14: invalid type: string \"main\", expected a sequence"),
             "{err}"
         );
     }
@@ -380,31 +359,21 @@ compression = "xz"
     #[test]
     fn bad_values_are_positioned_with_expectation() {
         let err = error_of(&VALID.replace("2026-07-12T00:00:00Z", "yesterday"));
-        assert!(
-            err.starts_with("image/ceremony.toml:10:12: expected a UTC timestamp"),
-            "{err}"
-        );
+        assert!(err.starts_with("image/ceremony.toml:10:12: expected a UTC timestamp"), "{err}");
         let err = error_of(&VALID.replace("architecture = \"amd64\"", "architecture = \"arm64\""));
-        assert!(
-            err.contains("unknown variant `arm64`, expected `amd64`"),
-            "{err}"
-        );
+        assert!(err.contains("unknown variant `arm64`, expected `amd64`"), "{err}");
         let err = error_of(&VALID.replace("\"live-boot\"]", "\"Live Boot\"]"));
         assert!(err.contains("is not a Debian package name"), "{err}");
         let err = error_of(&VALID.replace("\"live-boot\"]", "\"linux-image-amd64\"]"));
         assert!(err.contains("listed twice"), "{err}");
         let err = error_of(&VALID.replace("variant = \"closure\"", "variant = \"everything\""));
         assert!(err.contains("unknown variant `everything`"), "{err}");
-        let err =
-            error_of(&VALID.replace("\"http://deb.debian.org/debian/\"", "\"deb.debian.org\""));
+        let err = error_of(&VALID.replace("\"http://deb.debian.org/debian/\"", "\"deb.debian.org\""));
         assert!(err.contains("must start with http://"), "{err}");
         let err = error_of(&VALID.replace("\"drivers/net\"", "\"../etc\""));
         assert!(err.contains("is not a module tree"), "{err}");
         let err = error_of(&VALID.replace("compression = \"xz\"", "compression = \"gzip\""));
-        assert!(
-            err.contains("unknown variant `gzip`, expected `xz` or `zstd`"),
-            "{err}"
-        );
+        assert!(err.contains("unknown variant `gzip`, expected `xz` or `zstd`"), "{err}");
         let err = error_of(&format!(
             "{VALID}\n[[hsm_bundle]]\nname = \"luna\"\narchive = \"x.tar\"\nsha256 = \"{}\"\nmodule = \"/abs.so\"\n",
             "0".repeat(64)

@@ -5,20 +5,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
 
     /// Syntax, type, unknown-key, missing-field and value errors, positioned in the file.
     #[error("{}:{line}:{column}: {message}\n{snippet}", path.display())]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-        snippet: String,
-    },
+    Parse { path: PathBuf, line: usize, column: usize, message: String, snippet: String },
 
     /// A consistency rule that spans several fields (no single position to point at).
     #[error("{}: {message}", path.display())]
@@ -31,24 +22,12 @@ impl SpecError {
     pub(crate) fn from_toml(path: &std::path::Path, text: &str, err: &toml::de::Error) -> Self {
         let message = err.message().trim().to_string();
         let Some(span) = err.span() else {
-            return SpecError::Invalid {
-                path: path.to_path_buf(),
-                message,
-            };
+            return SpecError::Invalid { path: path.to_path_buf(), message };
         };
         let (line, column) = line_column(text, span.start);
         let source_line = text.lines().nth(line - 1).unwrap_or("");
-        let snippet = format!(
-            "  {source_line}\n  {}^",
-            " ".repeat(column.saturating_sub(1))
-        );
-        SpecError::Parse {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message,
-            snippet,
-        }
+        let snippet = format!("  {source_line}\n  {}^", " ".repeat(column.saturating_sub(1)));
+        SpecError::Parse { path: path.to_path_buf(), line, column, message, snippet }
     }
 }
 

@@ -11,8 +11,8 @@ mod timestamp;
 mod values;
 
 pub use definition::{
-    Compression, CustomizeSection, DebianSection, HsmBundle, ImageDefinition, ImageSection,
-    KernelSection, ModuleTree, PackageSet, PackageSets, SquashfsSection, Variant, relative_to,
+    Compression, CustomizeSection, DebianSection, HsmBundle, ImageDefinition, ImageSection, KernelSection,
+    ModuleTree, PackageSet, PackageSets, SquashfsSection, Variant, relative_to,
 };
 pub use error::SpecError;
 pub use lockfile::{ArchiveState, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile};

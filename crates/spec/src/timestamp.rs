@@ -17,8 +17,7 @@ impl Timestamp {
 
     /// Parse `YYYY-MM-DDTHH:MM:SSZ` exactly (UTC only, no fractions, no offsets).
     pub fn parse_rfc3339_utc(text: &str) -> Result<Self, String> {
-        let expected =
-            || format!("expected a UTC timestamp like 2026-07-12T00:00:00Z, got {text:?}");
+        let expected = || format!("expected a UTC timestamp like 2026-07-12T00:00:00Z, got {text:?}");
         let b = text.as_bytes();
         if b.len() != 20
             || b[4] != b'-'
@@ -50,14 +49,10 @@ impl Timestamp {
         }
         if year < 1980 {
             // FAT (the EFI boot image) cannot hold earlier dates.
-            return Err(format!(
-                "{text:?} is before 1980, which FAT file systems cannot store"
-            ));
+            return Err(format!("{text:?} is before 1980, which FAT file systems cannot store"));
         }
         let days = days_from_civil(year, month, day);
-        Ok(Timestamp {
-            unix: days * 86_400 + hour * 3600 + minute * 60 + second,
-        })
+        Ok(Timestamp { unix: days * 86_400 + hour * 3600 + minute * 60 + second })
     }
 
     pub fn unix(self) -> i64 {
@@ -159,18 +154,8 @@ mod tests {
         let t = Timestamp::parse_rfc3339_utc("2026-07-12T00:00:00Z").unwrap();
         assert_eq!(t.unix(), 1_783_814_400);
         assert_eq!(t.snapshot_id(), "20260712T000000Z");
-        assert_eq!(
-            Timestamp::parse_rfc3339_utc("1980-01-01T00:00:00Z")
-                .unwrap()
-                .unix(),
-            315_532_800
-        );
-        assert_eq!(
-            Timestamp::parse_rfc3339_utc("2000-02-29T23:59:59Z")
-                .unwrap()
-                .unix(),
-            951_868_799
-        );
+        assert_eq!(Timestamp::parse_rfc3339_utc("1980-01-01T00:00:00Z").unwrap().unix(), 315_532_800);
+        assert_eq!(Timestamp::parse_rfc3339_utc("2000-02-29T23:59:59Z").unwrap().unix(), 951_868_799);
     }
 
     #[test]

@@ -41,10 +41,7 @@ impl PackageName {
 impl TryFrom<String> for PackageName {
     type Error = String;
     fn try_from(name: String) -> Result<Self, String> {
-        let valid_start = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let valid_start = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         let valid_chars = name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'));
@@ -126,8 +123,7 @@ impl TryFrom<String> for Token {
     fn try_from(s: String) -> Result<Self, String> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '~'))
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '~'))
             && !s.starts_with(['.', '-']);
         if !ok {
             return Err(format!(
@@ -166,9 +162,7 @@ impl MirrorUrl {
 
     /// The base URL for a snapshot, always ending in `/`.
     pub fn base(&self, snapshot: crate::Timestamp) -> String {
-        let mut url = self
-            .0
-            .replace(Self::SNAPSHOT_PLACEHOLDER, &snapshot.snapshot_id());
+        let mut url = self.0.replace(Self::SNAPSHOT_PLACEHOLDER, &snapshot.snapshot_id());
         if !url.ends_with('/') {
             url.push('/');
         }
@@ -179,13 +173,9 @@ impl MirrorUrl {
 impl TryFrom<String> for MirrorUrl {
     type Error = String;
     fn try_from(url: String) -> Result<Self, String> {
-        let scheme_ok = ["http://", "https://", "file:///"]
-            .iter()
-            .any(|s| url.starts_with(s));
+        let scheme_ok = ["http://", "https://", "file:///"].iter().any(|s| url.starts_with(s));
         if !scheme_ok {
-            return Err(format!(
-                "mirror {url:?} must start with http://, https:// or file:///"
-            ));
+            return Err(format!("mirror {url:?} must start with http://, https:// or file:///"));
         }
         let without_placeholder = url.replace(Self::SNAPSHOT_PLACEHOLDER, "");
         if without_placeholder.contains(['{', '}']) {
@@ -267,14 +257,8 @@ impl Sha256Digest {
 impl TryFrom<String> for Sha256Digest {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        if s.len() != 64
-            || !s
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-        {
-            return Err(format!(
-                "{s:?} is not a SHA-256 digest (64 lowercase hex digits)"
-            ));
+        if s.len() != 64 || !s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+            return Err(format!("{s:?} is not a SHA-256 digest (64 lowercase hex digits)"));
         }
         Ok(Sha256Digest(s))
     }
@@ -305,14 +289,7 @@ mod tests {
 
     #[test]
     fn package_names_follow_policy() {
-        for good in [
-            "linux-image-amd64",
-            "libstdc++6",
-            "g++",
-            "0ad",
-            "xz-utils",
-            "libc6.1",
-        ] {
+        for good in ["linux-image-amd64", "libstdc++6", "g++", "0ad", "xz-utils", "libc6.1"] {
             assert!(PackageName::try_from(good.to_string()).is_ok(), "{good}");
         }
         for bad in ["", "a", "Bash", "-foo", "foo bar", "foo_bar", "foo:amd64"] {
@@ -324,12 +301,8 @@ mod tests {
     fn mirror_base_substitutes_snapshot_and_ends_with_slash() {
         let t = crate::Timestamp::parse_rfc3339_utc("2026-07-12T00:00:00Z").unwrap();
         let m =
-            MirrorUrl::try_from("http://snapshot.debian.org/archive/debian/{snapshot}".to_string())
-                .unwrap();
-        assert_eq!(
-            m.base(t),
-            "http://snapshot.debian.org/archive/debian/20260712T000000Z/"
-        );
+            MirrorUrl::try_from("http://snapshot.debian.org/archive/debian/{snapshot}".to_string()).unwrap();
+        assert_eq!(m.base(t), "http://snapshot.debian.org/archive/debian/20260712T000000Z/");
         assert!(MirrorUrl::try_from("ftp://x/".to_string()).is_err());
         assert!(MirrorUrl::try_from("http://x/{date}/".to_string()).is_err());
     }
@@ -339,9 +312,6 @@ mod tests {
         assert!(Sha256Digest::try_from("a".repeat(64)).is_ok());
         assert!(Sha256Digest::try_from("A".repeat(64)).is_err());
         assert!(Sha256Digest::try_from("a".repeat(63)).is_err());
-        assert_eq!(
-            Sha256Digest::from_bytes(&[0xab; 32]).as_hex(),
-            "ab".repeat(32)
-        );
+        assert_eq!(Sha256Digest::from_bytes(&[0xab; 32]).as_hex(), "ab".repeat(32));
     }
 }

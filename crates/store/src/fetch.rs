@@ -107,10 +107,7 @@ pub struct ItemFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("{}", render_failures(.failures, *.total))]
-    Failed {
-        total: usize,
-        failures: Vec<ItemFailure>,
-    },
+    Failed { total: usize, failures: Vec<ItemFailure> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -166,8 +163,7 @@ pub fn fetch(
     };
 
     let queue = Mutex::new((0..items.len()).rev().collect::<Vec<usize>>());
-    let results: Mutex<Vec<Option<Result<Origin, ItemFailure>>>> =
-        Mutex::new(vec![None; items.len()]);
+    let results: Mutex<Vec<Option<Result<Origin, ItemFailure>>>> = Mutex::new(vec![None; items.len()]);
     let store_error: Mutex<Option<StoreError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.max(1) {
@@ -192,25 +188,16 @@ pub fn fetch(
     }
     let mut outcomes = Vec::new();
     let mut failures = Vec::new();
-    for (item, result) in items
-        .iter()
-        .zip(results.into_inner().expect("results lock"))
-    {
+    for (item, result) in items.iter().zip(results.into_inner().expect("results lock")) {
         match result.expect("every item was processed") {
             Ok(origin) => outcomes.push((item.clone(), origin)),
             Err(failure) => failures.push(failure),
         }
     }
     if !failures.is_empty() {
-        return Err(FetchError::Failed {
-            total: items.len(),
-            failures,
-        });
+        return Err(FetchError::Failed { total: items.len(), failures });
     }
-    Ok(FetchReport {
-        outcomes,
-        warnings: fetcher.warnings.into_inner().expect("warnings lock"),
-    })
+    Ok(FetchReport { outcomes, warnings: fetcher.warnings.into_inner().expect("warnings lock") })
 }
 
 struct Fetcher<'a> {
@@ -248,19 +235,13 @@ impl Fetcher<'_> {
                     Ok(()) => {
                         for a in &attempts {
                             let Attempt { source, reason } = a;
-                            self.warn(format!(
-                                "{}: {source} failed ({reason}); used {base}",
-                                item.label
-                            ));
+                            self.warn(format!("{}: {source} failed ({reason}); used {base}", item.label));
                         }
                         let origin = Origin::Mirror(base.clone());
                         self.observer.finished(item, &origin);
                         return Ok(Ok(origin));
                     }
-                    Err(reason) => attempts.push(Attempt {
-                        source: url,
-                        reason,
-                    }),
+                    Err(reason) => attempts.push(Attempt { source: url, reason }),
                 }
             }
         }
@@ -273,9 +254,7 @@ impl Fetcher<'_> {
                     self.observer.finished(item, &origin);
                     return Ok(Ok(origin));
                 }
-                Err(StoreError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
+                Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                     attempts.push(Attempt {
                         source: candidate.display().to_string(),
                         reason: "not present".into(),
@@ -287,10 +266,7 @@ impl Fetcher<'_> {
                 }),
             }
         }
-        Ok(Err(ItemFailure {
-            label: item.label.clone(),
-            attempts,
-        }))
+        Ok(Err(ItemFailure { label: item.label.clone(), attempts }))
     }
 
     /// Try one mirror, retrying transient failures with exponential backoff.
@@ -306,16 +282,8 @@ impl Fetcher<'_> {
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(Failure::Permanent { reason, host_down }) => {
-                    if host_down
-                        && self
-                            .dead_mirrors
-                            .lock()
-                            .expect("dead lock")
-                            .insert(base.to_string())
-                    {
-                        self.warn(format!(
-                            "mirror {base} is unreachable ({reason}); not trying it again"
-                        ));
+                    if host_down && self.dead_mirrors.lock().expect("dead lock").insert(base.to_string()) {
+                        self.warn(format!("mirror {base} is unreachable ({reason}); not trying it again"));
                     }
                     return Err(reason);
                 }
@@ -339,15 +307,11 @@ impl Fetcher<'_> {
                 Ok(())
             }
             Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                Err(Failure::Permanent {
-                    reason: "not found".into(),
-                    host_down: false,
-                })
+                Err(Failure::Permanent { reason: "not found".into(), host_down: false })
             }
-            Err(e) => Err(Failure::Permanent {
-                reason: format!("{e} (rejected, nothing kept)"),
-                host_down: false,
-            }),
+            Err(e) => {
+                Err(Failure::Permanent { reason: format!("{e} (rejected, nothing kept)"), host_down: false })
+            }
         }
     }
 
@@ -390,21 +354,15 @@ impl Fetcher<'_> {
             }
             416 => {
                 let _ = std::fs::remove_file(&partial);
-                return Err(Failure::Transient(
-                    "HTTP 416: range not satisfiable; restarting".into(),
-                ));
+                return Err(Failure::Transient("HTTP 416: range not satisfiable; restarting".into()));
             }
             429 | 500..=599 => return Err(Failure::Transient(format!("HTTP {status}"))),
             _ => {
-                return Err(Failure::Permanent {
-                    reason: format!("HTTP {status}"),
-                    host_down: false,
-                });
+                return Err(Failure::Permanent { reason: format!("HTTP {status}"), host_down: false });
             }
         };
         let start = if resumed { have } else { 0 };
-        if let Some(announced) =
-            header(&response, "content-length").and_then(|v| v.parse::<u64>().ok())
+        if let Some(announced) = header(&response, "content-length").and_then(|v| v.parse::<u64>().ok())
             && start + announced != size
         {
             {
@@ -456,9 +414,7 @@ impl Fetcher<'_> {
         file.flush().map_err(local_io)?;
         drop(file);
         if received < size {
-            return Err(Failure::Transient(format!(
-                "truncated: got {received} of {size} bytes"
-            )));
+            return Err(Failure::Transient(format!("truncated: got {received} of {size} bytes")));
         }
         match self.store.adopt(&partial, &item.expected) {
             Ok(_) => Ok(()),
@@ -467,10 +423,7 @@ impl Fetcher<'_> {
                 "digest mismatch after resuming; downloading again from the start".into(),
             )),
             Err(e @ (StoreError::Hash { .. } | StoreError::Size { .. })) => {
-                Err(Failure::Permanent {
-                    reason: format!("{e} (rejected, nothing kept)"),
-                    host_down: false,
-                })
+                Err(Failure::Permanent { reason: format!("{e} (rejected, nothing kept)"), host_down: false })
             }
             Err(e) => Err(local_io(std::io::Error::other(e.to_string()))),
         }
@@ -478,28 +431,19 @@ impl Fetcher<'_> {
 }
 
 fn header(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 fn classify_ureq_error(e: ureq::Error) -> Failure {
     match &e {
-        ureq::Error::HostNotFound => Failure::Permanent {
-            reason: format!("host not found: {e}"),
-            host_down: true,
-        },
-        ureq::Error::ConnectionFailed => Failure::Permanent {
-            reason: format!("cannot connect: {e}"),
-            host_down: true,
-        },
+        ureq::Error::HostNotFound => {
+            Failure::Permanent { reason: format!("host not found: {e}"), host_down: true }
+        }
+        ureq::Error::ConnectionFailed => {
+            Failure::Permanent { reason: format!("cannot connect: {e}"), host_down: true }
+        }
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Failure::Permanent {
-                reason: format!("connection refused: {e}"),
-                host_down: true,
-            }
+            Failure::Permanent { reason: format!("connection refused: {e}"), host_down: true }
         }
         _ => Failure::Transient(e.to_string()),
     }

@@ -11,8 +11,6 @@ mod fetch;
 mod store;
 mod vendor;
 
-pub use fetch::{
-    FetchError, FetchItem, FetchObserver, FetchOptions, FetchReport, Origin, Sources, fetch,
-};
+pub use fetch::{FetchError, FetchItem, FetchObserver, FetchOptions, FetchReport, Origin, Sources, fetch};
 pub use store::{Expected, Store, StoreError};
 pub use vendor::{SHA256SUMS, VendorError, write_vendor_dir};

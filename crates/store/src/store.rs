@@ -16,25 +16,16 @@ pub struct Expected {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("size mismatch: expected {expected} bytes, got {actual}")]
     Size { expected: u64, actual: u64 },
     #[error("SHA-256 mismatch: expected {expected}, got {actual}")]
-    Hash {
-        expected: Sha256Digest,
-        actual: Sha256Digest,
-    },
+    Hash { expected: Sha256Digest, actual: Sha256Digest },
 }
 
 impl StoreError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        StoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        StoreError::Io { path: path.to_path_buf(), source }
     }
 }
 
@@ -50,9 +41,7 @@ impl Store {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         }
-        Ok(Store {
-            root: root.to_path_buf(),
-        })
+        Ok(Store { root: root.to_path_buf() })
     }
 
     /// `$XDG_CACHE_HOME/ceremony-os/store`, else `$HOME/.cache/ceremony-os/store`.
@@ -84,15 +73,10 @@ impl Store {
         let path = self.object_path(&expected.sha256);
         match verify_file(&path, expected) {
             Ok(()) => Ok(true),
-            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                Ok(false)
-            }
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(StoreError::Io { path, source }) => Err(StoreError::Io { path, source }),
             Err(mismatch) => {
-                tracing::warn!(
-                    "store object {} is corrupt ({mismatch}); removing it",
-                    path.display()
-                );
+                tracing::warn!("store object {} is corrupt ({mismatch}); removing it", path.display());
                 std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
                 Ok(false)
             }
@@ -103,9 +87,7 @@ impl Store {
     /// is consumed either way.
     pub(crate) fn adopt(&self, file: &Path, expected: &Expected) -> Result<PathBuf, StoreError> {
         let result = verify_file(file, expected).and_then(|()| {
-            File::open(file)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| StoreError::io(file, e))?;
+            File::open(file).and_then(|f| f.sync_all()).map_err(|e| StoreError::io(file, e))?;
             let dest = self.object_path(&expected.sha256);
             std::fs::rename(file, &dest).map_err(|e| StoreError::io(&dest, e))?;
             sync_dir(&self.root.join("sha256"));
@@ -121,8 +103,7 @@ impl Store {
     pub fn insert_file(&self, source: &Path, expected: &Expected) -> Result<PathBuf, StoreError> {
         let mut input = File::open(source).map_err(|e| StoreError::io(source, e))?;
         let tmp_dir = self.root.join("tmp");
-        let tmp =
-            tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| StoreError::io(&tmp_dir, e))?;
+        let tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| StoreError::io(&tmp_dir, e))?;
         let (file, tmp_path) = tmp.keep().map_err(|e| StoreError::io(&tmp_dir, e.error))?;
         let mut output = std::io::BufWriter::new(file);
         let copied = std::io::copy(&mut (&mut input).take(expected.size + 1), &mut output)
@@ -139,17 +120,11 @@ impl Store {
 pub(crate) fn verify_file(path: &Path, expected: &Expected) -> Result<(), StoreError> {
     let meta = std::fs::metadata(path).map_err(|e| StoreError::io(path, e))?;
     if meta.len() != expected.size {
-        return Err(StoreError::Size {
-            expected: expected.size,
-            actual: meta.len(),
-        });
+        return Err(StoreError::Size { expected: expected.size, actual: meta.len() });
     }
     let actual = sha256_file(path)?;
     if actual != expected.sha256 {
-        return Err(StoreError::Hash {
-            expected: expected.sha256.clone(),
-            actual,
-        });
+        return Err(StoreError::Hash { expected: expected.sha256.clone(), actual });
     }
     Ok(())
 }
@@ -173,10 +148,7 @@ mod tests {
     use super::*;
 
     fn expected_for(bytes: &[u8]) -> Expected {
-        Expected {
-            sha256: Sha256Digest::from_bytes(&Sha256::digest(bytes).into()),
-            size: bytes.len() as u64,
-        }
+        Expected { sha256: Sha256Digest::from_bytes(&Sha256::digest(bytes).into()), size: bytes.len() as u64 }
     }
 
     #[test]
@@ -194,11 +166,7 @@ mod tests {
         let err = store.insert_file(&src, &wrong).unwrap_err();
         assert!(matches!(err, StoreError::Hash { .. }), "{err}");
         assert!(!store.object_path(&wrong.sha256).exists());
-        assert_eq!(
-            std::fs::read_dir(store.root().join("tmp")).unwrap().count(),
-            0,
-            "temp file left behind"
-        );
+        assert_eq!(std::fs::read_dir(store.root().join("tmp")).unwrap().count(), 0, "temp file left behind");
     }
 
     #[test]

@@ -13,10 +13,7 @@ pub enum VendorError {
     #[error("{label} is not in the store; run `ceremony-os fetch` first")]
     Missing { label: String },
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("two locked files are both named {name} but differ")]
@@ -26,11 +23,7 @@ pub enum VendorError {
 /// Copy every item from the store into `dir` (created if missing) and write `dir/SHA256SUMS`,
 /// sorted by file name. Files already in `dir` with the right digest are left alone. Returns the
 /// number of files copied.
-pub fn write_vendor_dir(
-    store: &Store,
-    items: &[FetchItem],
-    dir: &Path,
-) -> Result<usize, VendorError> {
+pub fn write_vendor_dir(store: &Store, items: &[FetchItem], dir: &Path) -> Result<usize, VendorError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| VendorError::Io { path, source }
@@ -40,9 +33,7 @@ pub fn write_vendor_dir(
     entries.sort_by(|a, b| a.0.cmp(b.0));
     entries.dedup_by(|a, b| a.0 == b.0 && a.1.expected == b.1.expected);
     if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(VendorError::NameClash {
-            name: w[0].0.to_string(),
-        });
+        return Err(VendorError::NameClash { name: w[0].0.to_string() });
     }
     let mut copied = 0;
     for (name, item) in &entries {
@@ -51,9 +42,7 @@ pub fn write_vendor_dir(
             continue;
         }
         if !store.has_verified(&item.expected)? {
-            return Err(VendorError::Missing {
-                label: item.label.clone(),
-            });
+            return Err(VendorError::Missing { label: item.label.clone() });
         }
         let tmp = dir.join(format!(".{name}.partial"));
         std::fs::copy(store.object_path(&item.expected.sha256), &tmp).map_err(io(&tmp))?;
@@ -67,9 +56,7 @@ pub fn write_vendor_dir(
     let sums_path = dir.join(SHA256SUMS);
     let tmp = dir.join(format!(".{SHA256SUMS}.partial"));
     let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(sums.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(io(&tmp))?;
+    f.write_all(sums.as_bytes()).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &sums_path).map_err(io(&sums_path))?;
     Ok(copied)
 }

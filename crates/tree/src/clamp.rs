@@ -16,8 +16,7 @@ pub fn clamp_mtimes(root: &Path, epoch: i64) -> Result<usize, TreeError> {
     for path in paths {
         let meta = std::fs::symlink_metadata(&path).map_err(|e| TreeError::io(&path, e))?;
         if meta.mtime() > epoch || (meta.mtime() == epoch && meta.mtime_nsec() != 0) {
-            filetime::set_symlink_file_times(&path, time, time)
-                .map_err(|e| TreeError::io(&path, e))?;
+            filetime::set_symlink_file_times(&path, time, time).map_err(|e| TreeError::io(&path, e))?;
             changed += 1;
         }
     }

@@ -15,25 +15,16 @@ pub use nar::nar_hash_sri;
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("manifest line {line}: {message}")]
     Parse { line: usize, message: String },
     #[error("NAR of {}: {message}", path.display())]
-    Nar {
-        path: std::path::PathBuf,
-        message: String,
-    },
+    Nar { path: std::path::PathBuf, message: String },
 }
 
 impl TreeError {
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        TreeError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        TreeError::Io { path: path.to_path_buf(), source }
     }
 }
 

@@ -52,10 +52,7 @@ impl TreeManifest {
         let mut entries = vec![entry_for(root, "/".to_string())?];
         for path in walk_sorted(root)? {
             let relative = path.strip_prefix(root).expect("walk stays under root");
-            entries.push(entry_for(
-                &path,
-                format!("/{}", escape(relative.as_os_str().as_bytes())),
-            )?);
+            entries.push(entry_for(&path, format!("/{}", escape(relative.as_os_str().as_bytes())))?);
         }
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(TreeManifest { entries })
@@ -87,10 +84,7 @@ impl TreeManifest {
     pub fn parse(text: &str) -> Result<Self, TreeError> {
         let mut entries = Vec::new();
         for (index, line) in text.lines().enumerate() {
-            let err = |message: &str| TreeError::Parse {
-                line: index + 1,
-                message: message.to_string(),
-            };
+            let err = |message: &str| TreeError::Parse { line: index + 1, message: message.to_string() };
             let fields: Vec<&str> = line.split('\t').collect();
             let [path, kind, mode, uid, gid, mtime, size, detail] = fields[..] else {
                 return Err(err("expected 8 tab-separated fields"));
@@ -101,9 +95,7 @@ impl TreeManifest {
                     size: size.parse().map_err(|_| err("bad size"))?,
                     sha256: detail.to_string(),
                 },
-                "symlink" => Kind::Symlink {
-                    target: detail.to_string(),
-                },
+                "symlink" => Kind::Symlink { target: detail.to_string() },
                 "special" => Kind::Special(detail.replace('_', " ")),
                 other => return Err(err(&format!("unknown type {other:?}"))),
             };
@@ -120,10 +112,7 @@ impl TreeManifest {
     }
 
     pub fn get(&self, path: &str) -> Option<&Entry> {
-        self.entries
-            .binary_search_by(|e| e.path.as_str().cmp(path))
-            .ok()
-            .map(|i| &self.entries[i])
+        self.entries.binary_search_by(|e| e.path.as_str().cmp(path)).ok().map(|i| &self.entries[i])
     }
 }
 
@@ -163,10 +152,7 @@ pub fn diff(before: &TreeManifest, after: &TreeManifest) -> Vec<Change> {
         match (a.get(i), b.get(j)) {
             (Some(x), Some(y)) if x.path == y.path => {
                 if x.kind != y.kind {
-                    changes.push(Change::Content {
-                        before: x.clone(),
-                        after: y.clone(),
-                    });
+                    changes.push(Change::Content { before: x.clone(), after: y.clone() });
                 } else {
                     let mut fields = Vec::new();
                     if x.mode != y.mode {
@@ -179,11 +165,7 @@ pub fn diff(before: &TreeManifest, after: &TreeManifest) -> Vec<Change> {
                         fields.push("mtime");
                     }
                     if !fields.is_empty() {
-                        changes.push(Change::Metadata {
-                            before: x.clone(),
-                            after: y.clone(),
-                            fields,
-                        });
+                        changes.push(Change::Metadata { before: x.clone(), after: y.clone(), fields });
                     }
                 }
                 i += 1;
@@ -220,15 +202,10 @@ fn entry_for(path: &Path, name: String) -> Result<Entry, TreeError> {
         let mut file = std::fs::File::open(path).map_err(|e| TreeError::io(path, e))?;
         let mut hasher = Sha256::new();
         std::io::copy(&mut file, &mut hasher).map_err(|e| TreeError::io(path, e))?;
-        Kind::File {
-            size: meta.len(),
-            sha256: hex(&hasher.finalize()),
-        }
+        Kind::File { size: meta.len(), sha256: hex(&hasher.finalize()) }
     } else if ft.is_symlink() {
         let target = std::fs::read_link(path).map_err(|e| TreeError::io(path, e))?;
-        Kind::Symlink {
-            target: escape(target.as_os_str().as_bytes()),
-        }
+        Kind::Symlink { target: escape(target.as_os_str().as_bytes()) }
     } else {
         let (major, minor) = (libc_major(meta.rdev()), libc_minor(meta.rdev()));
         Kind::Special(if ft.is_char_device() {
@@ -301,11 +278,7 @@ mod tests {
         std::fs::write(root.join("etc/sub/b"), b"bravo").unwrap();
         std::fs::write(root.join("etc/tab\there"), b"").unwrap();
         std::os::unix::fs::symlink("a.conf", root.join("etc/link")).unwrap();
-        std::fs::set_permissions(
-            root.join("etc/sub/b"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
+        std::fs::set_permissions(root.join("etc/sub/b"), std::fs::Permissions::from_mode(0o755)).unwrap();
         dir
     }
 
@@ -316,15 +289,7 @@ mod tests {
         let paths: Vec<&str> = m.entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
-            [
-                "/",
-                "/etc",
-                "/etc/a.conf",
-                "/etc/link",
-                "/etc/sub",
-                "/etc/sub/b",
-                "/etc/tab\\x09here"
-            ]
+            ["/", "/etc", "/etc/a.conf", "/etc/link", "/etc/sub", "/etc/sub/b", "/etc/tab\\x09here"]
         );
         let a = m.get("/etc/a.conf").unwrap();
         assert_eq!(
@@ -335,12 +300,7 @@ mod tests {
             }
         );
         assert_eq!(m.get("/etc/sub/b").unwrap().mode, 0o755);
-        assert_eq!(
-            m.get("/etc/link").unwrap().kind,
-            Kind::Symlink {
-                target: "a.conf".into()
-            }
-        );
+        assert_eq!(m.get("/etc/link").unwrap().kind, Kind::Symlink { target: "a.conf".into() });
         let text = m.render();
         assert_eq!(TreeManifest::parse(&text).unwrap(), m);
     }
@@ -350,11 +310,8 @@ mod tests {
         let dir = sample_tree();
         let before = TreeManifest::scan(dir.path()).unwrap();
         std::fs::write(dir.path().join("etc/a.conf"), b"ALPHA").unwrap();
-        std::fs::set_permissions(
-            dir.path().join("etc/sub/b"),
-            std::fs::Permissions::from_mode(0o700),
-        )
-        .unwrap();
+        std::fs::set_permissions(dir.path().join("etc/sub/b"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
         std::fs::remove_file(dir.path().join("etc/link")).unwrap();
         std::fs::write(dir.path().join("etc/new"), b"").unwrap();
         let mut after = TreeManifest::scan(dir.path()).unwrap();
@@ -378,15 +335,7 @@ mod tests {
                 }
             })
             .collect();
-        assert_eq!(
-            summary,
-            [
-                "content /etc/a.conf",
-                "-/etc/link",
-                "+/etc/new",
-                "mode /etc/sub/b"
-            ]
-        );
+        assert_eq!(summary, ["content /etc/a.conf", "-/etc/link", "+/etc/new", "mode /etc/sub/b"]);
     }
 
     #[test]

@@ -9,17 +9,11 @@ use std::path::Path;
 
 /// `sha256-<base64>` of the NAR serialisation of `root`.
 pub fn nar_hash_sri(root: &Path) -> Result<String, TreeError> {
-    let nar_error = |message: String| TreeError::Nar {
-        path: root.to_path_buf(),
-        message,
-    };
+    let nar_error = |message: String| TreeError::Nar { path: root.to_path_buf(), message };
     let mut encoder = nix_nar::Encoder::new(root).map_err(|e| nar_error(e.to_string()))?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut encoder, &mut hasher).map_err(|e| nar_error(e.to_string()))?;
-    Ok(format!(
-        "sha256-{}",
-        base64::engine::general_purpose::STANDARD.encode(hasher.finalize())
-    ))
+    Ok(format!("sha256-{}", base64::engine::general_purpose::STANDARD.encode(hasher.finalize())))
 }
 
 #[cfg(test)]
@@ -36,8 +30,7 @@ mod tests {
         std::fs::write(root.join("hello"), b"hello\n").unwrap();
         std::fs::write(root.join("bin/run"), b"#!/bin/sh\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(root.join("bin/run"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(root.join("bin/run"), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::symlink("hello", root.join("link")).unwrap();
         let sri = nar_hash_sri(&root).unwrap();
         assert_eq!(sri, RECORDED_NIX_HASH);

@@ -48,8 +48,8 @@ pub(crate) fn run(
     toolchain_out: &StageOutput,
     toolchain: &Toolchain,
 ) -> Result<StageOutput, BuildError> {
-    let rootfs = normalized.path.join("rootfs");
-    let (vmlinuz, initrd) = kernel_files(&rootfs)?;
+    let tree = super::normalize::NormalizedTree::at(&normalized.path)?;
+    let (vmlinuz, initrd) = (tree.vmlinuz, tree.initrd);
     let def = ctx.def;
     let title = format!("{} {}", def.image.name, def.image.version);
     let mut key = KeyBuilder::new("boot", RECIPE);
@@ -105,34 +105,6 @@ pub(crate) fn run(
         ceremony_os_tree::clamp_mtimes(out, ctx.sde())?;
         super::dir_digest(out)
     })
-}
-
-/// The one kernel and initrd in the image's /boot.
-fn kernel_files(rootfs: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf), BuildError> {
-    let boot = rootfs.join("boot");
-    let names: Vec<String> = crate::cache::read_dir_sorted(&boot)?
-        .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
-    let kernels: Vec<&String> = names.iter().filter(|n| n.starts_with("vmlinuz-")).collect();
-    let [kernel] = kernels.as_slice() else {
-        return Err(BuildError::stage(
-            "boot",
-            format!(
-                "expected one vmlinuz-* in {}, found {kernels:?}",
-                boot.display()
-            ),
-        ));
-    };
-    let version = kernel.trim_start_matches("vmlinuz-");
-    let initrd = boot.join(format!("initrd.img-{version}"));
-    if !initrd.is_file() {
-        return Err(BuildError::stage(
-            "boot",
-            format!("{} is missing", initrd.display()),
-        ));
-    }
-    Ok((boot.join(kernel.as_str()), initrd))
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), BuildError> {

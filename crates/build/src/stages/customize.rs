@@ -13,7 +13,7 @@ use ceremony_os_spec::{HsmBundle, relative_to};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-const RECIPE: u32 = 1;
+const RECIPE: u32 = 2;
 
 /// Units that would manage a network if one existed: masked so nothing even tries.
 const MASKED_UNITS: &[&str] = &[
@@ -43,11 +43,7 @@ pub(crate) fn run(
     tools: &ToolsBinary,
 ) -> Result<StageOutput, BuildError> {
     let def = ctx.def;
-    let overlay = def
-        .customize
-        .overlay
-        .as_ref()
-        .map(|o| relative_to(ctx.definition_path, o));
+    let overlay = def.customize.overlay.as_ref().map(|o| relative_to(ctx.definition_path, o));
     let overlay_digest = match &overlay {
         Some(dir) => overlay_content_digest(dir)?,
         None => "none".into(),
@@ -59,30 +55,15 @@ pub(crate) fn run(
         .field("name", def.image.name.as_str())
         .field("version", def.image.version.as_str())
         .field("hostname", def.customize.hostname.as_str())
-        .field(
-            "autologin",
-            &def.customize
-                .autologin
-                .iter()
-                .map(|t| t.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-        )
+        .field("autologin", &def.customize.autologin.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(","))
         .field(
             "exclude_modules",
-            &def.kernel
-                .exclude_modules
-                .iter()
-                .map(|m| m.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
+            &def.kernel.exclude_modules.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
         )
-        .field("initramfs.conf", super::rootfs::initramfs_conf());
+        .field("initramfs.conf", super::rootfs::initramfs_conf())
+        .field("remove_documentation", &def.customize.remove_documentation.to_string());
     for bundle in &def.hsm_bundles {
-        key.field(
-            "hsm_bundle",
-            &format!("{} {} {}", bundle.name, bundle.sha256, bundle.module),
-        );
+        key.field("hsm_bundle", &format!("{} {} {}", bundle.name, bundle.sha256, bundle.module));
     }
     ctx.stage("customize", key.finish(), |out| {
         ctx.progress("customize", "copying the root file system");
@@ -91,17 +72,9 @@ pub(crate) fn run(
             apply_overlay(dir, out)?;
         }
         write_identity(ctx, out)?;
-        write_autologin(
-            out,
-            &def.customize
-                .autologin
-                .iter()
-                .map(|t| t.as_str())
-                .collect::<Vec<_>>(),
-        )?;
+        write_autologin(out, &def.customize.autologin.iter().map(|t| t.as_str()).collect::<Vec<_>>())?;
         let bin = out.join("usr/local/bin/ceremony");
-        std::fs::create_dir_all(bin.parent().expect("has parent"))
-            .map_err(|e| BuildError::io(&bin, e))?;
+        std::fs::create_dir_all(bin.parent().expect("has parent")).map_err(|e| BuildError::io(&bin, e))?;
         std::fs::copy(&tools.path, &bin).map_err(|e| BuildError::io(&bin, e))?;
         set_mode(&bin, 0o755)?;
         for bundle in &def.hsm_bundles {
@@ -113,14 +86,14 @@ pub(crate) fn run(
             }
         }
         mask_units(out)?;
+        if def.customize.remove_documentation {
+            remove_documentation(out)?;
+        }
         let kernel_version = kernel_version(out)?;
         let removed = prune_modules(ctx, out, &kernel_version)?;
         ctx.progress(
             "customize",
-            &format!(
-                "removed {} kernel modules; rebuilding the initrd",
-                removed.len()
-            ),
+            &format!("removed {} kernel modules; rebuilding the initrd", removed.len()),
         );
         write_blacklist(out, &removed)?;
         let initrd = out.join(format!("boot/initrd.img-{kernel_version}"));
@@ -159,9 +132,7 @@ fn overlay_content_digest(dir: &Path) -> Result<String, BuildError> {
         };
         text.push_str(&format!("{}\t{kind}\n", e.path));
     }
-    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-        text.as_bytes(),
-    )))
+    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())))
 }
 
 /// Copy the overlay over the root: directories 0755, files 0644 (0755 if executable in the
@@ -185,14 +156,7 @@ fn apply_overlay(from: &Path, to: &Path) -> Result<(), BuildError> {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::remove_file(&dest);
             std::fs::copy(&entry, &dest).map_err(|e| BuildError::io(&dest, e))?;
-            set_mode(
-                &dest,
-                if meta.permissions().mode() & 0o111 != 0 {
-                    0o755
-                } else {
-                    0o644
-                },
-            )?;
+            set_mode(&dest, if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 })?;
         }
         std::os::unix::fs::lchown(&dest, Some(0), Some(0)).map_err(|e| BuildError::io(&dest, e))?;
     }
@@ -202,21 +166,13 @@ fn apply_overlay(from: &Path, to: &Path) -> Result<(), BuildError> {
 fn write_identity(ctx: &Ctx<'_>, root: &Path) -> Result<(), BuildError> {
     let def = ctx.def;
     let hostname = def.customize.hostname.as_str();
-    let title = format!(
-        "{} {} ({})",
-        def.image.name, def.image.version, def.image.architecture
-    );
+    let title = format!("{} {} ({})", def.image.name, def.image.version, def.image.architecture);
     write(&root.join("etc/hostname"), format!("{hostname}\n"))?;
     write(
         &root.join("etc/hosts"),
-        format!(
-            "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        ),
+        format!("127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
     )?;
-    write(
-        &root.join("etc/issue"),
-        format!("{title} \\l\nOffline key-ceremony system. No network.\n\n"),
-    )?;
+    write(&root.join("etc/issue"), format!("{title} \\l\nOffline key-ceremony system. No network.\n\n"))?;
     write(&root.join("etc/issue.net"), format!("{title}\n"))?;
     write(
         &root.join("etc/motd"),
@@ -236,26 +192,18 @@ fn write_identity(ctx: &Ctx<'_>, root: &Path) -> Result<(), BuildError> {
         ),
     )?;
     // The root file system is a read-only squashfs under a memory overlay: no fstab entries.
-    write(
-        &root.join("etc/fstab"),
-        "# ceremony-os: the live system mounts everything itself\n",
-    )?;
+    write(&root.join("etc/fstab"), "# ceremony-os: the live system mounts everything itself\n")?;
     Ok(())
 }
 
 fn write_autologin(root: &Path, consoles: &[&str]) -> Result<(), BuildError> {
     for console in consoles {
         let (unit, exec) = if console.starts_with("ttyS") {
-            (
-                "serial-getty",
-                "-/sbin/agetty --autologin root --keep-baud 115200,57600,38400,9600 %I $TERM",
-            )
+            ("serial-getty", "-/sbin/agetty --autologin root --keep-baud 115200,57600,38400,9600 %I $TERM")
         } else {
             ("getty", "-/sbin/agetty --autologin root --noclear %I $TERM")
         };
-        let path = root.join(format!(
-            "etc/systemd/system/{unit}@{console}.service.d/autologin.conf"
-        ));
+        let path = root.join(format!("etc/systemd/system/{unit}@{console}.service.d/autologin.conf"));
         write(&path, format!("[Service]\nExecStart=\nExecStart={exec}\n"))?;
         // serial-getty@ is started by the getty generator from console=; getty@ttyN needs the link.
         if unit == "getty" {
@@ -279,12 +227,9 @@ fn register_module(root: &Path, name: &str, module_path_in_image: &str) -> Resul
 
 fn install_hsm_bundle(ctx: &Ctx<'_>, bundle: &HsmBundle, root: &Path) -> Result<(), BuildError> {
     let archive = relative_to(ctx.definition_path, &bundle.archive);
-    let err = |message: String| BuildError::HsmBundle {
-        name: bundle.name.to_string(),
-        message,
-    };
-    let actual = super::file_digest(&archive)
-        .map_err(|e| err(format!("cannot read {}: {e}", archive.display())))?;
+    let err = |message: String| BuildError::HsmBundle { name: bundle.name.to_string(), message };
+    let actual =
+        super::file_digest(&archive).map_err(|e| err(format!("cannot read {}: {e}", archive.display())))?;
     if actual != bundle.sha256.as_hex() {
         return Err(err(format!(
             "{} has SHA-256 {actual}, the definition expects {}",
@@ -297,25 +242,53 @@ fn install_hsm_bundle(ctx: &Ctx<'_>, bundle: &HsmBundle, root: &Path) -> Result<
     std::fs::create_dir_all(&dest).map_err(|e| BuildError::io(&dest, e))?;
     ctx.runner
         .cmd("tar", &dest)
-        .args([
-            "--extract",
-            "--no-same-owner",
-            "--delay-directory-restore",
-            "--file",
-        ])
+        .args(["--extract", "--no-same-owner", "--delay-directory-restore", "--file"])
         .arg(&archive)
         .arg("--directory")
         .arg(&dest)
         .output()?;
     let module = format!("{dest_relative}/{}", bundle.module);
     if !root.join(&module).is_file() {
-        return Err(err(format!(
-            "module {} is not in {}",
-            bundle.module,
-            archive.display()
-        )));
+        return Err(err(format!("module {} is not in {}", bundle.module, archive.display())));
     }
     register_module(root, bundle.name.as_str(), &module)
+}
+
+/// Manual pages, info pages, translations and documentation, as `dpkg --path-exclude` setups
+/// drop them; `/usr/share/doc/*/copyright` stays (licences travel with the binaries).
+fn remove_documentation(root: &Path) -> Result<(), BuildError> {
+    for dir in ["usr/share/man", "usr/share/info", "usr/share/lintian", "usr/share/linda"] {
+        crate::cache::remove_tree(&root.join(dir))?;
+    }
+    let locale = root.join("usr/share/locale");
+    if locale.is_dir() {
+        for entry in crate::cache::read_dir_sorted(&locale)? {
+            if entry.file_name().is_some_and(|n| n != "locale.alias") {
+                remove_any(&entry)?;
+            }
+        }
+    }
+    let doc = root.join("usr/share/doc");
+    if doc.is_dir() {
+        for package in crate::cache::read_dir_sorted(&doc)? {
+            if std::fs::symlink_metadata(&package).map_err(|e| BuildError::io(&package, e))?.is_dir() {
+                for entry in crate::cache::read_dir_sorted(&package)? {
+                    if entry.file_name().is_some_and(|n| n != "copyright") {
+                        remove_any(&entry)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(path: &Path) -> Result<(), BuildError> {
+    if std::fs::symlink_metadata(path).map_err(|e| BuildError::io(path, e))?.is_dir() {
+        crate::cache::remove_tree(path)
+    } else {
+        std::fs::remove_file(path).map_err(|e| BuildError::io(path, e))
+    }
 }
 
 fn mask_units(root: &Path) -> Result<(), BuildError> {
@@ -345,11 +318,7 @@ fn kernel_version(root: &Path) -> Result<String, BuildError> {
 }
 
 /// Delete the excluded module trees; return the names of the modules removed, sorted.
-fn prune_modules(
-    ctx: &Ctx<'_>,
-    root: &Path,
-    kernel_version: &str,
-) -> Result<Vec<String>, BuildError> {
+fn prune_modules(ctx: &Ctx<'_>, root: &Path, kernel_version: &str) -> Result<Vec<String>, BuildError> {
     let base = root.join("lib/modules").join(kernel_version).join("kernel");
     let mut removed = BTreeSet::new();
     for tree in &ctx.def.kernel.exclude_modules {
@@ -357,10 +326,7 @@ fn prune_modules(
         if !dir.exists() {
             ctx.progress(
                 "customize",
-                &format!(
-                    "module tree {} does not exist in kernel {kernel_version}",
-                    tree.as_str()
-                ),
+                &format!("module tree {} does not exist in kernel {kernel_version}", tree.as_str()),
             );
             continue;
         }
@@ -375,9 +341,8 @@ fn collect_module_names(dir: &Path, names: &mut BTreeSet<String>) -> Result<(), 
         if entry.is_dir() {
             collect_module_names(&entry, names)?;
         } else if let Some(name) = entry.file_name().and_then(|n| n.to_str()) {
-            if let Some(stem) = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
-                .iter()
-                .find_map(|ext| name.strip_suffix(ext))
+            if let Some(stem) =
+                [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].iter().find_map(|ext| name.strip_suffix(ext))
             {
                 names.insert(stem.replace('-', "_"));
             }
@@ -406,11 +371,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         std::fs::write(dir.path().join("etc/a"), b"x").unwrap();
         let d1 = overlay_content_digest(dir.path()).unwrap();
-        filetime::set_file_mtime(
-            dir.path().join("etc/a"),
-            filetime::FileTime::from_unix_time(5, 0),
-        )
-        .unwrap();
+        filetime::set_file_mtime(dir.path().join("etc/a"), filetime::FileTime::from_unix_time(5, 0)).unwrap();
         assert_eq!(overlay_content_digest(dir.path()).unwrap(), d1);
         set_mode(&dir.path().join("etc/a"), 0o755).unwrap();
         let d2 = overlay_content_digest(dir.path()).unwrap();
@@ -429,9 +390,6 @@ mod tests {
         std::fs::write(dir.path().join("README"), b"").unwrap();
         let mut names = BTreeSet::new();
         collect_module_names(dir.path(), &mut names).unwrap();
-        assert_eq!(
-            names.into_iter().collect::<Vec<_>>(),
-            ["e1000e", "iwlwifi", "mac80211_hwsim"]
-        );
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["e1000e", "iwlwifi", "mac80211_hwsim"]);
     }
 }

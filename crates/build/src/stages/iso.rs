@@ -35,35 +35,17 @@ pub(crate) fn run(
             .cmd(&ctx.runner, "xorriso", work)
             .args(["-as", "mkisofs", "-o"])
             .arg(out)
-            .args([
-                "-V",
-                &volume_id,
-                "-A",
-                &application,
-                "-p",
-                "CEREMONY-OS",
-                "-publisher",
-                "CEREMONY-OS",
-            ])
+            .args(["-V", &volume_id, "-A", &application, "-p", "CEREMONY-OS", "-publisher", "CEREMONY-OS"])
             .arg(format!("--modification-date={modification_date}"))
             .args(["-iso-level", "3", "-r", "-J", "-joliet-long", "-l"])
             .arg("-isohybrid-mbr")
             .arg(boot.path.join("isohdpfx.bin"))
             .args(["-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat"])
             .args(["-no-emul-boot", "-boot-load-size", "4", "-boot-info-table"])
-            .args([
-                "-eltorito-alt-boot",
-                "-e",
-                "boot/grub/efi.img",
-                "-no-emul-boot",
-                "-isohybrid-gpt-basdat",
-            ])
+            .args(["-eltorito-alt-boot", "-e", "boot/grub/efi.img", "-no-emul-boot", "-isohybrid-gpt-basdat"])
             .arg("-graft-points")
             .arg(format!("/={}", tree.display()))
-            .arg(format!(
-                "/live/filesystem.squashfs={}",
-                squashfs.path.display()
-            ))
+            .arg(format!("/live/filesystem.squashfs={}", squashfs.path.display()))
             .run_merged(|line| tracing::debug!("xorriso: {line}"))?;
         super::squashfs::set_mtime(out, ctx.sde())?;
         super::file_digest(out)

@@ -101,18 +101,12 @@ pub(crate) fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), Build
 
 pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), BuildError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| BuildError::io(path, e))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| BuildError::io(path, e))
 }
 
 /// `cp -a` (reflinks where the file system can), for whole trees.
 pub(crate) fn copy_tree(runner: &Runner, from: &Path, to: &Path) -> Result<(), BuildError> {
     std::fs::create_dir_all(to).map_err(|e| BuildError::io(to, e))?;
-    runner
-        .cmd("cp", "/")
-        .args(["-a", "--reflink=auto", "--"])
-        .arg(from.join("."))
-        .arg(to)
-        .output()?;
+    runner.cmd("cp", "/").args(["-a", "--reflink=auto", "--"]).arg(from.join(".")).arg(to).output()?;
     Ok(())
 }

@@ -10,16 +10,9 @@ const RECIPE: u32 = 1;
 
 pub(crate) fn run(ctx: &Ctx<'_>) -> Result<StageOutput, BuildError> {
     let mut key = KeyBuilder::new("repo", RECIPE);
-    key.field("suite", &ctx.lock.suite)
-        .field("snapshot", &ctx.lock.snapshot.to_string());
+    key.field("suite", &ctx.lock.suite).field("snapshot", &ctx.lock.snapshot.to_string());
     for p in &ctx.lock.image.packages {
-        key.field(
-            "deb",
-            &format!(
-                "{} {} {} {} {}",
-                p.name, p.version, p.architecture, p.sha256, p.path
-            ),
-        );
+        key.field("deb", &format!("{} {} {} {} {}", p.name, p.version, p.architecture, p.sha256, p.path));
     }
     ctx.stage("repo", key.finish(), |out| {
         std::fs::create_dir_all(out).map_err(|e| BuildError::io(out, e))?;

@@ -26,26 +26,11 @@ pub(crate) fn initramfs_conf() -> &'static str {
 
 pub(crate) fn run(ctx: &Ctx<'_>, repo: &StageOutput) -> Result<StageOutput, BuildError> {
     if ctx.lock.image.variant != Variant::Minbase {
-        return Err(BuildError::stage(
-            "rootfs",
-            "the image package set must use variant = \"minbase\"",
-        ));
+        return Err(BuildError::stage("rootfs", "the image package set must use variant = \"minbase\""));
     }
-    let mmdebstrap_version = ctx
-        .runner
-        .cmd("mmdebstrap", "/")
-        .arg("--version")
-        .output()?;
-    let mmdebstrap_version = String::from_utf8_lossy(&mmdebstrap_version.stdout)
-        .trim()
-        .to_string();
-    let modules: Vec<&str> = ctx
-        .def
-        .kernel
-        .initrd_modules
-        .iter()
-        .map(|m| m.as_str())
-        .collect();
+    let mmdebstrap_version = ctx.runner.cmd("mmdebstrap", "/").arg("--version").output()?;
+    let mmdebstrap_version = String::from_utf8_lossy(&mmdebstrap_version.stdout).trim().to_string();
+    let modules: Vec<&str> = ctx.def.kernel.initrd_modules.iter().map(|m| m.as_str()).collect();
     let mut key = KeyBuilder::new("rootfs", RECIPE);
     key.field("repo", &repo.digest)
         .field("variant", "essential")
@@ -55,21 +40,12 @@ pub(crate) fn run(ctx: &Ctx<'_>, repo: &StageOutput) -> Result<StageOutput, Buil
     ctx.stage("rootfs", key.finish(), |out| {
         let work = out.parent().expect("out has a parent");
         let preseed = work.join("preseed");
-        super::write(
-            &preseed.join("etc/initramfs-tools/conf.d/ceremony-os.conf"),
-            initramfs_conf(),
-        )?;
+        super::write(&preseed.join("etc/initramfs-tools/conf.d/ceremony-os.conf"), initramfs_conf())?;
         super::write(
             &preseed.join("usr/share/initramfs-tools/modules.d/ceremony-os"),
             format!("{}\n", modules.join("\n")),
         )?;
-        let names: Vec<&str> = ctx
-            .lock
-            .image
-            .packages
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect();
+        let names: Vec<&str> = ctx.lock.image.packages.iter().map(|p| p.name.as_str()).collect();
         let include = format!("--include={}", names.join(","));
         let setup_hook = format!("--setup-hook=sync-in {} /", preseed.display());
         let source = format!("deb [trusted=yes] copy://{} ./", repo.path.display());
@@ -105,8 +81,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, repo: &StageOutput) -> Result<StageOutput, Buil
 /// architecture alike.
 fn check_package_set(root: &Path, lock: &Lockfile) -> Result<(), BuildError> {
     let status_path = root.join("var/lib/dpkg/status");
-    let text =
-        std::fs::read_to_string(&status_path).map_err(|e| BuildError::io(&status_path, e))?;
+    let text = std::fs::read_to_string(&status_path).map_err(|e| BuildError::io(&status_path, e))?;
     let paragraphs = ceremony_os_debian::deb822::parse(&text)
         .map_err(|e| BuildError::stage("rootfs", format!("{}: {e}", status_path.display())))?;
     let installed: BTreeSet<String> = paragraphs
@@ -127,9 +102,6 @@ fn check_package_set(root: &Path, lock: &Lockfile) -> Result<(), BuildError> {
     if missing.is_empty() && unexpected.is_empty() {
         Ok(())
     } else {
-        Err(BuildError::PackageSetMismatch {
-            missing,
-            unexpected,
-        })
+        Err(BuildError::PackageSetMismatch { missing, unexpected })
     }
 }

@@ -12,18 +12,12 @@ const RECIPE: u32 = 1;
 pub(crate) fn run(ctx: &Ctx<'_>) -> Result<StageOutput, BuildError> {
     let mut key = KeyBuilder::new("toolchain", RECIPE);
     for p in &ctx.lock.toolchain.packages {
-        key.field(
-            "deb",
-            &format!("{} {} {} {}", p.name, p.version, p.architecture, p.sha256),
-        );
+        key.field("deb", &format!("{} {} {} {}", p.name, p.version, p.architecture, p.sha256));
     }
     ctx.stage("toolchain", key.finish(), |out| {
         std::fs::create_dir_all(out).map_err(|e| BuildError::io(out, e))?;
         for p in &ctx.lock.toolchain.packages {
-            let expected = Expected {
-                sha256: p.sha256.clone(),
-                size: p.size,
-            };
+            let expected = Expected { sha256: p.sha256.clone(), size: p.size };
             if !ctx.store.has_verified(&expected)? {
                 return Err(BuildError::MissingInput { label: p.spec() });
             }
