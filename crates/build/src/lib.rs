@@ -73,6 +73,9 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
     if !rustix::process::geteuid().is_root() {
         return Err(BuildError::NotRoot);
     }
+    // Files this process writes into stage outputs take their mode from the umask: fix it, as the
+    // runner does for every subprocess, so the caller's umask cannot reach the image.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let def = request.definition;
     clear_previous(&request.out_dir, def)?;
     let work_dir = request.work_dir.clone().unwrap_or_else(|| request.store.root().join("tmp"));

@@ -435,16 +435,36 @@ fn header(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<Str
 }
 
 fn classify_ureq_error(e: ureq::Error) -> Failure {
-    match &e {
-        ureq::Error::HostNotFound => {
-            Failure::Permanent { reason: format!("host not found: {e}"), host_down: true }
+    use std::io::ErrorKind;
+    let host_down = match &e {
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
+        // std reports a failed DNS lookup as an uncategorised I/O error: recognise its text.
+        ureq::Error::Io(io) => {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused | ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable
+            ) || io.to_string().contains("failed to lookup address")
         }
-        ureq::Error::ConnectionFailed => {
-            Failure::Permanent { reason: format!("cannot connect: {e}"), host_down: true }
-        }
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Failure::Permanent { reason: format!("connection refused: {e}"), host_down: true }
-        }
-        _ => Failure::Transient(e.to_string()),
+        _ => false,
+    };
+    if host_down {
+        Failure::Permanent { reason: format!("cannot reach the host: {e}"), host_down: true }
+    } else {
+        Failure::Transient(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_hosts_are_not_retried() {
+        let dns = std::io::Error::other("failed to lookup address information: Name or service not known");
+        assert!(matches!(classify_ureq_error(ureq::Error::Io(dns)), Failure::Permanent { host_down: true, .. }));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(classify_ureq_error(ureq::Error::Io(refused)), Failure::Permanent { host_down: true, .. }));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(matches!(classify_ureq_error(ureq::Error::Io(reset)), Failure::Transient(_)));
     }
 }

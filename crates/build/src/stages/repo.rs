@@ -25,6 +25,8 @@ pub(crate) fn run(ctx: &Ctx<'_>) -> Result<StageOutput, BuildError> {
             let deb = out.join(p.file_name());
             let object = ctx.store.object_path(&p.sha256);
             std::fs::copy(&object, &deb).map_err(|e| BuildError::io(&deb, e))?;
+            // The store's file modes are the fetching process's business, not the image's.
+            super::set_mode(&deb, 0o644)?;
             let control = ctx.runner.cmd("dpkg-deb", out).arg("--field").arg(&deb).output()?;
             let control = String::from_utf8_lossy(&control.stdout);
             stanzas.push(format!(

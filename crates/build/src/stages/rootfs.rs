@@ -16,7 +16,7 @@ use ceremony_os_spec::{Lockfile, Variant};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const RECIPE: u32 = 2;
+const RECIPE: u32 = 3;
 
 /// initramfs-tools settings written before any package is installed, so the kernel's first
 /// initrd is already the small one (`MODULES=list`); the customize stage builds the final one.
@@ -71,6 +71,11 @@ pub(crate) fn run(ctx: &Ctx<'_>, repo: &StageOutput) -> Result<StageOutput, Buil
             }
         })?;
         check_package_set(out, ctx.lock)?;
+        // mmdebstrap leaves the local repo's path (store location, cache key) in sources.list.
+        super::write(
+            &out.join("etc/apt/sources.list"),
+            "# ceremony-os: an offline image; it has no package sources.\n",
+        )?;
         std::fs::remove_dir_all(&preseed).map_err(|e| BuildError::io(&preseed, e))?;
         normalize_debian_tree(out, ctx.sde())?;
         super::dir_digest(out)

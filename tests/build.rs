@@ -1,0 +1,292 @@
+//! End-to-end build tests: the default image built for real (mmdebstrap, mksquashfs, xorriso
+//! from the locked toolchain), then rebuilt under different conditions, from cache, after an
+//! overlay change, and after being killed mid-squashfs. Needs root and the Debian archive.
+//!
+//! The tests share one store and one first build; they run one at a time.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod support;
+
+use ceremony_os_tree::{Change, TreeManifest};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+struct Shared {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    store: PathBuf,
+    first: BuildResult,
+}
+
+#[derive(Clone)]
+struct BuildResult {
+    report: Value,
+    out: PathBuf,
+}
+
+impl BuildResult {
+    fn iso_sha256(&self) -> &str {
+        self.report["iso_sha256"].as_str().unwrap()
+    }
+
+    fn iso(&self) -> PathBuf {
+        PathBuf::from(self.report["iso"].as_str().unwrap())
+    }
+
+    fn stage(&self, name: &str) -> &Value {
+        self.report["stages"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()
+    }
+
+    fn cached(&self) -> Vec<(String, bool)> {
+        self.report["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap().to_string(), s["cached"].as_bool().unwrap()))
+            .collect()
+    }
+
+    fn rootfs_manifest(&self) -> TreeManifest {
+        TreeManifest::parse(&std::fs::read_to_string(self.report["rootfs_manifest"].as_str().unwrap()).unwrap())
+            .unwrap()
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// A copy of image/ (definition, lock, overlay) whose tools workspace is this checkout.
+fn image_copy(root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(name);
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(repo_root().join("image"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let definition = dir.join("ceremony.toml");
+    let text = std::fs::read_to_string(&definition).unwrap().replace(
+        "tools_workspace = \"..\"",
+        &format!("tools_workspace = {:?}", repo_root().display().to_string()),
+    );
+    std::fs::write(&definition, text).unwrap();
+    definition
+}
+
+fn build(store: &Path, definition: &Path, out: &Path, extra: &[&str]) -> BuildResult {
+    let output = support::ceremony_os(store)
+        .arg("build")
+        .arg(definition)
+        .arg("--output")
+        .arg(out)
+        .arg("--json")
+        .args(extra)
+        .timeout(std::time::Duration::from_secs(1800))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "build failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    BuildResult { report: serde_json::from_slice(&output.stdout).unwrap(), out: out.to_path_buf() }
+}
+
+fn shared() -> (MutexGuard<'static, ()>, &'static Shared) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let shared = SHARED.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let store = root.join("store");
+        let definition = image_copy(&root, "image");
+        let first = build(&store, &definition, &root.join("out-first"), &[]);
+        Shared { _dir: dir, root, store, first }
+    });
+    (guard, shared)
+}
+
+fn sha256_file(path: &Path) -> String {
+    support::sha256_hex(&std::fs::read(path).unwrap())
+}
+
+#[test]
+fn build_writes_iso_sums_manifest_and_sbom() {
+    let (_guard, s) = shared();
+    let first = &s.first;
+    let iso = first.iso();
+    assert_eq!(iso, first.out.join("ceremony-os-0.1.0-amd64.iso"));
+    assert_eq!(sha256_file(&iso), first.iso_sha256());
+    let sums = std::fs::read_to_string(first.out.join("SHA256SUMS")).unwrap();
+    assert!(sums.contains(&format!("{}  ceremony-os-0.1.0-amd64.iso\n", first.iso_sha256())), "{sums}");
+    for line in sums.lines() {
+        let (digest, name) = line.split_once("  ").unwrap();
+        assert_eq!(sha256_file(&first.out.join(name)), digest, "{name}");
+    }
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(first.out.join("ceremony-os.manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["image"]["sha256"], first.iso_sha256());
+    let names: Vec<&str> = manifest["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["repo", "toolchain", "rootfs", "customize", "normalize", "squashfs", "boot", "iso"]);
+    assert!(manifest["compiler"].as_str().unwrap().starts_with("rustc 1.95.0"));
+    assert!(manifest["packages"].as_array().unwrap().iter().any(|p| p["name"] == "softhsm2"));
+    let sbom: Value = serde_json::from_slice(&std::fs::read(first.out.join("ceremony-os.spdx.json")).unwrap()).unwrap();
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+    assert_eq!(sbom["packages"][0]["checksums"][0]["checksumValue"], first.iso_sha256());
+    let size = std::fs::metadata(&iso).unwrap().len();
+    assert!(size < 200 << 20, "ISO is {size} bytes");
+}
+
+#[test]
+fn reproducible_under_different_conditions_without_cache() {
+    let (_guard, s) = shared();
+    let work = s.root.join("other-work");
+    let out = s.root.join("other-out");
+    let home = s.root.join("other-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let definition = image_copy(&s.root, "image-again");
+    // Another umask, time zone, locale, HOME, host name (UTS namespace), clock (faketime),
+    // working directory, work and output directories, and no stage cache.
+    let script = "umask 077 && hostname not-the-same-host && cd / && exec faketime -f +400d \"$@\"";
+    let output = std::process::Command::new("unshare")
+        .args(["--uts", "--", "/bin/sh", "-c", script, "sh"])
+        .arg(env!("CARGO_BIN_EXE_ceremony-os"))
+        .arg("build")
+        .arg(&definition)
+        .args(["--no-cache", "--json", "--output"])
+        .arg(&out)
+        .arg("--work-dir")
+        .arg(&work)
+        .env("CEREMONY_OS_STORE", &s.store)
+        .env("TZ", "Pacific/Chatham")
+        .env("LANG", "de_DE.UTF-8")
+        .env("LC_ALL", "tr_TR.UTF-8")
+        .env("HOME", &home)
+        .env("CARGO_HOME", std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap())))
+        .env("RUSTUP_HOME", std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap())))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "second build failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let second = BuildResult { report: serde_json::from_slice(&output.stdout).unwrap(), out };
+    assert!(second.cached().iter().all(|(_, cached)| !cached), "--no-cache reused a stage: {:?}", second.cached());
+    for stage in ["repo", "toolchain", "rootfs", "customize", "normalize", "squashfs", "boot", "iso"] {
+        assert_eq!(second.stage(stage)["digest"], s.first.stage(stage)["digest"], "stage {stage} differs");
+    }
+    assert_eq!(second.iso_sha256(), s.first.iso_sha256());
+    assert_eq!(sha256_file(&second.iso()), sha256_file(&s.first.iso()));
+    assert_eq!(
+        std::fs::read(second.out.join("ceremony-os.manifest.json")).unwrap(),
+        std::fs::read(s.first.out.join("ceremony-os.manifest.json")).unwrap(),
+        "the manifests are byte-identical too"
+    );
+}
+
+#[test]
+fn unchanged_rebuild_reuses_every_stage() {
+    let (_guard, s) = shared();
+    let definition = s.root.join("image/ceremony.toml");
+    let again = build(&s.store, &definition, &s.root.join("out-cached"), &[]);
+    assert!(again.cached().iter().all(|(_, cached)| *cached), "{:?}", again.cached());
+    assert_eq!(again.iso_sha256(), s.first.iso_sha256());
+}
+
+#[test]
+fn overlay_change_interrupted_then_rebuilt_changes_only_that_file() {
+    let (_guard, s) = shared();
+    let definition = image_copy(&s.root, "image-changed");
+    let readme = definition.parent().unwrap().join("overlay/etc/ceremony/README");
+    let mut text = std::fs::read_to_string(&readme).unwrap();
+    text.push_str("Changed for the test.\n");
+    std::fs::write(&readme, text).unwrap();
+    let out = s.root.join("out-changed");
+    let squashfs_entries = || {
+        std::fs::read_dir(s.store.join("stages/squashfs"))
+            .unwrap()
+            .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .count()
+    };
+    let before = squashfs_entries();
+
+    // Kill the build while mksquashfs runs.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ceremony-os"))
+        .env("CEREMONY_OS_STORE", &s.store)
+        .arg("build")
+        .arg(&definition)
+        .arg("--output")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut seen = String::new();
+    loop {
+        let Some(Ok(line)) = lines.next() else { panic!("the build ended before squashfs started:\n{seen}") };
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("==> squashfs: building") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.join("ceremony-os-0.1.0-amd64.iso").exists(), "a killed build left an ISO");
+    assert_eq!(squashfs_entries(), before, "a killed build left a squashfs cache entry");
+
+    let changed = build(&s.store, &definition, &out, &[]);
+    let cached: std::collections::BTreeMap<String, bool> = changed.cached().into_iter().collect();
+    for stage in ["repo", "toolchain", "rootfs", "boot"] {
+        assert!(cached[stage], "{stage} should have been reused: {cached:?}");
+    }
+    for stage in ["customize", "normalize", "squashfs", "iso"] {
+        assert!(!cached[stage], "{stage} should have been rebuilt: {cached:?}");
+    }
+    assert_ne!(changed.iso_sha256(), s.first.iso_sha256(), "the changed overlay must change the ISO");
+    let changes = ceremony_os_tree::diff(&s.first.rootfs_manifest(), &changed.rootfs_manifest());
+    let paths: Vec<&str> = changes.iter().map(|c| c.path()).collect();
+    assert_eq!(paths, ["/etc/ceremony/README"], "exactly the changed file differs: {changes:?}");
+    assert!(matches!(changes[0], Change::Content { .. }));
+}
+
+#[test]
+fn nar_hash_matches_nix() {
+    let (_guard, s) = shared();
+    let key = s.first.stage("normalize")["key"].as_str().unwrap();
+    let tree = s.store.join("stages/normalize").join(key).join("out/rootfs");
+    let output = std::process::Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command", "hash", "path", "--type", "sha256"])
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let nix = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(nix.trim(), s.first.report["nar_hash"].as_str().unwrap());
+}
+
+#[test]
+fn iso_holds_no_excluded_kernel_module() {
+    let (_guard, s) = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let squashfs = dir.path().join("filesystem.squashfs");
+    let status = std::process::Command::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(s.first.iso())
+        .args(["-extract", "/live/filesystem.squashfs"])
+        .arg(&squashfs)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let listing = std::process::Command::new("unsquashfs").arg("-l").arg(&squashfs).output().unwrap();
+    assert!(listing.status.success());
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    let modules: Vec<&str> = listing.lines().filter(|l| l.contains("/lib/modules/") && l.contains(".ko")).collect();
+    assert!(modules.iter().any(|m| m.ends_with("/kernel/fs/isofs/isofs.ko")), "the listing has modules at all");
+    let excluded = ["drivers/net/", "/kernel/net/", "drivers/bluetooth/", "/kernel/sound/", "drivers/gpu/", "drivers/media/"];
+    let leaked: Vec<&&str> = modules.iter().filter(|m| excluded.iter().any(|x| m.contains(x))).collect();
+    assert!(leaked.is_empty(), "excluded modules in the image: {:?}", &leaked[..leaked.len().min(10)]);
+    assert!(listing.lines().any(|l| l.ends_with("/etc/modprobe.d/ceremony-os-airgap.conf")));
+    assert!(listing.lines().any(|l| l.ends_with("/usr/local/bin/ceremony")));
+}
