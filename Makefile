@@ -13,7 +13,7 @@ HOST_PACKAGES := \
 	xorriso squashfs-tools mtools dosfstools nix-bin faketime \
 	softhsm2 opensc openssl libengine-pkcs11-openssl
 
-.PHONY: setup toolchain build iso test
+.PHONY: setup toolchain build iso test bench
 
 ## setup: install the host packages (needs root and the Debian archive)
 setup: toolchain
@@ -32,10 +32,14 @@ toolchain:
 build: toolchain
 	$(CARGO) build --release --locked -p ceremony-os -p ceremony-tools
 
-## iso: the main job. For now: fetch every locked input into the store, verified.
+## iso: the main job: fetch every locked input (verified) and build out/<name>-<version>-amd64.iso
 iso: build
-	$(CEREMONY_OS) fetch $(DEFINITION)
+	$(CEREMONY_OS) build $(DEFINITION) --output out
 
 ## test: the whole test suite (needs root and the Debian archive)
 test: setup
 	$(CARGO) test --workspace --locked --no-fail-fast
+
+## bench: cold, warm and one-file rebuilds beside the plain shell pipeline (reports, never asserts)
+bench: build
+	tests/bench/build.sh

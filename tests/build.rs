@@ -49,8 +49,10 @@ impl BuildResult {
     }
 
     fn rootfs_manifest(&self) -> TreeManifest {
-        TreeManifest::parse(&std::fs::read_to_string(self.report["rootfs_manifest"].as_str().unwrap()).unwrap())
-            .unwrap()
+        TreeManifest::parse(
+            &std::fs::read_to_string(self.report["rootfs_manifest"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap()
     }
 }
 
@@ -61,12 +63,8 @@ fn repo_root() -> PathBuf {
 /// A copy of image/ (definition, lock, overlay) whose tools workspace is this checkout.
 fn image_copy(root: &Path, name: &str) -> PathBuf {
     let dir = root.join(name);
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(repo_root().join("image"))
-        .arg(&dir)
-        .status()
-        .unwrap();
+    let status =
+        std::process::Command::new("cp").arg("-r").arg(repo_root().join("image")).arg(&dir).status().unwrap();
     assert!(status.success());
     let definition = dir.join("ceremony.toml");
     let text = std::fs::read_to_string(&definition).unwrap().replace(
@@ -127,11 +125,13 @@ fn build_writes_iso_sums_manifest_and_sbom() {
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(first.out.join("ceremony-os.manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["image"]["sha256"], first.iso_sha256());
-    let names: Vec<&str> = manifest["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        manifest["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["repo", "toolchain", "rootfs", "customize", "normalize", "squashfs", "boot", "iso"]);
     assert!(manifest["compiler"].as_str().unwrap().starts_with("rustc 1.95.0"));
     assert!(manifest["packages"].as_array().unwrap().iter().any(|p| p["name"] == "softhsm2"));
-    let sbom: Value = serde_json::from_slice(&std::fs::read(first.out.join("ceremony-os.spdx.json")).unwrap()).unwrap();
+    let sbom: Value =
+        serde_json::from_slice(&std::fs::read(first.out.join("ceremony-os.spdx.json")).unwrap()).unwrap();
     assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
     assert_eq!(sbom["packages"][0]["checksums"][0]["checksumValue"], first.iso_sha256());
     let size = std::fs::metadata(&iso).unwrap().len();
@@ -163,13 +163,25 @@ fn reproducible_under_different_conditions_without_cache() {
         .env("LANG", "de_DE.UTF-8")
         .env("LC_ALL", "tr_TR.UTF-8")
         .env("HOME", &home)
-        .env("CARGO_HOME", std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap())))
-        .env("RUSTUP_HOME", std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap())))
+        .env(
+            "CARGO_HOME",
+            std::env::var("CARGO_HOME")
+                .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap())),
+        )
+        .env(
+            "RUSTUP_HOME",
+            std::env::var("RUSTUP_HOME")
+                .unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap())),
+        )
         .output()
         .unwrap();
     assert!(output.status.success(), "second build failed:\n{}", String::from_utf8_lossy(&output.stderr));
     let second = BuildResult { report: serde_json::from_slice(&output.stdout).unwrap(), out };
-    assert!(second.cached().iter().all(|(_, cached)| !cached), "--no-cache reused a stage: {:?}", second.cached());
+    assert!(
+        second.cached().iter().all(|(_, cached)| !cached),
+        "--no-cache reused a stage: {:?}",
+        second.cached()
+    );
     for stage in ["repo", "toolchain", "rootfs", "customize", "normalize", "squashfs", "boot", "iso"] {
         assert_eq!(second.stage(stage)["digest"], s.first.stage(stage)["digest"], "stage {stage} differs");
     }
@@ -282,9 +294,20 @@ fn iso_holds_no_excluded_kernel_module() {
     let listing = std::process::Command::new("unsquashfs").arg("-l").arg(&squashfs).output().unwrap();
     assert!(listing.status.success());
     let listing = String::from_utf8(listing.stdout).unwrap();
-    let modules: Vec<&str> = listing.lines().filter(|l| l.contains("/lib/modules/") && l.contains(".ko")).collect();
-    assert!(modules.iter().any(|m| m.ends_with("/kernel/fs/isofs/isofs.ko")), "the listing has modules at all");
-    let excluded = ["drivers/net/", "/kernel/net/", "drivers/bluetooth/", "/kernel/sound/", "drivers/gpu/", "drivers/media/"];
+    let modules: Vec<&str> =
+        listing.lines().filter(|l| l.contains("/lib/modules/") && l.contains(".ko")).collect();
+    assert!(
+        modules.iter().any(|m| m.ends_with("/kernel/fs/isofs/isofs.ko")),
+        "the listing has modules at all"
+    );
+    let excluded = [
+        "drivers/net/",
+        "/kernel/net/",
+        "drivers/bluetooth/",
+        "/kernel/sound/",
+        "drivers/gpu/",
+        "drivers/media/",
+    ];
     let leaked: Vec<&&str> = modules.iter().filter(|m| excluded.iter().any(|x| m.contains(x))).collect();
     assert!(leaked.is_empty(), "excluded modules in the image: {:?}", &leaked[..leaked.len().min(10)]);
     assert!(listing.lines().any(|l| l.ends_with("/etc/modprobe.d/ceremony-os-airgap.conf")));

@@ -461,9 +461,15 @@ mod tests {
     #[test]
     fn unreachable_hosts_are_not_retried() {
         let dns = std::io::Error::other("failed to lookup address information: Name or service not known");
-        assert!(matches!(classify_ureq_error(ureq::Error::Io(dns)), Failure::Permanent { host_down: true, .. }));
+        assert!(matches!(
+            classify_ureq_error(ureq::Error::Io(dns)),
+            Failure::Permanent { host_down: true, .. }
+        ));
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert!(matches!(classify_ureq_error(ureq::Error::Io(refused)), Failure::Permanent { host_down: true, .. }));
+        assert!(matches!(
+            classify_ureq_error(ureq::Error::Io(refused)),
+            Failure::Permanent { host_down: true, .. }
+        ));
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert!(matches!(classify_ureq_error(ureq::Error::Io(reset)), Failure::Transient(_)));
     }
