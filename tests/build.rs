@@ -2,7 +2,8 @@
 //! from the locked toolchain), then rebuilt under different conditions, from cache, after an
 //! overlay change, and after being killed mid-squashfs. Needs root and the Debian archive.
 //!
-//! The tests share one store and one first build; they run one at a time.
+//! The tests share one store (with the other image tests, under target/tmp) and one first build;
+//! they run one at a time.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -56,38 +57,8 @@ impl BuildResult {
     }
 }
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-/// A copy of image/ (definition, lock, overlay) whose tools workspace is this checkout.
-fn image_copy(root: &Path, name: &str) -> PathBuf {
-    let dir = root.join(name);
-    let status =
-        std::process::Command::new("cp").arg("-r").arg(repo_root().join("image")).arg(&dir).status().unwrap();
-    assert!(status.success());
-    let definition = dir.join("ceremony.toml");
-    let text = std::fs::read_to_string(&definition).unwrap().replace(
-        "tools_workspace = \"..\"",
-        &format!("tools_workspace = {:?}", repo_root().display().to_string()),
-    );
-    std::fs::write(&definition, text).unwrap();
-    definition
-}
-
 fn build(store: &Path, definition: &Path, out: &Path, extra: &[&str]) -> BuildResult {
-    let output = support::ceremony_os(store)
-        .arg("build")
-        .arg(definition)
-        .arg("--output")
-        .arg(out)
-        .arg("--json")
-        .args(extra)
-        .timeout(std::time::Duration::from_secs(1800))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "build failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    BuildResult { report: serde_json::from_slice(&output.stdout).unwrap(), out: out.to_path_buf() }
+    BuildResult { report: support::build_image(store, definition, out, extra), out: out.to_path_buf() }
 }
 
 fn shared() -> (MutexGuard<'static, ()>, &'static Shared) {
@@ -97,8 +68,8 @@ fn shared() -> (MutexGuard<'static, ()>, &'static Shared) {
     let shared = SHARED.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        let store = root.join("store");
-        let definition = image_copy(&root, "image");
+        let store = support::shared_image_store();
+        let definition = support::image_copy(&root, "image");
         let first = build(&store, &definition, &root.join("out-first"), &[]);
         Shared { _dir: dir, root, store, first }
     });
@@ -145,7 +116,7 @@ fn reproducible_under_different_conditions_without_cache() {
     let out = s.root.join("other-out");
     let home = s.root.join("other-home");
     std::fs::create_dir_all(&home).unwrap();
-    let definition = image_copy(&s.root, "image-again");
+    let definition = support::image_copy(&s.root, "image-again");
     // Another umask, time zone, locale, HOME, host name (UTS namespace), clock (faketime),
     // working directory, work and output directories, and no stage cache.
     let script = "umask 077 && hostname not-the-same-host && cd / && exec faketime -f +400d \"$@\"";
@@ -206,10 +177,12 @@ fn unchanged_rebuild_reuses_every_stage() {
 #[test]
 fn overlay_change_interrupted_then_rebuilt_changes_only_that_file() {
     let (_guard, s) = shared();
-    let definition = image_copy(&s.root, "image-changed");
+    let definition = support::image_copy(&s.root, "image-changed");
     let readme = definition.parent().unwrap().join("overlay/etc/ceremony/README");
     let mut text = std::fs::read_to_string(&readme).unwrap();
-    text.push_str("Changed for the test.\n");
+    // Unique per run, so that no earlier run's cache entry can answer for it.
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    text.push_str(&format!("Changed for the test ({nonce}).\n"));
     std::fs::write(&readme, text).unwrap();
     let out = s.root.join("out-changed");
     let squashfs_entries = || {

@@ -18,6 +18,50 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The checkout this test runs from.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The store the image-building tests share (under target/tmp): the default image is built once
+/// for all of them, and later test runs reuse its stages.
+pub fn shared_image_store() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("image-store")
+}
+
+/// A copy of image/ (definition, lock, overlay) under `root`, whose tools workspace is this
+/// checkout; returns the definition's path.
+pub fn image_copy(root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(name);
+    let status =
+        std::process::Command::new("cp").arg("-r").arg(repo_root().join("image")).arg(&dir).status().unwrap();
+    assert!(status.success());
+    let definition = dir.join("ceremony.toml");
+    let text = std::fs::read_to_string(&definition).unwrap().replace(
+        "tools_workspace = \"..\"",
+        &format!("tools_workspace = {:?}", repo_root().display().to_string()),
+    );
+    std::fs::write(&definition, text).unwrap();
+    definition
+}
+
+/// `ceremony-os build DEFINITION --output OUT --json EXTRA...`; panics with the log on failure,
+/// returns the JSON report.
+pub fn build_image(store: &Path, definition: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let output = ceremony_os(store)
+        .arg("build")
+        .arg(definition)
+        .arg("--output")
+        .arg(out)
+        .arg("--json")
+        .args(extra)
+        .timeout(std::time::Duration::from_secs(1800))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "build failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// `ceremony-os` with an environment that cannot reach the developer's own store or config.
 pub fn ceremony_os(store: &Path) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_ceremony-os"));

@@ -18,6 +18,7 @@ mod tools;
 
 pub use error::BuildError;
 pub use outputs::{clear_previous, output_names};
+pub use toolchain::Toolchain;
 
 use cache::StageCache;
 use ceremony_os_runner::Runner;
@@ -67,6 +68,30 @@ pub struct BuildReport {
     pub rootfs_manifest: PathBuf,
     pub nar_hash: String,
     pub stages: Vec<StageRecord>,
+}
+
+/// Only the `toolchain` stage (cached like in a build): the locked tools, ready to run. For other
+/// commands that must use the same pinned tools (the material disc's xorriso).
+pub fn prepare_toolchain(
+    definition_path: &Path,
+    definition: &ImageDefinition,
+    lock: &Lockfile,
+    store: &Store,
+    observer: &dyn BuildObserver,
+) -> Result<Toolchain, BuildError> {
+    let cache = StageCache::open(&store.root().join("stages"))?;
+    let ctx = stages::Ctx {
+        def: definition,
+        definition_path,
+        lock,
+        store,
+        runner: Runner::new(definition.source_date_epoch()),
+        cache: &cache,
+        observer,
+        records: Default::default(),
+    };
+    let output = stages::toolchain::run(&ctx)?;
+    Ok(Toolchain::new(&output.path))
 }
 
 pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result<BuildReport, BuildError> {

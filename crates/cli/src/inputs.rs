@@ -25,8 +25,10 @@ pub fn load(definition: &Path, lockfile: &Path) -> Result<(ImageDefinition, Lock
     Ok((def, lock))
 }
 
-pub fn fetch_items(lock: &Lockfile) -> Vec<FetchItem> {
-    lock.all_packages()
+pub fn fetch_items<'a>(
+    packages: impl IntoIterator<Item = &'a ceremony_os_spec::LockedPackage>,
+) -> Vec<FetchItem> {
+    packages
         .into_iter()
         .map(|p| FetchItem {
             label: p.spec(),

@@ -1,6 +1,7 @@
 //! `ceremony-os`: the command line. Thin on purpose: argument parsing, progress display and
 //! output formatting live here; every decision lives in the library crates.
 
+mod discs;
 mod inputs;
 mod progress;
 
@@ -60,21 +61,67 @@ enum Command {
     /// under a key of its recipe, configuration and input digests, and reused when nothing
     /// changed. Needs root (mmdebstrap, chroot, namespaces).
     Build(BuildArgs),
+    /// Make the material disc: a reproducible data ISO of DIR with a SHA256SUMS inside.
+    ///
+    /// ISO 9660 with Rock Ridge and Joliet, written by the locked toolchain's xorriso. The same
+    /// folder gives the same bytes whatever its files' mtimes, creation order, umask or owner.
+    /// Dates come from --date, else SOURCE_DATE_EPOCH, else the definition's snapshot. Special
+    /// files and symlinks leading out of DIR are refused.
+    Material(discs::MaterialArgs),
+    /// Burn an ISO to a CD-R or USB stick and verify it by reading it back.
+    ///
+    /// Refuses unless the ISO's SHA-256 matches --expect. Optical drives are written with
+    /// xorriso (or --tool cdrecord|wodim); sticks and image files directly, then synced. The
+    /// first ISO-size bytes of the device are read back and compared. Exit status 0 only when
+    /// they match.
+    Burn(discs::BurnArgs),
+    /// SHA-256 of a file, or of the first N bytes of a device, as hex and PGP words.
+    Checksum(discs::ChecksumArgs),
+    /// Boot an ISO in QEMU as the air-gapped laptop: no network device, 2 GiB, serial console
+    /// on this terminal.
+    ///
+    /// KVM is used when it really works (a short probe), TCG otherwise. The exit status is
+    /// QEMU's.
+    Boot(BootArgs),
 }
 
 #[derive(Args, Debug)]
-struct DefinitionArg {
+struct BootArgs {
+    /// The ISO to boot.
+    iso: PathBuf,
+    /// Boot with UEFI firmware (OVMF) instead of BIOS.
+    #[arg(long)]
+    uefi: bool,
+    /// Attach the ISO as a USB stick instead of a CD-ROM.
+    #[arg(long)]
+    usb: bool,
+    /// A second CD-ROM: the material disc.
+    #[arg(long, value_name = "ISO")]
+    material: Option<PathBuf>,
+    /// A writable disk image attached as a USB stick (the ceremony's output stick).
+    #[arg(long, value_name = "IMG")]
+    disk: Option<PathBuf>,
+    /// No window; the serial console on this terminal is the only console.
+    #[arg(long)]
+    headless: bool,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct DefinitionArg {
     /// The image definition.
     #[arg(default_value = "image/ceremony.toml", value_name = "DEFINITION")]
-    definition: PathBuf,
+    pub(crate) definition: PathBuf,
 
     /// The lockfile [default: DEFINITION with the extension .lock].
     #[arg(long, value_name = "FILE")]
-    lockfile: Option<PathBuf>,
+    pub(crate) lockfile: Option<PathBuf>,
 }
 
 impl DefinitionArg {
-    fn lockfile(&self) -> PathBuf {
+    pub(crate) fn lockfile(&self) -> PathBuf {
         self.lockfile.clone().unwrap_or_else(|| self.definition.with_extension("lock"))
     }
 }
@@ -90,7 +137,7 @@ struct LockArgs {
 }
 
 #[derive(Args, Debug)]
-struct SourceArgs {
+pub(crate) struct SourceArgs {
     /// Directory of .debs (as written by `ceremony-os vendor`), tried after the mirrors.
     #[arg(long, value_name = "DIR")]
     vendor: Option<PathBuf>,
@@ -211,11 +258,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Material(args) => discs::material(&args, &store_root),
+        Command::Boot(args) => boot(&args),
+        Command::Burn(args) => discs::burn(&args),
+        Command::Checksum(args) => discs::checksum(&args),
         Command::Vendor(args) => {
             let store = Store::open(&store_root)?;
             let (def, lock) = inputs::load(&args.definition.definition, &args.definition.lockfile())?;
             fetch_all(&store, &def, &lock, &args.sources)?;
-            let items = inputs::fetch_items(&lock);
+            let items = inputs::fetch_items(lock.all_packages());
             let copied = ceremony_os_store::write_vendor_dir(&store, &items, &args.dir)?;
             eprintln!(
                 "vendored {} files into {} ({copied} copied, the rest already there); see {}",
@@ -226,6 +277,42 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn boot(args: &BootArgs) -> Result<()> {
+    use ceremony_os_vm::{Firmware, Medium, VmConfig};
+    for file in [Some(&args.iso), args.material.as_ref(), args.disk.as_ref()].into_iter().flatten() {
+        std::fs::metadata(file).with_context(|| format!("cannot use {}", file.display()))?;
+    }
+    let runner = ceremony_os_runner::Runner::new(0);
+    let (accel, why) = ceremony_os_vm::choose_accel(&runner);
+    eprintln!("{why}");
+    let config = VmConfig {
+        firmware: if args.uefi { Firmware::Uefi } else { Firmware::Bios },
+        medium: if args.usb { Medium::UsbStick } else { Medium::Cdrom },
+        material: args.material.clone(),
+        disk: args.disk.clone(),
+        memory_mib: args.memory,
+        headless: args.headless,
+        ..VmConfig::new(&args.iso)
+    };
+    let vars = if args.uefi {
+        let vars = tempfile::NamedTempFile::new()?;
+        std::fs::copy(ceremony_os_vm::qemu::OVMF_VARS, vars.path()).with_context(|| {
+            format!("UEFI needs OVMF ({}): install the ovmf package", ceremony_os_vm::qemu::OVMF_VARS)
+        })?;
+        Some(vars)
+    } else {
+        None
+    };
+    let status = runner
+        .cmd("qemu-system-x86_64", "/")
+        .args(config.args(accel, vars.as_ref().map(|v| v.path())))
+        .run_attached()?;
+    if !status.success() {
+        anyhow::bail!("QEMU exited with {status}");
+    }
+    Ok(())
 }
 
 fn lock(args: &LockArgs) -> Result<()> {
@@ -260,13 +347,21 @@ fn lock(args: &LockArgs) -> Result<()> {
     Ok(())
 }
 
-fn fetch_all(
+pub(crate) fn fetch_all(
     store: &Store,
     def: &ImageDefinition,
     lock: &ceremony_os_spec::Lockfile,
     args: &SourceArgs,
 ) -> Result<ceremony_os_store::FetchReport> {
-    let items = inputs::fetch_items(lock);
+    fetch_items(store, def, &inputs::fetch_items(lock.all_packages()), args)
+}
+
+pub(crate) fn fetch_items(
+    store: &Store,
+    def: &ImageDefinition,
+    items: &[ceremony_os_store::FetchItem],
+    args: &SourceArgs,
+) -> Result<ceremony_os_store::FetchReport> {
     let sources = Sources {
         mirrors: def.debian.mirrors.urls().iter().map(|m| m.base(def.debian.snapshot)).collect(),
         vendor: args.vendor.clone(),
@@ -274,7 +369,7 @@ fn fetch_all(
     };
     let options = FetchOptions { jobs: args.jobs.into(), retries: args.retries, ..FetchOptions::default() };
     let observer = progress::FetchProgress::new();
-    let report = ceremony_os_store::fetch(store, &items, &sources, &options, &observer);
+    let report = ceremony_os_store::fetch(store, items, &sources, &options, &observer);
     observer.finish();
     let report = report?;
     eprintln!("{}", progress::summary(&report, store));

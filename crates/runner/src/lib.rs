@@ -60,7 +60,6 @@ impl Runner {
                 ("SOURCE_DATE_EPOCH".into(), self.source_date_epoch.to_string().into()),
             ],
             dir: dir.into(),
-            stdin_null: true,
         }
     }
 }
@@ -72,7 +71,6 @@ pub struct Cmd {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     dir: PathBuf,
-    stdin_null: bool,
 }
 
 /// What a finished command printed.
@@ -112,9 +110,7 @@ impl Cmd {
     fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.args).env_clear().envs(self.envs.iter().map(|(k, v)| (k, v))).current_dir(&self.dir);
-        if self.stdin_null {
-            c.stdin(Stdio::null());
-        }
+        c.stdin(Stdio::null());
         prepare_child(&mut c);
         c
     }
@@ -226,6 +222,27 @@ impl Cmd {
             return Err(RunError::Failed { command: self.to_string(), status, stderr_tail });
         }
         Ok(())
+    }
+}
+
+impl Cmd {
+    /// Start the command with standard input and output piped to the caller (for interactive
+    /// programs such as a VM's serial console) and standard error going to `stderr`. The caller
+    /// owns the child; it still dies with this process.
+    pub fn spawn_interactive(&self, stderr: Stdio) -> Result<std::process::Child, RunError> {
+        tracing::debug!(command = %self, dir = %self.dir.display(), "spawn");
+        let mut command = self.command();
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
+        command.spawn().map_err(|source| RunError::Spawn { command: self.to_string(), source })
+    }
+
+    /// Run in the foreground with the caller's terminal (for `ceremony-os boot`):
+    /// standard input, output and error are inherited. Returns the exit status.
+    pub fn run_attached(&self) -> Result<ExitStatus, RunError> {
+        tracing::debug!(command = %self, dir = %self.dir.display(), "run attached");
+        let mut command = self.command();
+        command.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        command.status().map_err(|source| RunError::Spawn { command: self.to_string(), source })
     }
 }
 

@@ -1,0 +1,217 @@
+//! `material`, `burn` and `checksum`: the commands that make and check physical discs.
+
+use crate::{DefinitionArg, SourceArgs, inputs, progress};
+use anyhow::{Context, Result, bail};
+use ceremony_os_media::{burn, material};
+use ceremony_os_runner::Runner;
+use ceremony_os_spec::Timestamp;
+use ceremony_os_store::Store;
+use clap::Args;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct MaterialArgs {
+    /// The folder to put on the disc.
+    dir: PathBuf,
+    /// Where to write the ISO.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Volume label (ISO 9660: up to 32 of A-Z, 0-9, _).
+    #[arg(long, default_value = "MATERIAL")]
+    label: String,
+    /// Date for every timestamp on the disc (UTC, like 2026-07-12T00:00:00Z).
+    #[arg(long, value_parser = parse_date)]
+    date: Option<Timestamp>,
+    /// The image definition whose locked toolchain (xorriso) writes the disc.
+    #[arg(long, default_value = "image/ceremony.toml", value_name = "FILE")]
+    definition: PathBuf,
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// Print a JSON report on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_date(text: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339_utc(text)
+}
+
+#[derive(Args, Debug)]
+pub struct BurnArgs {
+    /// The ISO to burn.
+    iso: PathBuf,
+    /// The drive (/dev/sr0), USB stick (/dev/sdX) or image file to write.
+    #[arg(long, value_name = "DEV")]
+    device: PathBuf,
+    /// The ISO's expected SHA-256: 64 hex digits, or a SHA256SUMS file naming the ISO.
+    #[arg(long, value_name = "HEX|FILE")]
+    expect: String,
+    /// Show what would be done; touch nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not write: only read the device back and compare.
+    #[arg(long)]
+    verify_only: bool,
+    /// How to write: xorriso (optical default), cdrecord, wodim, or direct (stick/file default).
+    #[arg(long, value_parser = ["xorriso", "cdrecord", "wodim", "direct"])]
+    tool: Option<String>,
+    /// Print a JSON report on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ChecksumArgs {
+    /// File or device.
+    path: PathBuf,
+    /// Hash only the first N bytes (the ISO's size, when reading back a burned disc).
+    #[arg(long, value_name = "N")]
+    size: Option<u64>,
+    /// Print JSON on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A digest for people: hex, then PGP words in lines of eight.
+pub fn show_digest(title: &str, hex: &str) -> String {
+    let words = ceremony_os_pgpwords::format_hex(hex).replace('\n', "\n    ");
+    format!("{title}\n  sha256 {hex}\n  words  {words}")
+}
+
+fn print_json(value: &serde_json::Value) -> Result<()> {
+    writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
+
+pub fn material(args: &MaterialArgs, store_root: &Path) -> Result<()> {
+    let label = material::validate_label(&args.label)?;
+    let definition = DefinitionArg { definition: args.definition.clone(), lockfile: None };
+    let (def, lock) = inputs::load(&definition.definition, &definition.lockfile())?;
+    let (epoch, source) = match (args.date, std::env::var("SOURCE_DATE_EPOCH").ok()) {
+        (Some(date), _) => (date.unix(), "--date"),
+        (None, Some(value)) => (
+            value
+                .trim()
+                .parse::<i64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number"))?,
+            "SOURCE_DATE_EPOCH",
+        ),
+        (None, None) => (def.source_date_epoch(), "the definition's snapshot"),
+    };
+    let store = Store::open(store_root)?;
+    crate::fetch_items(&store, &def, &inputs::fetch_items(&lock.toolchain.packages), &args.sources)?;
+    let toolchain = ceremony_os_build::prepare_toolchain(
+        &definition.definition,
+        &def,
+        &lock,
+        &store,
+        &progress::BuildProgress::new(),
+    )?;
+
+    let out_dir = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let work = tempfile::Builder::new().prefix(".material-").tempdir_in(out_dir)?;
+    let staging = work.path().join("disc");
+    let files = material::stage(&args.dir, &staging, epoch)?;
+    let partial = work.path().join("material.iso");
+    let runner = Runner::new(epoch);
+    let cmd = toolchain.cmd(&runner, "xorriso", work.path());
+    material::xorriso_args(cmd, &staging, &partial, &label, epoch).output()?;
+    let (sha256, size) = ceremony_os_media::sha256_prefix(&partial, None)?;
+    std::fs::rename(&partial, &args.output).with_context(|| format!("writing {}", args.output.display()))?;
+
+    eprintln!(
+        "wrote {} ({size} bytes, {} files, label {label}, dates from {source}: {})",
+        args.output.display(),
+        files.len(),
+        Timestamp::from_unix(epoch)
+    );
+    eprintln!("{}", show_digest("material disc", &sha256));
+    if args.json {
+        print_json(&serde_json::json!({
+            "iso": args.output, "sha256": sha256, "size": size, "label": label,
+            "source_date_epoch": epoch,
+            "words": ceremony_os_pgpwords::encode_hex(&sha256),
+            "files": files.iter().map(|f| serde_json::json!({"path": f.path, "sha256": f.sha256, "size": f.size})).collect::<Vec<_>>(),
+        }))?;
+    }
+    Ok(())
+}
+
+pub fn burn(args: &BurnArgs) -> Result<()> {
+    let expected = burn::expected_digest(&args.expect, &args.iso)?;
+    let tool = args.tool.as_deref().and_then(burn::Tool::parse);
+    let plan = burn::plan(&args.iso, &args.device, &expected, tool)?;
+    eprintln!(
+        "{}",
+        show_digest(
+            &format!("ISO {} ({} bytes) matches --expect", plan.iso.display(), plan.iso_size),
+            &plan.iso_sha256
+        )
+    );
+    if args.dry_run {
+        if !args.verify_only {
+            eprintln!("would run: {}", plan.describe_write());
+        }
+        eprintln!("would read back {} bytes of {} and compare SHA-256", plan.iso_size, plan.device.display());
+        return Ok(());
+    }
+    if !args.verify_only {
+        eprintln!("writing: {}", plan.describe_write());
+        burn::write(&plan, &Runner::new(0), &mut |line| eprintln!("  {line}"))?;
+    }
+    let back = burn::read_back(&plan)?;
+    eprintln!(
+        "{}",
+        show_digest(
+            &format!("read back {} bytes of {}", back.bytes_read, plan.device.display()),
+            &back.sha256
+        )
+    );
+    let matches = back.sha256 == plan.iso_sha256 && back.bytes_read == plan.iso_size;
+    if args.json {
+        print_json(&serde_json::json!({
+            "iso": plan.iso, "device": plan.device, "expected": plan.iso_sha256, "read_back": back.sha256,
+            "bytes_read": back.bytes_read, "iso_size": plan.iso_size, "written": !args.verify_only, "match": matches,
+        }))?;
+    }
+    if !matches {
+        if back.bytes_read < plan.iso_size {
+            bail!(
+                "MISMATCH: read back only {} of {} bytes from {}",
+                back.bytes_read,
+                plan.iso_size,
+                plan.device.display()
+            );
+        }
+        bail!(
+            "MISMATCH: {} reads back as {}, the ISO is {}",
+            plan.device.display(),
+            back.sha256,
+            plan.iso_sha256
+        );
+    }
+    eprintln!("MATCH: {} holds the ISO", plan.device.display());
+    Ok(())
+}
+
+pub fn checksum(args: &ChecksumArgs) -> Result<()> {
+    let (sha256, n) = ceremony_os_media::sha256_prefix(&args.path, args.size)?;
+    if let Some(size) = args.size
+        && n < size
+    {
+        bail!("{} has only {n} bytes, fewer than --size {size}", args.path.display());
+    }
+    if args.json {
+        print_json(&serde_json::json!({
+            "path": args.path, "bytes": n, "sha256": sha256, "words": ceremony_os_pgpwords::encode_hex(&sha256),
+        }))?;
+    } else {
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            show_digest(&format!("{} ({n} bytes)", args.path.display()), &sha256)
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! Discs for the ceremony: the material disc (a reproducible data ISO of a folder, with a
+//! `SHA256SUMS` inside) and burning any ISO to a CD-R or USB stick with read-back verification.
+
+pub mod burn;
+pub mod material;
+
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Run(#[from] ceremony_os_runner::RunError),
+    #[error("{}: {message}", path.display())]
+    Refused { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl MediaError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        MediaError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// SHA-256 (hex) of the first `limit` bytes of `path` (all of it if `None`), and how many bytes
+/// were read. Reading stops early at end of file.
+pub fn sha256_prefix(path: &Path, limit: Option<u64>) -> Result<(String, u64), MediaError> {
+    let file = std::fs::File::open(path).map_err(|e| MediaError::io(path, e))?;
+    let mut reader: Box<dyn Read> = match limit {
+        Some(n) => Box::new(file.take(n)),
+        None => Box::new(file),
+    };
+    let mut hasher = Sha256::new();
+    let n = std::io::copy(&mut reader, &mut hasher).map_err(|e| MediaError::io(path, e))?;
+    Ok((hex::encode(hasher.finalize()), n))
+}

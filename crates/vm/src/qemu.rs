@@ -1,0 +1,160 @@
+//! The QEMU command line for a ceremony laptop: no network unless a test asks for NICs, the ISO
+//! as a CD-ROM (or as a USB stick), optional material CD and output stick, serial console on
+//! standard input/output, BIOS (SeaBIOS) or UEFI (OVMF).
+
+use crate::accel::Accel;
+use std::path::{Path, PathBuf};
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    Bios,
+    /// OVMF; `vars` is a writable copy of the variable store.
+    Uefi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    Cdrom,
+    UsbStick,
+}
+
+/// Network cards a test attaches to prove the image has no driver for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nic {
+    VirtioNet,
+    E1000,
+}
+
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub iso: PathBuf,
+    pub firmware: Firmware,
+    pub medium: Medium,
+    pub material: Option<PathBuf>,
+    /// A writable disk image attached as a USB stick (an output stick).
+    pub disk: Option<PathBuf>,
+    pub memory_mib: u32,
+    pub nics: Vec<Nic>,
+    /// No window: the serial console is the only console.
+    pub headless: bool,
+}
+
+impl VmConfig {
+    pub fn new(iso: &Path) -> Self {
+        VmConfig {
+            iso: iso.to_path_buf(),
+            firmware: Firmware::Bios,
+            medium: Medium::Cdrom,
+            material: None,
+            disk: None,
+            memory_mib: 2048,
+            nics: Vec::new(),
+            headless: true,
+        }
+    }
+
+    /// QEMU's arguments (without the program). `uefi_vars` is the writable OVMF variable store
+    /// copy, required for UEFI.
+    pub fn args(&self, accel: Accel, uefi_vars: Option<&Path>) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        let machine = match self.firmware {
+            Firmware::Bios => "pc",
+            Firmware::Uefi => "q35",
+        };
+        push(&["-machine", machine, "-accel", accel.qemu_name(), "-m", &self.memory_mib.to_string()]);
+        push(&["-smp", "2", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none"]);
+        if self.headless {
+            push(&["-display", "none"]);
+        } else {
+            push(&["-vga", "std"]);
+        }
+        if self.firmware == Firmware::Uefi {
+            push(&["-drive", &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}")]);
+            let vars = uefi_vars.expect("UEFI needs a variable store").display().to_string();
+            push(&["-drive", &format!("if=pflash,format=raw,file={vars}")]);
+        }
+        let iso = self.iso.display().to_string();
+        let needs_usb = self.medium == Medium::UsbStick || self.disk.is_some();
+        if needs_usb {
+            push(&["-device", "qemu-xhci,id=xhci"]);
+        }
+        match self.medium {
+            Medium::Cdrom => {
+                push(&["-drive", &format!("if=none,id=os,media=cdrom,readonly=on,format=raw,file={iso}")]);
+                push(&["-device", "ide-cd,drive=os,bootindex=0"]);
+            }
+            Medium::UsbStick => {
+                // snapshot=on: the guest may write to the stick, the ISO file never changes.
+                push(&["-drive", &format!("if=none,id=os,format=raw,snapshot=on,file={iso}")]);
+                push(&["-device", "usb-storage,bus=xhci.0,drive=os,bootindex=0"]);
+            }
+        }
+        if let Some(material) = &self.material {
+            let m = material.display().to_string();
+            push(&["-drive", &format!("if=none,id=material,media=cdrom,readonly=on,format=raw,file={m}")]);
+            push(&["-device", "ide-cd,drive=material"]);
+        }
+        if let Some(disk) = &self.disk {
+            let d = disk.display().to_string();
+            push(&["-drive", &format!("if=none,id=output,format=raw,file={d}")]);
+            push(&["-device", "usb-storage,bus=xhci.0,drive=output"]);
+        }
+        if self.nics.is_empty() {
+            push(&["-nic", "none"]);
+        }
+        for (i, nic) in self.nics.iter().enumerate() {
+            let model = match nic {
+                Nic::VirtioNet => "virtio-net-pci",
+                Nic::E1000 => "e1000",
+            };
+            push(&["-netdev", &format!("user,id=net{i},restrict=on")]);
+            push(&["-device", &format!("{model},netdev=net{i}")]);
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(c: &VmConfig, accel: Accel) -> String {
+        c.args(accel, Some(Path::new("/tmp/vars.fd"))).join(" ")
+    }
+
+    #[test]
+    fn default_is_an_offline_bios_cd() {
+        let c = VmConfig::new(Path::new("/x/os.iso"));
+        let args = joined(&c, Accel::Tcg);
+        assert!(args.contains("-machine pc -accel tcg -m 2048"));
+        assert!(args.contains("-nic none"), "{args}");
+        assert!(args.contains("media=cdrom,readonly=on,format=raw,file=/x/os.iso"));
+        assert!(args.contains("-serial stdio"));
+        assert!(!args.contains("pflash"));
+        assert!(!args.contains("netdev"));
+    }
+
+    #[test]
+    fn uefi_usb_with_material_disk_and_nics() {
+        let mut c = VmConfig::new(Path::new("/x/os.iso"));
+        c.firmware = Firmware::Uefi;
+        c.medium = Medium::UsbStick;
+        c.material = Some("/x/material.iso".into());
+        c.disk = Some("/x/out.img".into());
+        c.nics = vec![Nic::VirtioNet, Nic::E1000];
+        let args = joined(&c, Accel::Kvm);
+        assert!(args.contains("-machine q35 -accel kvm"));
+        assert!(args.contains(&format!("readonly=on,file={OVMF_CODE}")));
+        assert!(args.contains("file=/tmp/vars.fd"));
+        assert!(args.contains("snapshot=on,file=/x/os.iso"));
+        assert!(args.contains("usb-storage,bus=xhci.0,drive=os,bootindex=0"));
+        assert!(args.contains("file=/x/material.iso"));
+        assert!(args.contains("usb-storage,bus=xhci.0,drive=output"));
+        assert!(args.contains("virtio-net-pci,netdev=net0") && args.contains("e1000,netdev=net1"));
+        assert!(!args.contains("-nic none"));
+    }
+}
