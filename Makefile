@@ -9,6 +9,7 @@ CEREMONY_OS  := target/release/ceremony-os
 # Host tools: apt resolution and bootstrapping (mmdebstrap, apt, keyring), .deb building for tests
 # (dpkg-dev), and the oracles and real components the tests run.
 HOST_PACKAGES := \
+	cpio diffoscope-minimal qemu-system-x86 ovmf \
 	apt ca-certificates debian-archive-keyring dpkg-dev mmdebstrap \
 	xorriso squashfs-tools mtools dosfstools nix-bin faketime \
 	softhsm2 opensc openssl libengine-pkcs11-openssl

@@ -105,6 +105,26 @@ fn build_writes_iso_sums_manifest_and_sbom() {
         serde_json::from_slice(&std::fs::read(first.out.join("ceremony-os.spdx.json")).unwrap()).unwrap();
     assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
     assert_eq!(sbom["packages"][0]["checksums"][0]["checksumValue"], first.iso_sha256());
+    let provenance: Value =
+        serde_json::from_slice(&std::fs::read(first.out.join("ceremony-os.provenance.json")).unwrap())
+            .unwrap();
+    assert_eq!(provenance["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(provenance["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(provenance["subject"][0]["digest"]["sha256"], first.iso_sha256());
+    let dependencies = provenance["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().unwrap();
+    assert_eq!(dependencies[0]["digest"]["sha256"], manifest["lockfile_sha256"]);
+    assert!(
+        dependencies
+            .iter()
+            .any(|d| d["uri"].as_str().is_some_and(|u| u.starts_with("pkg:deb/debian/xorriso@")))
+    );
+    assert!(dependencies.iter().any(|d| d["name"] == "toolchain-rootfs"));
+    let byproducts = provenance["predicate"]["runDetails"]["byproducts"].as_array().unwrap();
+    assert!(
+        byproducts
+            .iter()
+            .any(|b| b["name"] == "stage:rootfs" && b["digest"]["sha256"] == first.stage("rootfs")["digest"])
+    );
     let size = std::fs::metadata(&iso).unwrap().len();
     assert!(size < 200 << 20, "ISO is {size} bytes");
 }
@@ -220,13 +240,22 @@ fn overlay_change_interrupted_then_rebuilt_changes_only_that_file() {
     assert!(!out.join("ceremony-os-0.1.0-amd64.iso").exists(), "a killed build left an ISO");
     assert_eq!(squashfs_entries(), before, "a killed build left a squashfs cache entry");
 
+    // Up to the kill, the change re-ran customize and normalize, and nothing before them.
+    for stage in ["customize", "normalize", "squashfs"] {
+        assert!(seen.contains(&format!("==> {stage}: building")), "{stage} was not rebuilt:\n{seen}");
+    }
+    for stage in ["repo", "toolchain", "rootfs"] {
+        assert!(!seen.contains(&format!("==> {stage}: building")), "{stage} was rebuilt:\n{seen}");
+    }
+
+    // The next build finishes: what the killed one committed is reused, the rest is built.
     let changed = build(&s.store, &definition, &out, &[]);
     let cached: std::collections::BTreeMap<String, bool> = changed.cached().into_iter().collect();
-    for stage in ["repo", "toolchain", "rootfs", "boot"] {
+    for stage in ["repo", "toolchain", "rootfs", "customize", "normalize", "boot"] {
         assert!(cached[stage], "{stage} should have been reused: {cached:?}");
     }
-    for stage in ["customize", "normalize", "squashfs", "iso"] {
-        assert!(!cached[stage], "{stage} should have been rebuilt: {cached:?}");
+    for stage in ["squashfs", "iso"] {
+        assert!(!cached[stage], "{stage} should have been built: {cached:?}");
     }
     assert_ne!(changed.iso_sha256(), s.first.iso_sha256(), "the changed overlay must change the ISO");
     let changes = ceremony_os_tree::diff(&s.first.rootfs_manifest(), &changed.rootfs_manifest());

@@ -48,3 +48,12 @@ fn missing_lockfile_says_what_to_run() {
         .code(1)
         .stderr(contains("ceremony.lock does not exist: run `ceremony-os lock"));
 }
+
+#[test]
+fn nix_expressions_parse() {
+    for file in ["nix/default.nix", "nix/flake.nix"] {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../..").to_string() + "/" + file;
+        let out = std::process::Command::new("nix-instantiate").arg("--parse").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -112,7 +112,8 @@ fn material_disc_is_reproducible_and_carries_its_sums() {
         .unwrap();
     let toc = String::from_utf8_lossy(&toc.stdout).to_string() + &String::from_utf8_lossy(&toc.stderr);
     assert!(toc.contains("KSK_2026"), "volume id: {toc}");
-    assert!(toc.contains("Joliet"), "Joliet tree present: {toc}");
+    assert!(ceremony_os_verify::iso9660::has_joliet(&iso_a).unwrap(), "a Joliet tree is present");
+    assert!(toc.contains("Publisher Id : CEREMONY-OS"), "{toc}");
 }
 
 #[test]

@@ -244,3 +244,31 @@ fn stale_lock_is_refused() {
         .stderr(contains("is stale"))
         .stderr(contains("packages.image.include"));
 }
+
+#[test]
+fn two_fetches_into_one_store_at_once_both_succeed() {
+    let s = Setup::new();
+    let mirror = TestMirror::start(&s.debs);
+    mirror.throttle(Some(32 * 1024)); // long enough for the two processes to overlap
+    let def = s.definition(&[mirror.base_url()]);
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ceremony-os"))
+            .env("CEREMONY_OS_STORE", s.store())
+            .args(["fetch", "--json"])
+            .arg(&def)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(), spawn());
+    let outputs = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()];
+    for out in &outputs {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for deb in &s.debs {
+        assert_eq!(s.stored(deb).as_deref(), Some(&deb.bytes[..]));
+    }
+    let downloads = mirror.requests().len();
+    assert_eq!(downloads, 3, "the second fetch found the files the first one stored");
+}

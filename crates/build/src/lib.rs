@@ -65,6 +65,7 @@ pub struct BuildReport {
     pub iso_size: u64,
     pub manifest: PathBuf,
     pub sbom: PathBuf,
+    pub provenance: PathBuf,
     pub rootfs_manifest: PathBuf,
     pub nar_hash: String,
     pub stages: Vec<StageRecord>,
@@ -161,6 +162,8 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
             stages: &records,
             compiler: &tools.compiler,
             tools_sha256: &tools.binary.sha256,
+            git_commit: &tools.git_commit,
+            toolchain_digest: &toolchain_out.digest,
         },
     )
 }

@@ -19,16 +19,20 @@ pub(crate) struct OutputInputs<'a> {
     pub stages: &'a [StageRecord],
     pub compiler: &'a str,
     pub tools_sha256: &'a str,
+    pub git_commit: &'a str,
+    /// The toolchain stage's digest: the unpacked build tools.
+    pub toolchain_digest: &'a str,
 }
 
 /// File names in `out/` for a definition.
-pub fn output_names(def: &ImageDefinition) -> [String; 5] {
+pub fn output_names(def: &ImageDefinition) -> [String; 6] {
     let stem = def.artifact_stem();
     [
         format!("{stem}.iso"),
         format!("{stem}.rootfs.manifest"),
         format!("{}.manifest.json", def.image.name),
         format!("{}.spdx.json", def.image.name),
+        format!("{}.provenance.json", def.image.name),
         "SHA256SUMS".to_string(),
     ]
 }
@@ -49,7 +53,7 @@ pub fn clear_previous(out_dir: &Path, def: &ImageDefinition) -> Result<(), Build
 pub(crate) fn write_outputs(out_dir: &Path, inputs: &OutputInputs<'_>) -> Result<BuildReport, BuildError> {
     std::fs::create_dir_all(out_dir).map_err(|e| BuildError::io(out_dir, e))?;
     let def = inputs.def;
-    let [iso_name, rootfs_name, manifest_name, sbom_name, sums_name] = output_names(def);
+    let [iso_name, rootfs_name, manifest_name, sbom_name, provenance_name, sums_name] = output_names(def);
     let iso_size = std::fs::metadata(inputs.iso).map_err(|e| BuildError::io(inputs.iso, e))?.len();
 
     let manifest = json!({
@@ -83,6 +87,7 @@ pub(crate) fn write_outputs(out_dir: &Path, inputs: &OutputInputs<'_>) -> Result
         "builder": { "name": "ceremony-os", "version": env!("CARGO_PKG_VERSION") },
     });
     let sbom = spdx(def, inputs.lock, inputs.iso_sha256, &iso_name);
+    let provenance = provenance(inputs, &iso_name);
 
     let iso_out = out_dir.join(&iso_name);
     copy_atomically(inputs.iso, &iso_out)?;
@@ -99,8 +104,14 @@ pub(crate) fn write_outputs(out_dir: &Path, inputs: &OutputInputs<'_>) -> Result
         format!("{}\n", serde_json::to_string_pretty(&sbom).expect("json")).as_bytes(),
     )?;
 
+    let provenance_out = out_dir.join(&provenance_name);
+    write_atomically(
+        &provenance_out,
+        format!("{}\n", serde_json::to_string_pretty(&provenance).expect("json")).as_bytes(),
+    )?;
+
     let mut sums = String::new();
-    let mut listed = vec![&iso_name, &rootfs_name, &manifest_name, &sbom_name];
+    let mut listed = vec![&iso_name, &rootfs_name, &manifest_name, &sbom_name, &provenance_name];
     listed.sort();
     for name in listed {
         let digest = if *name == iso_name {
@@ -117,6 +128,7 @@ pub(crate) fn write_outputs(out_dir: &Path, inputs: &OutputInputs<'_>) -> Result
         iso_size,
         manifest: manifest_out,
         sbom: sbom_out,
+        provenance: provenance_out,
         rootfs_manifest: rootfs_out,
         nar_hash: inputs.nar_hash.to_string(),
         stages: inputs.stages.to_vec(),
@@ -167,6 +179,60 @@ fn spdx(def: &ImageDefinition, lock: &Lockfile, iso_sha256: &str, iso_name: &str
         },
         "packages": packages,
         "relationships": relationships,
+    })
+}
+
+/// An in-toto Statement (v1) with a SLSA provenance (v1) predicate: the ISO as subject; the lock,
+/// every .deb, the toolchain tree and the compiler as resolved dependencies; every stage digest
+/// and the rootfs NAR hash as byproducts. Deterministic: no invocation id, no times but the
+/// snapshot's, so independent rebuilders publish byte-identical statements when they agree.
+fn provenance(inputs: &OutputInputs<'_>, iso_name: &str) -> serde_json::Value {
+    let def = inputs.def;
+    let lock = inputs.lock;
+    let mut dependencies = vec![json!({"name": "ceremony.lock", "digest": {"sha256": inputs.lock_sha256}})];
+    let mut debs: Vec<&ceremony_os_spec::LockedPackage> = lock.all_packages();
+    debs.sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
+    for p in debs {
+        dependencies.push(json!({
+            "uri": format!("pkg:deb/debian/{}@{}?arch={}&distro={}", p.name, purl_escape(&p.version), p.architecture, lock.suite),
+            "digest": {"sha256": p.sha256.as_hex()},
+        }));
+    }
+    dependencies.push(json!({"name": "toolchain-rootfs", "digest": {"sha256": inputs.toolchain_digest}}));
+    dependencies.push(json!({"name": "ceremony-tools", "digest": {"sha256": inputs.tools_sha256}}));
+    dependencies.push(json!({"name": "rustc", "annotations": {"version": inputs.compiler}}));
+    let mut byproducts: Vec<serde_json::Value> = inputs
+        .stages
+        .iter()
+        .map(|s| json!({"name": format!("stage:{}", s.name), "digest": {"sha256": s.digest}, "annotations": {"key": s.key}}))
+        .collect();
+    byproducts.push(json!({"name": "rootfs-nar", "annotations": {"nar_hash": inputs.nar_hash}}));
+    json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": iso_name, "digest": {"sha256": inputs.iso_sha256}}],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {
+            "buildDefinition": {
+                "buildType": "urn:ceremony-os:build:v1",
+                "externalParameters": {
+                    "image": def.image.name.as_str(),
+                    "version": def.image.version.as_str(),
+                    "architecture": def.image.architecture.debian_name(),
+                },
+                "internalParameters": {
+                    "snapshot": def.debian.snapshot.to_string(),
+                    "source_date_epoch": def.source_date_epoch(),
+                },
+                "resolvedDependencies": dependencies,
+            },
+            "runDetails": {
+                "builder": {
+                    "id": "urn:ceremony-os:builder",
+                    "version": {"ceremony-os": env!("CARGO_PKG_VERSION"), "git_commit": inputs.git_commit},
+                },
+                "byproducts": byproducts,
+            },
+        },
     })
 }
 

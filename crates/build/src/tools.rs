@@ -12,6 +12,21 @@ pub struct ToolsBuild {
     pub binary: crate::stages::customize::ToolsBinary,
     /// `rustc -vV` of the compiler that built it.
     pub compiler: String,
+    /// The workspace's git commit (`-dirty` if tracked files are modified), or `unknown`.
+    pub git_commit: String,
+}
+
+fn git_commit(runner: &Runner, workspace: &Path) -> String {
+    let head = runner.cmd("git", workspace).args(["rev-parse", "HEAD"]).output();
+    let Ok(head) = head else { return "unknown".into() };
+    let commit = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    let dirty = runner
+        .cmd("git", workspace)
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    if dirty { format!("{commit}-dirty") } else { commit }
 }
 
 /// Where cargo and rustup live: from CARGO_HOME / RUSTUP_HOME, else under HOME. These locate the
@@ -65,5 +80,6 @@ pub fn build_ceremony_tools(
     Ok(ToolsBuild {
         binary: crate::stages::customize::ToolsBinary { path, sha256 },
         compiler: String::from_utf8_lossy(&compiler.stdout).trim().to_string(),
+        git_commit: git_commit(runner, &workspace),
     })
 }

@@ -4,6 +4,7 @@
 mod discs;
 mod inputs;
 mod progress;
+mod verify;
 
 use anyhow::{Context, Result};
 use ceremony_os_spec::ImageDefinition;
@@ -19,7 +20,8 @@ use std::process::ExitCode;
 /// image/ceremony.lock; `fetch` fills a content-addressed store with exactly those files, verified;
 /// `vendor` copies them out so a rebuild needs no network at all.
 ///
-/// Exit status: 0 on success, 1 on any error, 2 on a usage error.
+/// Exit status: 0 on success, 1 on any error, 2 on a usage error; `verify` and `compare` use 1
+/// for "differs" and 2 for errors.
 #[derive(Parser, Debug)]
 #[command(name = "ceremony-os", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
@@ -77,6 +79,21 @@ enum Command {
     Burn(discs::BurnArgs),
     /// SHA-256 of a file, or of the first N bytes of a device, as hex and PGP words.
     Checksum(discs::ChecksumArgs),
+    /// Rebuild the image from the lock, with no cached stage, and compare with what was published.
+    ///
+    /// --expect takes a SHA-256, a SHA256SUMS file, the ISO itself, a build manifest
+    /// (<name>.manifest.json, with the rootfs manifest beside it) or a provenance statement. The
+    /// digest is printed as hex and as PGP words. On a mismatch: the first stage whose output
+    /// differs (manifest or provenance), the differing root file system paths (manifest), or a
+    /// layer-by-layer comparison (ISO).
+    ///
+    /// Exit status: 0 match, 1 mismatch, 2 error (bad input, failed build, usage).
+    Verify(verify::VerifyArgs),
+    /// Compare two ISOs layer by layer without rebuilding: volume descriptor, boot records, file
+    /// tree, the squashfs inside and the initrd's archive; content or metadata, with digests.
+    ///
+    /// Exit status: 0 identical, 1 different, 2 error (missing, truncated or not an ISO; usage).
+    Compare(verify::CompareArgs),
     /// Boot an ISO in QEMU as the air-gapped laptop: no network device, 2 GiB, serial console
     /// on this terminal.
     ///
@@ -199,11 +216,16 @@ struct BuildArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // verify and compare keep 1 for "differs"; their errors are 2.
+    let error_code = match cli.command {
+        Command::Verify(_) | Command::Compare(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            error_code
         }
     }
 }
@@ -219,9 +241,19 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     let store_root = cli.store.clone().unwrap_or_else(Store::default_root);
     match cli.command {
+        Command::Verify(args) => verify::verify(&args, &store_root),
+        Command::Compare(args) => verify::compare(&args),
+        command => run_simple(command, &store_root).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn run_simple(command: Command, store_root: &std::path::Path) -> Result<()> {
+    let store_root = store_root.to_path_buf();
+    match command {
+        Command::Verify(_) | Command::Compare(_) => unreachable!("handled by run"),
         Command::Lock(args) => lock(&args),
         Command::Fetch(args) => {
             let store = Store::open(&store_root)?;
@@ -239,19 +271,15 @@ fn run(cli: Cli) -> Result<()> {
             let lock_path = args.definition.lockfile();
             let (def, lock) = inputs::load(definition, &lock_path)?;
             fetch_all(&store, &def, &lock, &args.sources)?;
-            let lock_bytes =
-                std::fs::read(&lock_path).with_context(|| format!("reading {}", lock_path.display()))?;
-            let request = ceremony_os_build::BuildRequest {
-                definition_path: definition,
-                definition: &def,
-                lock: &lock,
-                lock_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&lock_bytes)),
-                store: &store,
-                out_dir: args.output.clone(),
-                no_cache: args.no_cache,
-                work_dir: args.work_dir.clone(),
-            };
-            let report = ceremony_os_build::build(&request, &progress::BuildProgress::new())?;
+            let report = build_image(
+                &store,
+                definition,
+                &lock_path,
+                (&def, &lock),
+                &args.output,
+                args.no_cache,
+                args.work_dir.clone(),
+            )?;
             eprintln!("{}", progress::build_summary(&report));
             if args.json {
                 writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&report)?)?;
@@ -345,6 +373,30 @@ fn lock(args: &LockArgs) -> Result<()> {
         lock.archive.release_date
     );
     Ok(())
+}
+
+/// Build from already loaded and fetched inputs.
+pub(crate) fn build_image(
+    store: &Store,
+    definition: &std::path::Path,
+    lock_path: &std::path::Path,
+    (def, lock): (&ImageDefinition, &ceremony_os_spec::Lockfile),
+    out_dir: &std::path::Path,
+    no_cache: bool,
+    work_dir: Option<PathBuf>,
+) -> Result<ceremony_os_build::BuildReport> {
+    let lock_bytes = std::fs::read(lock_path).with_context(|| format!("reading {}", lock_path.display()))?;
+    let request = ceremony_os_build::BuildRequest {
+        definition_path: definition,
+        definition: def,
+        lock,
+        lock_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&lock_bytes)),
+        store,
+        out_dir: out_dir.to_path_buf(),
+        no_cache,
+        work_dir,
+    };
+    Ok(ceremony_os_build::build(&request, &progress::BuildProgress::new())?)
 }
 
 pub(crate) fn fetch_all(

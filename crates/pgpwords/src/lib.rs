@@ -31,7 +31,7 @@ pub fn encode(bytes: &[u8]) -> Vec<&'static str> {
 
 /// The words for a hex string (such as a SHA-256 digest), or `None` if it is not hex.
 pub fn encode_hex(hex: &str) -> Option<Vec<&'static str>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> =

@@ -144,6 +144,7 @@ pub fn fetch(
     options: &FetchOptions,
     observer: &dyn FetchObserver,
 ) -> Result<FetchReport, FetchError> {
+    let _lock = store.lock_for_fetch()?;
     observer.begin(items.len(), items.iter().map(|i| i.expected.size).sum());
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

@@ -5,7 +5,8 @@
 //! `<root>/sha256/<hex>`; they are written to a temporary file in the store, synced, verified and
 //! only then renamed into place, so a crash never leaves a wrong or partial object under its name.
 //! Interrupted downloads are kept under `<root>/partial/<hex>` and resumed with an HTTP range
-//! request; they are never used until complete and verified.
+//! request; they are never used until complete and verified. One fetch at a time per store
+//! (`fetch.lock`): a second process waits, then finds what the first fetched.
 
 mod fetch;
 mod store;

@@ -63,6 +63,18 @@ impl Store {
         self.root.join("sha256").join(sha256.as_hex())
     }
 
+    /// Hold the store's fetch lock (waiting for another process that holds it): one fetch at a
+    /// time writes partial downloads, so two processes never write the same partial file.
+    pub(crate) fn lock_for_fetch(&self) -> Result<File, StoreError> {
+        let path = self.root.join("fetch.lock");
+        let file = File::create(&path).map_err(|e| StoreError::io(&path, e))?;
+        if file.try_lock().is_err() {
+            tracing::warn!("waiting for another fetch using {}", self.root.display());
+            file.lock().map_err(|e| StoreError::io(&path, e))?;
+        }
+        Ok(file)
+    }
+
     pub(crate) fn partial_path(&self, sha256: &Sha256Digest) -> PathBuf {
         self.root.join("partial").join(sha256.as_hex())
     }

@@ -1,9 +1,10 @@
-//! The tree manifest: one line per path, sorted by path bytes, tab-separated:
+//! The tree manifest: one line per path, sorted by path bytes, fields separated by tabs
+//! (shown as `<TAB>`):
 //!
 //! ```text
-//! /usr/bin/bash	file	0755	0	0	1783814400	1265648	<sha256>
-//! /usr/bin/sh	symlink	0777	0	0	1783814400	4	dash
-//! /etc	dir	0755	0	0	1783814400	-	-
+//! /usr/bin/bash<TAB>file<TAB>0755<TAB>0<TAB>0<TAB>1783814400<TAB>1265648<TAB><sha256>
+//! /usr/bin/sh<TAB>symlink<TAB>0777<TAB>0<TAB>0<TAB>1783814400<TAB>4<TAB>dash
+//! /etc<TAB>dir<TAB>0755<TAB>0<TAB>0<TAB>1783814400<TAB>-<TAB>-
 //! ```
 //!
 //! Paths are absolute within the tree (`/` is the root itself); bytes that are not printable

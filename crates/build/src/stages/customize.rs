@@ -340,12 +340,11 @@ fn collect_module_names(dir: &Path, names: &mut BTreeSet<String>) -> Result<(), 
     for entry in crate::cache::read_dir_sorted(dir)? {
         if entry.is_dir() {
             collect_module_names(&entry, names)?;
-        } else if let Some(name) = entry.file_name().and_then(|n| n.to_str()) {
-            if let Some(stem) =
+        } else if let Some(name) = entry.file_name().and_then(|n| n.to_str())
+            && let Some(stem) =
                 [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].iter().find_map(|ext| name.strip_suffix(ext))
-            {
-                names.insert(stem.replace('-', "_"));
-            }
+        {
+            names.insert(stem.replace('-', "_"));
         }
     }
     Ok(())
