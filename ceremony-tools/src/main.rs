@@ -1,17 +1,292 @@
-//! `ceremony`: the tool the ceremony administrator runs on the air-gapped laptop.
-//!
-//! Today it only reports its version; the HSM commands (keys, certificates, CRLs, Shamir
-//! backups, the hash-chained transcript) are the subject of the ceremony-tools issue.
+//! `ceremony`: the tool the ceremony administrator runs on the air-gapped laptop. It talks to the
+//! HSM through PKCS#11, splits secrets among keyholders, and appends every command to a
+//! hash-chained transcript whose head the witnesses write down.
 
-use clap::Parser;
+mod config;
+mod der;
+mod hsm;
+mod shamir;
+mod transcript;
 
-/// Key-ceremony tool for HSMs over PKCS#11 (commands not implemented yet: only --version).
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Key-ceremony tool for HSMs over PKCS#11, with Shamir backups and a hash-chained transcript.
+///
+/// Every command except `transcript verify` appends a record to the transcript and prints its
+/// new head hash as hex and PGP words, for the witnesses to write down. PINs are read from the
+/// terminal without echo, or from --pin-fd; never from the command line.
 #[derive(Parser, Debug)]
-#[command(name = "ceremony", version)]
-struct Cli {}
+#[command(name = "ceremony", version, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// The transcript (JSON lines, append-only).
+    #[arg(long, global = true, env = "CEREMONY_TRANSCRIPT", default_value = "ceremony-transcript.jsonl")]
+    transcript: PathBuf,
+    /// PKCS#11 module (overrides the step configuration).
+    #[arg(long, global = true, value_name = "PATH")]
+    module: Option<PathBuf>,
+    /// Read the PIN from this file descriptor (first line) instead of the terminal.
+    #[arg(long, global = true, value_name = "FD")]
+    pin_fd: Option<u32>,
+}
 
-fn main() {
-    let _ = Cli::parse();
-    eprintln!("ceremony {}: no ceremony commands are implemented yet; see --help", env!("CARGO_PKG_VERSION"));
-    std::process::exit(2);
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// HSM inspection.
+    #[command(subcommand)]
+    Hsm(HsmCommand),
+    /// Key management.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// k-of-n secret sharing (for example a token PIN among keyholders).
+    #[command(subcommand)]
+    Shamir(ShamirCommand),
+    /// The transcript.
+    #[command(subcommand)]
+    Transcript(TranscriptCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum HsmCommand {
+    /// Slots, tokens and objects (with the protection attributes of keys). With a PIN, private
+    /// objects too.
+    List {
+        /// Token whose objects need a login; without it only public objects are listed.
+        #[arg(long)]
+        login: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Generate a key pair inside the HSM (RSA 3072/4096, EC P-256/P-384): sensitive, never
+    /// extractable; write the public key as PEM and print its SPKI SHA-256.
+    Generate {
+        /// The step configuration (TOML: [hsm], [key], [outputs]).
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ShamirCommand {
+    /// Split a secret (read without echo, or from --secret-fd) into N shares, K of which recover it.
+    Split(SplitArgs),
+    /// Recover a secret from K shares typed or piped in, one per line.
+    Combine,
+}
+
+#[derive(Args, Debug)]
+struct SplitArgs {
+    #[arg(long, short = 'k')]
+    threshold: u32,
+    #[arg(long, short = 'n')]
+    shares: u32,
+    /// Read the secret from this file descriptor instead of the terminal.
+    #[arg(long, value_name = "FD")]
+    secret_fd: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TranscriptCommand {
+    /// Check the chain; name the first record that was edited, removed, inserted or moved.
+    Verify {
+        /// The head hash the witnesses wrote down: records appended after it are reported.
+        #[arg(long, value_name = "HEX")]
+        head: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = run(&cli);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a command did, for its transcript record.
+#[derive(Default)]
+struct Effects {
+    config_sha256: Option<String>,
+    inputs: BTreeMap<String, String>,
+    outputs: BTreeMap<String, String>,
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let (name, result) = match &cli.command {
+        Command::Transcript(TranscriptCommand::Verify { head }) => {
+            return verify_transcript(&cli.transcript, head.as_deref());
+        }
+        Command::Hsm(HsmCommand::List { login }) => ("hsm list", hsm_list(cli, *login)),
+        Command::Key(KeyCommand::Generate { config }) => ("key generate", key_generate(cli, config)),
+        Command::Shamir(ShamirCommand::Split(args)) => ("shamir split", shamir_split(args)),
+        Command::Shamir(ShamirCommand::Combine) => ("shamir combine", shamir_combine()),
+    };
+    let (effects, outcome) = match &result {
+        Ok(effects) => (effects, "ok".to_string()),
+        Err(e) => (&Effects::default(), format!("error: {e:#}")),
+    };
+    let record = transcript::Record {
+        seq: 0,
+        prev: String::new(),
+        time: now_utc(),
+        command: name.into(),
+        config_sha256: effects.config_sha256.clone(),
+        inputs: effects.inputs.clone(),
+        outputs: effects.outputs.clone(),
+        outcome,
+    };
+    let head = transcript::append(&cli.transcript, record).context("appending to the transcript")?;
+    eprintln!(
+        "transcript {} head:\n  sha256 {head}\n  words  {}",
+        cli.transcript.display(),
+        ceremony_os_pgpwords::format_hex(&head).replace('\n', "\n         ")
+    );
+    result.map(|_| ())
+}
+
+/// The laptop's clock, for the transcript only (the record says when the step happened).
+fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn read_fd_line(fd: u32, what: &str) -> Result<String> {
+    let path = format!("/proc/self/fd/{fd}");
+    let file = std::fs::File::open(&path)
+        .with_context(|| format!("cannot read the {what} from file descriptor {fd}"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(file).read_line(&mut line)?;
+    let value = line.trim_end_matches(['\n', '\r']).to_string();
+    if value.is_empty() {
+        bail!("the {what} read from file descriptor {fd} is empty");
+    }
+    Ok(value)
+}
+
+fn read_pin(cli: &Cli, token: &str) -> Result<String> {
+    match cli.pin_fd {
+        Some(fd) => read_fd_line(fd, "PIN"),
+        None => rpassword::prompt_password(format!("PIN for token {token:?}: "))
+            .context("no terminal to ask for the PIN on: use --pin-fd"),
+    }
+}
+
+fn module_for(cli: &Cli, configured: Option<&Path>) -> Result<PathBuf> {
+    cli.module
+        .clone()
+        .or_else(|| configured.map(Path::to_path_buf))
+        .context("no PKCS#11 module: give --module or set hsm.module in the configuration")
+}
+
+fn hsm_list(cli: &Cli, login: bool) -> Result<Effects> {
+    let module = module_for(cli, None)?;
+    let hsm = hsm::Hsm::open(&module)?;
+    let pin = if login { Some(read_pin(cli, "any")?) } else { None };
+    write!(std::io::stdout(), "{}", hsm.list(pin.as_deref())?)?;
+    Ok(Effects::default())
+}
+
+fn key_generate(cli: &Cli, config_path: &Path) -> Result<Effects> {
+    let (config, digest): (config::KeyGenerateConfig, String) = config::load(config_path)?;
+    let public_key_path = config.outputs.public_key.clone();
+    config::check_outputs(&[&public_key_path])?;
+    let module = module_for(cli, config.hsm.module.as_deref())?;
+    let hsm = hsm::Hsm::open(&module)?;
+    let slot = hsm.slot_for(&config.hsm.token_label)?;
+    let pin = read_pin(cli, &config.hsm.token_label)?;
+    let session = hsm.login(slot, &pin)?;
+    let spki = hsm::generate(&session, &config.key)?;
+    let spki_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&spki));
+    let written = config::write_new(&public_key_path, der::pem("PUBLIC KEY", &spki).as_bytes())?;
+    eprintln!(
+        "generated {:?} in token {:?}; public key written to {}\n  SPKI sha256 {spki_sha256}\n  words       {}",
+        config.key.label,
+        config.hsm.token_label,
+        public_key_path.display(),
+        ceremony_os_pgpwords::format_hex(&spki_sha256).replace('\n', "\n              ")
+    );
+    Ok(Effects {
+        config_sha256: Some(digest),
+        inputs: BTreeMap::new(),
+        outputs: BTreeMap::from([(public_key_path.display().to_string(), written)]),
+    })
+}
+
+fn shamir_split(args: &SplitArgs) -> Result<Effects> {
+    let secret = match args.secret_fd {
+        Some(fd) => read_fd_line(fd, "secret")?,
+        None => {
+            let first =
+                rpassword::prompt_password("secret to split: ").context("no terminal: use --secret-fd")?;
+            let again = rpassword::prompt_password("the same secret again: ")?;
+            if first != again {
+                bail!("the two entries differ");
+            }
+            first
+        }
+    };
+    let shares = shamir::split(secret.as_bytes(), args.threshold, args.shares)?;
+    let mut out = std::io::stdout();
+    for share in &shares {
+        writeln!(out, "{}", share.to_text())?;
+    }
+    eprintln!("{} shares written, one per line; any {} recover the secret", shares.len(), args.threshold);
+    Ok(Effects::default())
+}
+
+fn shamir_combine() -> Result<Effects> {
+    let mut shares = Vec::new();
+    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        shares.push(shamir::TextShare::parse(&line, i + 1)?);
+    }
+    let secret = shamir::combine(&shares)?;
+    std::io::stdout().write_all(&secret)?;
+    writeln!(std::io::stdout())?;
+    Ok(Effects::default())
+}
+
+fn verify_transcript(path: &Path, head: Option<&str>) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (records, computed) = transcript::verify_against(&text, head)
+        .with_context(|| format!("{} does not verify", path.display()))?;
+    println!(
+        "{}: {} records, chain intact\n  head sha256 {computed}\n  words       {}",
+        path.display(),
+        records.len(),
+        ceremony_os_pgpwords::format_hex(&computed).replace('\n', "\n              ")
+    );
+    Ok(())
 }

@@ -1,0 +1,221 @@
+//! k-of-n secret sharing over GF(256) (Shamir), with blahaj for the field arithmetic and the
+//! dealing, and our own share format: printable, typeable, and checksummed, so a mistyped share
+//! is caught before combining.
+//!
+//! Share text: `cs1-<k>-<x>-<y as hex>-<check>`, where `x` is the share's index (1..=n) and
+//! `check` is the first 4 bytes of SHA-256("ceremony-share-v1" | k | x | y) in hex. Case and
+//! white space do not matter when typing a share back in.
+//!
+//! blahaj draws every coefficient from 0..=255, so a top coefficient can be zero, which lowers the
+//! polynomial's degree for that byte: then k-1 shares would reveal it. We check each dealing and
+//! deal again if any byte's polynomial is not of full degree.
+
+use blahaj::{Share, Sharks};
+use sha2::{Digest, Sha256};
+
+const PREFIX: &str = "cs1";
+const CHECK_CONTEXT: &[u8] = b"ceremony-share-v1";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ShamirError {
+    #[error("need 2 <= k <= n <= 255, got k = {k}, n = {n}")]
+    Parameters { k: u32, n: u32 },
+    #[error("the secret is empty")]
+    EmptySecret,
+    #[error("share {position}: {message}")]
+    BadShare { position: usize, message: String },
+    #[error("share {position} (index {index}) fails its checksum: it was mistyped or altered")]
+    Checksum { position: usize, index: u8 },
+    #[error("{0}")]
+    Combine(String),
+}
+
+/// A share: threshold, index and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextShare {
+    pub threshold: u8,
+    pub index: u8,
+    pub value: Vec<u8>,
+}
+
+impl TextShare {
+    fn check(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(CHECK_CONTEXT);
+        h.update([self.threshold, self.index]);
+        h.update(&self.value);
+        hex::encode(&h.finalize()[..4])
+    }
+
+    pub fn to_text(&self) -> String {
+        format!("{PREFIX}-{}-{}-{}-{}", self.threshold, self.index, hex::encode(&self.value), self.check())
+    }
+
+    /// Parse a typed share; `position` (1-based) names it in errors.
+    pub fn parse(text: &str, position: usize) -> Result<Self, ShamirError> {
+        let bad = |message: &str| ShamirError::BadShare { position, message: message.into() };
+        let compact: String =
+            text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+        let parts: Vec<&str> = compact.split('-').collect();
+        let [prefix, k, x, y, check] = parts[..] else {
+            return Err(bad("expected cs1-<k>-<index>-<value>-<check>"));
+        };
+        if prefix != PREFIX {
+            return Err(bad("does not start with cs1-"));
+        }
+        let threshold: u8 = k.parse().map_err(|_| bad("the threshold is not a number"))?;
+        let index: u8 = x.parse().map_err(|_| bad("the index is not a number from 1 to 255"))?;
+        let value = hex::decode(y).map_err(|_| bad("the value is not hex"))?;
+        if index == 0 || value.is_empty() {
+            return Err(bad("index 0 or an empty value"));
+        }
+        let share = TextShare { threshold, index, value };
+        if share.check() != check {
+            return Err(ShamirError::Checksum { position, index });
+        }
+        Ok(share)
+    }
+}
+
+/// Split `secret` into `n` shares, any `k` of which recover it.
+pub fn split(secret: &[u8], k: u32, n: u32) -> Result<Vec<TextShare>, ShamirError> {
+    if !(2..=255).contains(&k) || k > n || n > 255 {
+        return Err(ShamirError::Parameters { k, n });
+    }
+    if secret.is_empty() {
+        return Err(ShamirError::EmptySecret);
+    }
+    let (k, n) = (k as u8, n as u8);
+    for _ in 0..1000 {
+        let shares: Vec<Share> = Sharks(k).dealer(secret).take(n as usize).collect();
+        if full_degree(&shares, k) {
+            return Ok(shares
+                .iter()
+                .map(|s| {
+                    let bytes = Vec::from(s);
+                    TextShare { threshold: k, index: bytes[0], value: bytes[1..].to_vec() }
+                })
+                .collect());
+        }
+    }
+    Err(ShamirError::Combine("could not deal shares of full degree".into()))
+}
+
+/// Is every byte's polynomial of degree exactly k-1? The shares 1..k-1 determine a polynomial
+/// of degree <= k-2; it predicts share k only if the true polynomial has a lower degree. In
+/// GF(2^8) adding x_k to every x shifts the evaluation point to x_k, so blahaj's interpolation at
+/// 0 gives the prediction.
+fn full_degree(shares: &[Share], k: u8) -> bool {
+    let last = &shares[k as usize - 1];
+    let shifted: Vec<Share> = shares[..k as usize - 1]
+        .iter()
+        .map(|s| {
+            let bytes = Vec::from(s);
+            share_from(bytes[0] ^ last.x.0, &bytes[1..])
+        })
+        .collect();
+    let Ok(predicted) = Sharks(k - 1).recover(&shifted) else { return false };
+    predicted.iter().zip(&last.y).all(|(p, actual)| *p != actual.0)
+}
+
+/// blahaj's share from an index and value (its field type is not public; its byte form is).
+fn share_from(x: u8, y: &[u8]) -> Share {
+    let bytes = [&[x][..], y].concat();
+    Share::try_from(bytes.as_slice()).expect("a share has an index and at least one byte")
+}
+
+/// Recover the secret from at least k valid shares (all from the same split).
+pub fn combine(shares: &[TextShare]) -> Result<Vec<u8>, ShamirError> {
+    let Some(first) = shares.first() else { return Err(ShamirError::Combine("no shares given".into())) };
+    let k = first.threshold;
+    if let Some(other) = shares.iter().find(|s| s.threshold != k || s.value.len() != first.value.len()) {
+        return Err(ShamirError::Combine(format!(
+            "share with index {} is from another split (threshold or length differs)",
+            other.index
+        )));
+    }
+    let mut indices: Vec<u8> = shares.iter().map(|s| s.index).collect();
+    indices.sort();
+    indices.dedup();
+    if indices.len() < k as usize {
+        return Err(ShamirError::Combine(format!(
+            "this split needs {k} different shares; {} given",
+            indices.len()
+        )));
+    }
+    let raw: Vec<Share> = shares.iter().map(|s| share_from(s.index, &s.value)).collect();
+    Sharks(k).recover(&raw).map_err(|e| ShamirError::Combine(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_three_of_five_recombine_and_two_do_not() {
+        let secret = b"123456 correct horse";
+        let shares = split(secret, 3, 5).unwrap();
+        assert_eq!(shares.iter().map(|s| s.index).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        for a in 0..5 {
+            for b in a + 1..5 {
+                for c in b + 1..5 {
+                    let subset = [shares[a].clone(), shares[b].clone(), shares[c].clone()];
+                    assert_eq!(combine(&subset).unwrap(), secret);
+                }
+                let two = [shares[a].clone(), shares[b].clone()];
+                assert!(combine(&two).unwrap_err().to_string().contains("needs 3 different shares"));
+            }
+        }
+    }
+
+    #[test]
+    fn text_round_trip_and_checksum() {
+        let shares = split(b"pin", 2, 3).unwrap();
+        let text = shares[1].to_text();
+        assert!(text.starts_with("cs1-2-2-"));
+        assert_eq!(TextShare::parse(&format!("  {}\n", text.to_uppercase()), 1).unwrap(), shares[1]);
+        // One changed character anywhere in the value is caught.
+        let value_start = "cs1-2-2-".len();
+        let mut chars: Vec<char> = text.chars().collect();
+        chars[value_start] = if chars[value_start] == '0' { '1' } else { '0' };
+        let typo: String = chars.into_iter().collect();
+        assert_eq!(TextShare::parse(&typo, 2).unwrap_err(), ShamirError::Checksum { position: 2, index: 2 });
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        assert!(split(b"x", 1, 3).is_err());
+        assert!(split(b"x", 4, 3).is_err());
+        assert!(split(b"x", 2, 256).is_err());
+        assert!(split(b"", 2, 3).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_k_shares_recover_and_k_minus_one_never_reveal(
+            secret in proptest::collection::vec(any::<u8>(), 1..40),
+            k in 2u32..6,
+            extra in 0u32..4,
+            seed in any::<u64>(),
+        ) {
+            let n = k + extra;
+            let shares = split(&secret, k, n).unwrap();
+            let mut order: Vec<usize> = (0..n as usize).collect();
+            let mut s = seed;
+            for i in (1..order.len()).rev() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                order.swap(i, (s >> 33) as usize % (i + 1));
+            }
+            let chosen: Vec<TextShare> = order[..k as usize].iter().map(|&i| shares[i].clone()).collect();
+            prop_assert_eq!(combine(&chosen).unwrap(), secret.clone());
+            // k-1 shares are refused, and their interpolation does not give the secret back.
+            prop_assert!(combine(&chosen[..k as usize - 1]).is_err());
+            let raw: Vec<Share> = chosen[..k as usize - 1].iter().map(|t| share_from(t.index, &t.value)).collect();
+            let guess = Sharks(k as u8 - 1).recover(&raw).unwrap();
+            prop_assert!(guess.iter().zip(&secret).any(|(g, b)| g != b) || secret.len() < 4,
+                "k-1 shares revealed the secret");
+        }
+    }
+}

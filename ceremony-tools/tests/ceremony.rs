@@ -1,0 +1,259 @@
+//! The `ceremony` tool against a real SoftHSMv2 token in a throwaway token directory
+//! (SOFTHSM2_CONF), checked with OpenSC's pkcs11-tool and openssl.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "123456";
+
+struct Token {
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+}
+
+impl Token {
+    fn new(label: &str) -> Token {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tokens")).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", label, "--so-pin", "5678", "--pin", PIN])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Token { dir, conf }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn ceremony(&self) -> assert_cmd::Command {
+        let mut cmd = assert_cmd::Command::new(env!("CARGO_BIN_EXE_ceremony"));
+        cmd.env("SOFTHSM2_CONF", &self.conf)
+            .env("CEREMONY_TRANSCRIPT", self.path("transcript.jsonl"))
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// `ceremony key generate` with the PIN on standard input.
+    fn generate(&self, config: &Path, pin: &str) -> std::process::Output {
+        self.ceremony()
+            .args(["key", "generate", "--pin-fd", "0"])
+            .arg(config)
+            .write_stdin(format!("{pin}\n"))
+            .output()
+            .unwrap()
+    }
+
+    fn objects(&self) -> String {
+        let out = Command::new("pkcs11-tool")
+            .args(["--module", MODULE, "--login", "--pin", PIN, "--list-objects"])
+            .env("SOFTHSM2_CONF", &self.conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn key_config(&self, name: &str, label: &str, key_type: &str, public_key: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[hsm]\nmodule = \"{MODULE}\"\ntoken_label = \"root-ca\"\n\n[key]\nlabel = \"{label}\"\nid = \"01\"\ntype = \"{key_type}\"\n\n[outputs]\npublic_key = \"{public_key}\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn transcript(&self) -> String {
+        std::fs::read_to_string(self.path("transcript.jsonl")).unwrap_or_default()
+    }
+}
+
+fn openssl(args: &[&str], input: &Path) -> String {
+    let out = Command::new("openssl").args(args).arg("-in").arg(input).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn generated_keys_stay_in_the_token_and_their_public_halves_check_out() {
+    let token = Token::new("root-ca");
+    for (label, key_type, expected) in
+        [("root-ec", "ec-p256", "prime256v1"), ("root-rsa", "rsa-3072", "3072 bit")]
+    {
+        let pem = format!("{label}.pub.pem");
+        let config = token.key_config(&format!("{label}.toml"), label, key_type, &pem);
+        let out = token.generate(&config, PIN);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let text = openssl(&["pkey", "-pubin", "-text", "-noout"], &token.path(&pem));
+        assert!(text.contains(expected), "{text}");
+        // The printed SPKI digest is the digest of the DER public key openssl reads.
+        let der = Command::new("openssl")
+            .args(["pkey", "-pubin", "-outform", "DER", "-in"])
+            .arg(token.path(&pem))
+            .output()
+            .unwrap()
+            .stdout;
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der));
+        assert!(stderr.contains(&format!("SPKI sha256 {digest}")), "{stderr}");
+        assert!(stderr.contains("words"), "{stderr}");
+    }
+    let objects = token.objects();
+    let private_keys: Vec<&str> = objects.split("Private Key Object").skip(1).collect();
+    assert_eq!(private_keys.len(), 2, "{objects}");
+    for key in private_keys {
+        assert!(key.contains("sensitive") && key.contains("never extractable"), "{key}");
+        assert!(!key.contains("extractable,") || key.contains("never extractable"), "{key}");
+    }
+    let transcript = token.transcript();
+    assert_eq!(transcript.lines().count(), 2);
+    token
+        .ceremony()
+        .args(["transcript", "verify"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("2 records, chain intact"));
+}
+
+#[test]
+fn bad_inputs_leave_the_token_and_the_outputs_alone() {
+    let token = Token::new("root-ca");
+    let config = token.key_config("k.toml", "root-ec", "ec-p256", "k.pub.pem");
+    assert!(token.generate(&config, PIN).status.success());
+    let before = token.objects();
+
+    // An existing label.
+    let again = token.key_config("again.toml", "root-ec", "ec-p256", "again.pub.pem");
+    let out = token.generate(&again, PIN);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("object(s) labelled \"root-ec\"; labels are never reused")
+    );
+    assert!(!token.path("again.pub.pem").exists());
+
+    // An existing output file: refused before the HSM is touched (no new key).
+    std::fs::write(token.path("taken.pem"), b"keep me").unwrap();
+    let taken = token.key_config("taken.toml", "fresh", "ec-p256", "taken.pem");
+    let out = token.generate(&taken, PIN);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("taken.pem already exists"));
+    assert_eq!(std::fs::read(token.path("taken.pem")).unwrap(), b"keep me");
+
+    // A wrong PIN.
+    let fresh = token.key_config("fresh.toml", "fresh", "ec-p256", "fresh.pub.pem");
+    let out = token.generate(&fresh, "000000");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the PIN is wrong"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!token.path("fresh.pub.pem").exists());
+
+    // An unknown configuration key, with its position.
+    let unknown = token.path("unknown.toml");
+    std::fs::write(
+        &unknown,
+        std::fs::read_to_string(&fresh).unwrap().replace("id = \"01\"", "id = \"01\"\nextractable = true"),
+    )
+    .unwrap();
+    let out = token.generate(&unknown, PIN);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown.toml:8:1: unknown field `extractable`"), "{stderr}");
+
+    assert_eq!(token.objects(), before, "the token changed");
+    // Every attempt is in the transcript, failures included.
+    let transcript = token.transcript();
+    assert_eq!(transcript.lines().count(), 5);
+    assert_eq!(transcript.lines().filter(|l| l.contains("\"outcome\":\"error:")).count(), 4);
+}
+
+#[test]
+fn shamir_split_and_combine_through_the_cli() {
+    let token = Token::new("unused");
+    let out = token
+        .ceremony()
+        .args(["shamir", "split", "-k", "3", "-n", "5", "--secret-fd", "0"])
+        .write_stdin("s3cret-PIN\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shares: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(shares.len(), 5);
+    let combine = |lines: &[&String]| {
+        token
+            .ceremony()
+            .args(["shamir", "combine"])
+            .write_stdin(lines.iter().map(|s| format!("{s}\n")).collect::<String>())
+            .output()
+            .unwrap()
+    };
+    let out = combine(&[&shares[4], &shares[0], &shares[2]]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "s3cret-PIN\n");
+    let out = combine(&[&shares[1], &shares[3]]);
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty() && String::from_utf8_lossy(&out.stderr).contains("needs 3 different shares")
+    );
+    let mut typo = shares[1].clone();
+    let pos = typo.len() - 12;
+    let replacement = if &typo[pos..pos + 1] == "a" { "b" } else { "a" };
+    typo.replace_range(pos..pos + 1, replacement);
+    let out = combine(&[&shares[0], &typo, &shares[2]]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("share 2 (index 2) fails its checksum"));
+    // The secret never reaches the transcript.
+    assert!(!token.transcript().contains("s3cret"));
+}
+
+#[test]
+fn transcript_tampering_is_detected_and_named() {
+    let token = Token::new("root-ca");
+    for i in 0..3 {
+        let config =
+            token.key_config(&format!("k{i}.toml"), &format!("key-{i}"), "ec-p256", &format!("k{i}.pem"));
+        assert!(token.generate(&config, PIN).status.success());
+    }
+    let path = token.path("transcript.jsonl");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let out = token.ceremony().args(["transcript", "verify"]).output().unwrap();
+    let report = String::from_utf8(out.stdout).unwrap();
+    let head = report.split("head sha256 ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+
+    let lines: Vec<&str> = original.lines().collect();
+    let cases = [
+        ("edited", original.replacen("k1.pem", "kX.pem", 1), "line 2 was edited"),
+        ("deleted", format!("{}\n{}\n", lines[0], lines[2]), "line 2 (seq 3)"),
+        ("swapped", format!("{}\n{}\n{}\n", lines[0], lines[2], lines[1]), "line 2 (seq 3)"),
+    ];
+    for (what, text, expected) in cases {
+        std::fs::write(&path, text).unwrap();
+        let out = token.ceremony().args(["transcript", "verify"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what} not detected");
+        assert!(stderr.contains(expected), "{what}: {stderr}");
+    }
+    // A forged record appended with a correct chain: caught against the witnessed head.
+    std::fs::write(&path, &original).unwrap();
+    let config = token.key_config("forged.toml", "forged", "ec-p256", "forged.pem");
+    assert!(token.generate(&config, PIN).status.success());
+    let out = token.ceremony().args(["transcript", "verify", "--head", &head]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("records after line 3 were added"));
+}
