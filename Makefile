@@ -41,6 +41,8 @@ iso: build
 test: setup
 	$(CARGO) test --workspace --locked --no-fail-fast
 
-## bench: cold, warm and one-file rebuilds beside the plain shell pipeline (reports, never asserts)
+## bench: build times beside the plain shell pipeline, and boot times (reports, never asserts)
 bench: build
 	tests/bench/build.sh
+	$(CEREMONY_OS) build $(DEFINITION) --output out
+	tests/bench/boot.sh out/ceremony-os-0.1.0-amd64.iso
