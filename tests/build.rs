@@ -204,6 +204,14 @@ fn overlay_change_interrupted_then_rebuilt_changes_only_that_file() {
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     text.push_str(&format!("Changed for the test ({nonce}).\n"));
     std::fs::write(&readme, text).unwrap();
+    // A vendor PKCS#11 bundle, declared by path and SHA-256.
+    let image_dir = definition.parent().unwrap().to_path_buf();
+    let sha = vendor_bundle(&image_dir);
+    let mut text = std::fs::read_to_string(&definition).unwrap();
+    text.push_str(&format!(
+        "\n[[hsm_bundle]]\nname = \"vendor\"\narchive = \"vendor.tar\"\nsha256 = \"{sha}\"\nmodule = \"usr/lib/libvendor-pkcs11.so\"\n"
+    ));
+    std::fs::write(&definition, text).unwrap();
     let out = s.root.join("out-changed");
     let squashfs_entries = || {
         std::fs::read_dir(s.store.join("stages/squashfs"))
@@ -259,9 +267,30 @@ fn overlay_change_interrupted_then_rebuilt_changes_only_that_file() {
     }
     assert_ne!(changed.iso_sha256(), s.first.iso_sha256(), "the changed overlay must change the ISO");
     let changes = ceremony_os_tree::diff(&s.first.rootfs_manifest(), &changed.rootfs_manifest());
-    let paths: Vec<&str> = changes.iter().map(|c| c.path()).collect();
-    assert_eq!(paths, ["/etc/ceremony/README"], "exactly the changed file differs: {changes:?}");
-    assert!(matches!(changes[0], Change::Content { .. }));
+    let summary: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|c| {
+            let kind = match c {
+                Change::Content { .. } => "content",
+                Change::Added(_) => "added",
+                _ => "other",
+            };
+            (c.path(), kind)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("/etc/ceremony/README", "content"),
+            ("/etc/pkcs11/modules/vendor.module", "added"),
+            ("/opt/hsm", "added"),
+            ("/opt/hsm/vendor", "added"),
+            ("/opt/hsm/vendor/usr", "added"),
+            ("/opt/hsm/vendor/usr/lib", "added"),
+            ("/opt/hsm/vendor/usr/lib/libvendor-pkcs11.so", "added"),
+        ],
+        "exactly the changed file and the bundle differ"
+    );
 }
 
 #[test]
@@ -314,4 +343,46 @@ fn iso_holds_no_excluded_kernel_module() {
     assert!(leaked.is_empty(), "excluded modules in the image: {:?}", &leaked[..leaked.len().min(10)]);
     assert!(listing.lines().any(|l| l.ends_with("/etc/modprobe.d/ceremony-os-airgap.conf")));
     assert!(listing.lines().any(|l| l.ends_with("/usr/local/bin/ceremony")));
+}
+
+/// A tiny vendor bundle (`vendor.tar` in `dir`); returns its SHA-256.
+fn vendor_bundle(dir: &Path) -> String {
+    let tree = dir.join("vendor-tree");
+    std::fs::create_dir_all(tree.join("usr/lib")).unwrap();
+    std::fs::write(tree.join("usr/lib/libvendor-pkcs11.so"), b"a vendor PKCS#11 module would be here\n").unwrap();
+    let status = std::process::Command::new("tar")
+        .args(["--sort=name", "--owner=0", "--group=0", "--mtime=@1700000000", "-cf"])
+        .arg(dir.join("vendor.tar"))
+        .arg("-C")
+        .arg(&tree)
+        .arg("usr")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    sha256_file(&dir.join("vendor.tar"))
+}
+
+#[test]
+fn hsm_bundle_with_a_wrong_digest_is_refused() {
+    let (_guard, s) = shared();
+    let definition = support::image_copy(&s.root, "image-bad-bundle");
+    let image_dir = definition.parent().unwrap().to_path_buf();
+    let actual = vendor_bundle(&image_dir);
+    let wrong = "ab".repeat(32);
+    let mut text = std::fs::read_to_string(&definition).unwrap();
+    text.push_str(&format!(
+        "\n[[hsm_bundle]]\nname = \"vendor\"\narchive = \"vendor.tar\"\nsha256 = \"{wrong}\"\nmodule = \"usr/lib/libvendor-pkcs11.so\"\n"
+    ));
+    std::fs::write(&definition, text).unwrap();
+    let out = support::ceremony_os(&s.store)
+        .arg("build")
+        .arg(&definition)
+        .arg("--output")
+        .arg(s.root.join("out-bad-bundle"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("hsm_bundle vendor:") && stderr.contains(&actual) && stderr.contains(&wrong), "{stderr}");
+    assert!(!s.root.join("out-bad-bundle/ceremony-os-0.1.0-amd64.iso").exists());
 }
