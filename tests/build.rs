@@ -349,7 +349,8 @@ fn iso_holds_no_excluded_kernel_module() {
 fn vendor_bundle(dir: &Path) -> String {
     let tree = dir.join("vendor-tree");
     std::fs::create_dir_all(tree.join("usr/lib")).unwrap();
-    std::fs::write(tree.join("usr/lib/libvendor-pkcs11.so"), b"a vendor PKCS#11 module would be here\n").unwrap();
+    std::fs::write(tree.join("usr/lib/libvendor-pkcs11.so"), b"a vendor PKCS#11 module would be here\n")
+        .unwrap();
     let status = std::process::Command::new("tar")
         .args(["--sort=name", "--owner=0", "--group=0", "--mtime=@1700000000", "-cf"])
         .arg(dir.join("vendor.tar"))
@@ -383,6 +384,9 @@ fn hsm_bundle_with_a_wrong_digest_is_refused() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("hsm_bundle vendor:") && stderr.contains(&actual) && stderr.contains(&wrong), "{stderr}");
+    assert!(
+        stderr.contains("hsm_bundle vendor:") && stderr.contains(&actual) && stderr.contains(&wrong),
+        "{stderr}"
+    );
     assert!(!s.root.join("out-bad-bundle/ceremony-os-0.1.0-amd64.iso").exists());
 }

@@ -51,6 +51,60 @@ pub struct KeyGenerateConfig {
     pub outputs: KeyGenerateOutputs,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerSection {
+    /// Label of the signing key pair in the token.
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectSection {
+    pub common_name: String,
+    #[serde(default)]
+    pub organization: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValiditySection {
+    /// UTC, like 2026-12-01T00:00:00Z.
+    pub not_before: String,
+    pub not_after: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootProfile {
+    /// The longest validity this profile allows.
+    pub max_validity_days: u32,
+    /// basicConstraints pathLenConstraint; absent means unconstrained.
+    #[serde(default)]
+    pub path_len: Option<u8>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateOutputs {
+    /// Where the certificate is written (PEM). Must not exist.
+    pub certificate: PathBuf,
+}
+
+/// `ceremony root CONFIG`: a self-signed root certificate signed inside the HSM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootConfig {
+    pub hsm: HsmSection,
+    pub key: SignerSection,
+    pub subject: SubjectSection,
+    pub validity: ValiditySection,
+    pub profile: RootProfile,
+    pub outputs: CertificateOutputs,
+}
+
 /// Parse a step configuration; errors read `file:line:col: message`.
 pub fn parse<T: for<'de> Deserialize<'de>>(text: &str, origin: &Path) -> anyhow::Result<T> {
     toml::from_str(text).map_err(|e| {

@@ -7,6 +7,7 @@ mod der;
 mod hsm;
 mod shamir;
 mod transcript;
+mod x509;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -44,6 +45,13 @@ enum Command {
     /// Key management.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Issue a self-signed root CA certificate with a key in the HSM: serial from the HSM's RNG,
+    /// validity bounded by the profile, basicConstraints CA and keyUsage keyCertSign+cRLSign
+    /// (both critical), subject key identifier. Verified and linted after signing.
+    Root {
+        /// The step configuration (TOML: [hsm], [key], [subject], [validity], [profile], [outputs]).
+        config: PathBuf,
+    },
     /// k-of-n secret sharing (for example a token PIN among keyholders).
     #[command(subcommand)]
     Shamir(ShamirCommand),
@@ -129,6 +137,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Hsm(HsmCommand::List { login }) => ("hsm list", hsm_list(cli, *login)),
         Command::Key(KeyCommand::Generate { config }) => ("key generate", key_generate(cli, config)),
+        Command::Root { config } => ("root", root(cli, config)),
         Command::Shamir(ShamirCommand::Split(args)) => ("shamir split", shamir_split(args)),
         Command::Shamir(ShamirCommand::Combine) => ("shamir combine", shamir_combine()),
     };
@@ -157,7 +166,10 @@ fn run(cli: &Cli) -> Result<()> {
 
 /// The laptop's clock, for the transcript only (the record says when the step happened).
 fn now_utc() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     ceremony_os_spec::Timestamp::from_unix(secs).to_string()
 }
 
@@ -220,6 +232,85 @@ fn key_generate(cli: &Cli, config_path: &Path) -> Result<Effects> {
         config_sha256: Some(digest),
         inputs: BTreeMap::new(),
         outputs: BTreeMap::from([(public_key_path.display().to_string(), written)]),
+    })
+}
+
+fn parse_time(text: &str, field: &str) -> Result<i64> {
+    ceremony_os_spec::Timestamp::parse_rfc3339_utc(text)
+        .map(|t| t.unix())
+        .map_err(|e| anyhow::anyhow!("{field}: {e}"))
+}
+
+fn root(cli: &Cli, config_path: &Path) -> Result<Effects> {
+    let (config, digest): (config::RootConfig, String) = config::load(config_path)?;
+    let output = config.outputs.certificate.clone();
+    config::check_outputs(&[&output])?;
+    // Profile rules, before the HSM is touched.
+    let not_before = parse_time(&config.validity.not_before, "validity.not_before")?;
+    let not_after = parse_time(&config.validity.not_after, "validity.not_after")?;
+    if not_after <= not_before {
+        bail!("validity.not_after must be after validity.not_before");
+    }
+    let days = (not_after - not_before) as f64 / 86_400.0;
+    if days > f64::from(config.profile.max_validity_days) {
+        bail!(
+            "the validity is {days:.0} days; the profile allows at most {}",
+            config.profile.max_validity_days
+        );
+    }
+
+    let module = module_for(cli, config.hsm.module.as_deref())?;
+    let hsm = hsm::Hsm::open(&module)?;
+    let slot = hsm.slot_for(&config.hsm.token_label)?;
+    let pin = read_pin(cli, &config.hsm.token_label)?;
+    let session = hsm.login(slot, &pin)?;
+    let signer = x509::find_signer(&session, &config.key.label, None)?;
+    let serial = x509::random_serial(&session)?;
+    let subject_key_id = x509::key_identifier(&signer.spki)?;
+
+    let mut params = rcgen::CertificateParams::default();
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before)?;
+    params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after)?;
+    let mut name = rcgen::DistinguishedName::new();
+    if let Some(country) = &config.subject.country {
+        name.push(rcgen::DnType::CountryName, country.as_str());
+    }
+    if let Some(organization) = &config.subject.organization {
+        name.push(rcgen::DnType::OrganizationName, organization.as_str());
+    }
+    name.push(rcgen::DnType::CommonName, config.subject.common_name.as_str());
+    params.distinguished_name = name;
+    params.is_ca = rcgen::IsCa::Ca(match config.profile.path_len {
+        Some(n) => rcgen::BasicConstraints::Constrained(n),
+        None => rcgen::BasicConstraints::Unconstrained,
+    });
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(subject_key_id.clone());
+    let certificate = params.self_signed(&signer).context("signing the root certificate in the HSM")?;
+
+    x509::check_issued(
+        certificate.der(),
+        &signer.spki,
+        &x509::Expectations {
+            serial,
+            not_before,
+            not_after,
+            path_len: config.profile.path_len.map(u32::from),
+            subject_key_id,
+        },
+    )?;
+    let written = config::write_new(&output, certificate.pem().as_bytes())?;
+    let cert_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(certificate.der()));
+    eprintln!(
+        "root certificate written to {}\n  sha256 {cert_sha256}\n  words  {}",
+        output.display(),
+        ceremony_os_pgpwords::format_hex(&cert_sha256).replace('\n', "\n         ")
+    );
+    Ok(Effects {
+        config_sha256: Some(digest),
+        inputs: BTreeMap::new(),
+        outputs: BTreeMap::from([(output.display().to_string(), written)]),
     })
 }
 

@@ -257,3 +257,86 @@ fn transcript_tampering_is_detected_and_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("records after line 3 were added"));
 }
+
+impl Token {
+    fn root_config(&self, name: &str, label: &str, not_after: &str, output: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[hsm]\nmodule = \"{MODULE}\"\ntoken_label = \"root-ca\"\n\n[key]\nlabel = \"{label}\"\n\n[subject]\ncommon_name = \"Rehearsal Root CA 2026\"\norganization = \"Example Bank\"\ncountry = \"CH\"\n\n[validity]\nnot_before = \"2026-12-01T00:00:00Z\"\nnot_after = \"{not_after}\"\n\n[profile]\nmax_validity_days = 7306\n\n[outputs]\ncertificate = \"{output}\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn run_step(&self, args: &[&str], config: &Path) -> std::process::Output {
+        self.ceremony()
+            .args(args)
+            .args(["--pin-fd", "0"])
+            .arg(config)
+            .write_stdin(format!("{PIN}\n"))
+            .output()
+            .unwrap()
+    }
+}
+
+#[test]
+fn root_certificates_are_signed_in_the_hsm_and_verify() {
+    let token = Token::new("root-ca");
+    for (label, key_type) in [("root-ec", "ec-p384"), ("root-rsa", "rsa-3072")] {
+        let keygen =
+            token.key_config(&format!("{label}-key.toml"), label, key_type, &format!("{label}.pub.pem"));
+        assert!(token.generate(&keygen, PIN).status.success());
+        let pem = format!("{label}.crt.pem");
+        let config = token.root_config(&format!("{label}-root.toml"), label, "2046-12-01T00:00:00Z", &pem);
+        let out = token.run_step(&["root"], &config);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let cert = token.path(&pem);
+        let text = openssl(&["x509", "-noout", "-text"], &cert);
+        assert!(text.contains("CA:TRUE"), "{text}");
+        assert!(text.contains("X509v3 Basic Constraints: critical"), "{text}");
+        assert!(
+            text.contains("X509v3 Key Usage: critical") && text.contains("Certificate Sign, CRL Sign"),
+            "{text}"
+        );
+        assert!(text.contains("X509v3 Subject Key Identifier"), "{text}");
+        assert!(
+            text.contains("Not Before: Dec  1 00:00:00 2026 GMT")
+                && text.contains("Not After : Dec  1 00:00:00 2046 GMT"),
+            "{text}"
+        );
+        // The certificate's key is the HSM key.
+        let cert_key = Command::new("openssl")
+            .args(["x509", "-noout", "-pubkey", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        assert_eq!(
+            String::from_utf8(cert_key).unwrap(),
+            std::fs::read_to_string(token.path(&format!("{label}.pub.pem"))).unwrap()
+        );
+        let verify = Command::new("openssl")
+            .args(["verify", "-attime", "1800000000", "-CAfile"])
+            .arg(&cert)
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    }
+}
+
+#[test]
+fn a_root_longer_than_the_profile_allows_is_refused_before_signing() {
+    let token = Token::new("root-ca");
+    let keygen = token.key_config("key.toml", "root-ec", "ec-p256", "root.pub.pem");
+    assert!(token.generate(&keygen, PIN).status.success());
+    let config = token.root_config("long.toml", "root-ec", "2066-12-01T00:00:00Z", "long.pem");
+    let out = token.run_step(&["root"], &config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the profile allows at most 7306"), "{stderr}");
+    assert!(!token.path("long.pem").exists());
+}

@@ -1,0 +1,232 @@
+//! Certificates signed inside the HSM. rcgen builds the to-be-signed certificate; the signature
+//! comes from the token through [`HsmSigner`]. Profile rules are checked before signing; after
+//! signing the certificate is parsed again, its signature verified with the HSM's public key, and
+//! its fields linted against what was asked for.
+
+use crate::config::KeyType;
+use crate::hsm;
+use anyhow::{Context, Result, anyhow, bail};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use rcgen::{PublicKeyData, SignatureAlgorithm, SigningKey};
+use sha2::{Digest, Sha256, Sha384};
+
+/// A private key in the token, with its public half read back.
+pub struct HsmSigner<'a> {
+    session: &'a Session,
+    private: ObjectHandle,
+    key_type: KeyType,
+    /// RSAPublicKey DER, or the uncompressed EC point: what rcgen puts in the BIT STRING.
+    public_bits: Vec<u8>,
+    pub spki: Vec<u8>,
+}
+
+impl std::fmt::Debug for HsmSigner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HsmSigner({:?})", self.key_type)
+    }
+}
+
+impl PublicKeyData for HsmSigner<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public_bits
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        match self.key_type {
+            KeyType::Rsa3072 | KeyType::Rsa4096 => &rcgen::PKCS_RSA_SHA256,
+            KeyType::EcP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyType::EcP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        }
+    }
+}
+
+impl SigningKey for HsmSigner<'_> {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let signed = match self.key_type {
+            KeyType::Rsa3072 | KeyType::Rsa4096 => {
+                self.session.sign(&Mechanism::Sha256RsaPkcs, self.private, message)
+            }
+            KeyType::EcP256 => self.session.sign(&Mechanism::Ecdsa, self.private, &Sha256::digest(message)),
+            KeyType::EcP384 => self.session.sign(&Mechanism::Ecdsa, self.private, &Sha384::digest(message)),
+        };
+        let raw = signed.map_err(|e| {
+            eprintln!("the HSM refused to sign: {e}");
+            rcgen::Error::RemoteKeyError
+        })?;
+        Ok(match self.key_type {
+            // PKCS#11 returns r || s; X.509 wants an ECDSA-Sig-Value SEQUENCE.
+            KeyType::EcP256 | KeyType::EcP384 => ecdsa_der(&raw),
+            _ => raw,
+        })
+    }
+}
+
+fn ecdsa_der(raw: &[u8]) -> Vec<u8> {
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let int = |v: &[u8]| {
+        let mut c: Vec<u8> = v.iter().copied().skip_while(|b| *b == 0).collect();
+        if c.is_empty() || c[0] & 0x80 != 0 {
+            c.insert(0, 0);
+        }
+        crate::der::tlv(0x02, &c)
+    };
+    crate::der::tlv(0x30, &[int(r), int(s)].concat())
+}
+
+/// Find the signing key by label: exactly one private key, and its public key (same label and
+/// CKA_ID). With `expected_spki`, the public key must also match it (the issuer certificate's).
+pub fn find_signer<'a>(
+    session: &'a Session,
+    label: &str,
+    expected_spki: Option<&[u8]>,
+) -> Result<HsmSigner<'a>> {
+    let by = |class: ObjectClass| {
+        session.find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+    };
+    let privates = by(ObjectClass::PRIVATE_KEY)?;
+    let [private] = privates.as_slice() else {
+        bail!("{} private keys are labelled {label:?}; exactly one must be", privates.len());
+    };
+    let publics = by(ObjectClass::PUBLIC_KEY)?;
+    let [public] = publics.as_slice() else {
+        bail!("{} public keys are labelled {label:?}; exactly one must be", publics.len());
+    };
+    let key_type = detect_key_type(session, *public)?;
+    let spki = hsm::public_key_info(session, *public, key_type)?;
+    if let Some(expected) = expected_spki
+        && expected != spki.as_slice()
+    {
+        bail!("the key labelled {label:?} does not match the issuer certificate's public key");
+    }
+    let public_bits = spki_bits(&spki)?;
+    Ok(HsmSigner { session, private: *private, key_type, public_bits, spki })
+}
+
+fn detect_key_type(session: &Session, public: ObjectHandle) -> Result<KeyType> {
+    let attributes = session.get_attributes(
+        public,
+        &[AttributeType::KeyType, AttributeType::ModulusBits, AttributeType::EcParams],
+    )?;
+    let mut kind = None;
+    let mut bits = 0u64;
+    let mut params = Vec::new();
+    for a in attributes {
+        match a {
+            Attribute::KeyType(k) => kind = Some(k),
+            Attribute::ModulusBits(b) => bits = b.into(),
+            Attribute::EcParams(p) => params = p,
+            _ => {}
+        }
+    }
+    match kind {
+        Some(CkKeyType::RSA) if bits == 3072 => Ok(KeyType::Rsa3072),
+        Some(CkKeyType::RSA) if bits == 4096 => Ok(KeyType::Rsa4096),
+        Some(CkKeyType::EC) if params == crate::der::named_curve(crate::der::OID_P256) => Ok(KeyType::EcP256),
+        Some(CkKeyType::EC) if params == crate::der::named_curve(crate::der::OID_P384) => Ok(KeyType::EcP384),
+        _ => bail!("the key is neither RSA 3072/4096 nor EC P-256/P-384"),
+    }
+}
+
+/// The subjectPublicKey BIT STRING's content (without the unused-bits byte) of an SPKI.
+fn spki_bits(spki: &[u8]) -> Result<Vec<u8>> {
+    use x509_parser::prelude::FromDer;
+    let (_, info) =
+        x509_parser::x509::SubjectPublicKeyInfo::from_der(spki).map_err(|e| anyhow!("bad SPKI: {e}"))?;
+    Ok(info.subject_public_key.data.to_vec())
+}
+
+/// A serial number from the HSM's RNG: 20 bytes, positive, never zero.
+pub fn random_serial(session: &Session) -> Result<Vec<u8>> {
+    let mut serial = session.generate_random_vec(20).context("the HSM's random number generator failed")?;
+    serial[0] &= 0x7f;
+    if serial[0] == 0 {
+        serial[0] = 0x01;
+    }
+    Ok(serial)
+}
+
+/// RFC 7093 method 1 style key identifier: the first 20 bytes of SHA-256 of the subjectPublicKey.
+pub fn key_identifier(spki: &[u8]) -> Result<Vec<u8>> {
+    Ok(Sha256::digest(spki_bits(spki)?)[..20].to_vec())
+}
+
+/// After signing: parse, verify the signature with the signer's public key, and lint.
+pub fn check_issued(der: &[u8], issuer_spki: &[u8], expect: &Expectations) -> Result<()> {
+    use x509_parser::prelude::*;
+    let (rest, cert) =
+        X509Certificate::from_der(der).map_err(|e| anyhow!("the signed certificate does not parse: {e}"))?;
+    if !rest.is_empty() {
+        bail!("trailing bytes after the signed certificate");
+    }
+    let (_, issuer_key) = SubjectPublicKeyInfo::from_der(issuer_spki).map_err(|e| anyhow!("{e}"))?;
+    cert.verify_signature(Some(&issuer_key))
+        .map_err(|e| anyhow!("the signature does not verify with the HSM's public key: {e}"))?;
+    if cert.version() != X509Version::V3 {
+        bail!("not an X.509 v3 certificate");
+    }
+    if cert.raw_serial() != expect.serial.as_slice() {
+        bail!("the serial number is not the one drawn from the HSM");
+    }
+    if cert.validity().not_before.timestamp() != expect.not_before
+        || cert.validity().not_after.timestamp() != expect.not_after
+    {
+        bail!("the validity is not the one asked for");
+    }
+    let constraints = cert
+        .basic_constraints()
+        .map_err(|e| anyhow!("{e}"))?
+        .ok_or_else(|| anyhow!("no basicConstraints"))?;
+    if !constraints.critical
+        || !constraints.value.ca
+        || constraints.value.path_len_constraint != expect.path_len
+    {
+        bail!("basicConstraints is not critical CA:TRUE with the expected path length");
+    }
+    let usage = cert.key_usage().map_err(|e| anyhow!("{e}"))?.ok_or_else(|| anyhow!("no keyUsage"))?;
+    if !usage.critical
+        || !usage.value.key_cert_sign()
+        || !usage.value.crl_sign()
+        || usage.value.digital_signature()
+    {
+        bail!("keyUsage is not critical keyCertSign + cRLSign");
+    }
+    let ski = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("no subjectKeyIdentifier"))?;
+    if ski != expect.subject_key_id {
+        bail!("the subjectKeyIdentifier is not the subject key's");
+    }
+    Ok(())
+}
+
+/// What `check_issued` compares the certificate with.
+#[derive(Debug)]
+pub struct Expectations {
+    pub serial: Vec<u8>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub path_len: Option<u32>,
+    pub subject_key_id: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ecdsa_der;
+
+    #[test]
+    fn raw_ecdsa_signatures_become_der() {
+        let mut raw = vec![0x80; 32];
+        raw.extend(vec![0x01; 32]);
+        let der = ecdsa_der(&raw);
+        assert_eq!(&der[..4], [0x30, 69, 0x02, 33]);
+        assert_eq!(der[4], 0x00, "a high bit gets a leading zero");
+        assert_eq!(&der[37..39], [0x02, 32]);
+    }
+}
