@@ -105,6 +105,104 @@ pub struct RootConfig {
     pub outputs: CertificateOutputs,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSection {
+    /// The issuer's certificate (PEM).
+    pub certificate: PathBuf,
+    /// Label of the issuer's key pair in the token; its public key must match the certificate's.
+    pub key_label: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsrSection {
+    /// The certificate signing request (PEM).
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntermediateProfile {
+    pub max_validity_days: u32,
+    /// basicConstraints pathLenConstraint of the intermediate.
+    pub path_len: u8,
+    #[serde(default)]
+    pub crl_distribution_point: Option<String>,
+    /// caIssuers URI for the Authority Information Access extension.
+    #[serde(default)]
+    pub authority_info_access: Option<String>,
+}
+
+/// `ceremony sign-csr CONFIG`: an intermediate CA certificate; the profile, not the CSR, decides
+/// validity, extensions and path length.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignCsrConfig {
+    pub hsm: HsmSection,
+    pub issuer: IssuerSection,
+    pub csr: CsrSection,
+    pub validity: ValiditySection,
+    pub profile: IntermediateProfile,
+    pub outputs: CertificateOutputs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationReason {
+    Unspecified,
+    KeyCompromise,
+    CaCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+    CertificateHold,
+    PrivilegeWithdrawn,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokedEntry {
+    /// The revoked certificate's serial number, hex.
+    pub serial: String,
+    pub revoked_at: String,
+    pub reason: RevocationReason,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlSection {
+    pub number: u64,
+    pub this_update: String,
+    pub next_update: String,
+    #[serde(default)]
+    pub revoked: Vec<RevokedEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlProfile {
+    /// The longest thisUpdate..nextUpdate span this profile allows.
+    pub max_span_days: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlOutputs {
+    pub crl: PathBuf,
+}
+
+/// `ceremony crl CONFIG`: a CRL signed by the issuer's key in the HSM.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlConfig {
+    pub hsm: HsmSection,
+    pub issuer: IssuerSection,
+    pub crl: CrlSection,
+    pub profile: CrlProfile,
+    pub outputs: CrlOutputs,
+}
+
 /// Parse a step configuration; errors read `file:line:col: message`.
 pub fn parse<T: for<'de> Deserialize<'de>>(text: &str, origin: &Path) -> anyhow::Result<T> {
     toml::from_str(text).map_err(|e| {

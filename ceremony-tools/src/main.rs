@@ -52,6 +52,20 @@ enum Command {
         /// The step configuration (TOML: [hsm], [key], [subject], [validity], [profile], [outputs]).
         config: PathBuf,
     },
+    /// Issue an intermediate CA certificate for a CSR. The CSR's signature is verified; its
+    /// subject and key are used, nothing else: the profile decides validity, path length, CRL
+    /// distribution point and AIA. The signing key is found by label and must match the issuer
+    /// certificate's public key.
+    SignCsr {
+        /// The step configuration (TOML: [hsm], [issuer], [csr], [validity], [profile], [outputs]).
+        config: PathBuf,
+    },
+    /// Sign a CRL with the issuer's key: thisUpdate/nextUpdate within the issuer's validity and at
+    /// most the profile's span, revoked serials with reasons; verified after signing.
+    Crl {
+        /// The step configuration (TOML: [hsm], [issuer], [crl], [profile], [outputs]).
+        config: PathBuf,
+    },
     /// k-of-n secret sharing (for example a token PIN among keyholders).
     #[command(subcommand)]
     Shamir(ShamirCommand),
@@ -138,6 +152,8 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Hsm(HsmCommand::List { login }) => ("hsm list", hsm_list(cli, *login)),
         Command::Key(KeyCommand::Generate { config }) => ("key generate", key_generate(cli, config)),
         Command::Root { config } => ("root", root(cli, config)),
+        Command::SignCsr { config } => ("sign-csr", sign_csr(cli, config)),
+        Command::Crl { config } => ("crl", crl(cli, config)),
         Command::Shamir(ShamirCommand::Split(args)) => ("shamir split", shamir_split(args)),
         Command::Shamir(ShamirCommand::Combine) => ("shamir combine", shamir_combine()),
     };
@@ -239,6 +255,201 @@ fn parse_time(text: &str, field: &str) -> Result<i64> {
     ceremony_os_spec::Timestamp::parse_rfc3339_utc(text)
         .map(|t| t.unix())
         .map_err(|e| anyhow::anyhow!("{field}: {e}"))
+}
+
+/// The validity as Unix times, checked against the profile's limit.
+fn checked_validity(validity: &config::ValiditySection, max_days: u32) -> Result<(i64, i64)> {
+    let not_before = parse_time(&validity.not_before, "validity.not_before")?;
+    let not_after = parse_time(&validity.not_after, "validity.not_after")?;
+    if not_after <= not_before {
+        bail!("validity.not_after must be after validity.not_before");
+    }
+    let days = (not_after - not_before) as f64 / 86_400.0;
+    if days > f64::from(max_days) {
+        bail!("the validity is {days:.0} days; the profile allows at most {max_days}");
+    }
+    Ok((not_before, not_after))
+}
+
+fn print_written(what: &str, path: &Path, der: &[u8]) {
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(der));
+    eprintln!(
+        "{what} written to {}\n  sha256 {sha256}\n  words  {}",
+        path.display(),
+        ceremony_os_pgpwords::format_hex(&sha256).replace('\n', "\n         ")
+    );
+}
+
+fn sign_csr(cli: &Cli, config_path: &Path) -> Result<Effects> {
+    use x509_parser::prelude::{FromDer, X509Certificate, X509CertificationRequest};
+    let (config, digest): (config::SignCsrConfig, String) = config::load(config_path)?;
+    let output = config.outputs.certificate.clone();
+    config::check_outputs(&[&output])?;
+    let (not_before, not_after) = checked_validity(&config.validity, config.profile.max_validity_days)?;
+    let issuer_der = x509::read_pem(&config.issuer.certificate, "CERTIFICATE")?;
+    let (_, issuer_cert) = X509Certificate::from_der(&issuer_der)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.issuer.certificate.display()))?;
+    if not_before < issuer_cert.validity().not_before.timestamp()
+        || not_after > issuer_cert.validity().not_after.timestamp()
+    {
+        bail!("the validity must lie within the issuer certificate's");
+    }
+    let csr_der = x509::read_pem(&config.csr.path, "CERTIFICATE REQUEST")?;
+    let (_, csr) = X509CertificationRequest::from_der(&csr_der)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.csr.path.display()))?;
+    csr.verify_signature().map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the CSR's signature does not verify ({e}): it was altered or not signed by its key",
+            config.csr.path.display()
+        )
+    })?;
+    if csr.requested_extensions().is_some_and(|mut e| e.next().is_some()) {
+        eprintln!("note: the CSR requests extensions; they are ignored, the profile decides");
+    }
+    let subject = x509::subject_from_csr(&csr.certification_request_info.subject)?;
+    let subject_spki = csr.certification_request_info.subject_pki.raw.to_vec();
+    let subject_key = rcgen::SubjectPublicKeyInfo::from_der(&subject_spki)
+        .map_err(|e| anyhow::anyhow!("the CSR's public key: {e}"))?;
+
+    let module = module_for(cli, config.hsm.module.as_deref())?;
+    let hsm = hsm::Hsm::open(&module)?;
+    let slot = hsm.slot_for(&config.hsm.token_label)?;
+    let pin = read_pin(cli, &config.hsm.token_label)?;
+    let session = hsm.login(slot, &pin)?;
+    let issuer_spki = issuer_cert.public_key().raw.to_vec();
+    let signer = x509::find_signer(&session, &config.issuer.key_label, Some(&issuer_spki))?;
+    let serial = x509::random_serial(&session)?;
+    let subject_key_id = x509::key_identifier(&subject_spki)?;
+
+    let mut params = rcgen::CertificateParams::default();
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before)?;
+    params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after)?;
+    params.distinguished_name = subject;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(config.profile.path_len));
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(subject_key_id.clone());
+    params.use_authority_key_identifier_extension = true;
+    if let Some(uri) = &config.profile.crl_distribution_point {
+        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![uri.clone()] }];
+    }
+    if let Some(uri) = &config.profile.authority_info_access {
+        params.custom_extensions.push(x509::authority_info_access(uri));
+    }
+    let issuer = rcgen::Issuer::from_ca_cert_der(&issuer_der.clone().into(), &signer)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.issuer.certificate.display()))?;
+    let certificate =
+        params.signed_by(&subject_key, &issuer).context("signing the certificate in the HSM")?;
+    x509::check_issued(
+        certificate.der(),
+        &issuer_spki,
+        &x509::Expectations {
+            serial,
+            not_before,
+            not_after,
+            path_len: Some(u32::from(config.profile.path_len)),
+            subject_key_id,
+        },
+    )?;
+    let (_, issued) = X509Certificate::from_der(certificate.der()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if issued.issuer().as_raw() != issuer_cert.subject().as_raw() {
+        bail!("the certificate's issuer name is not the issuer certificate's subject");
+    }
+    let written = config::write_new(&output, certificate.pem().as_bytes())?;
+    print_written("intermediate certificate", &output, certificate.der());
+    Ok(Effects {
+        config_sha256: Some(digest),
+        inputs: BTreeMap::from([
+            (
+                config.csr.path.display().to_string(),
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&csr_der)),
+            ),
+            (
+                config.issuer.certificate.display().to_string(),
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&issuer_der)),
+            ),
+        ]),
+        outputs: BTreeMap::from([(output.display().to_string(), written)]),
+    })
+}
+
+fn crl(cli: &Cli, config_path: &Path) -> Result<Effects> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (config, digest): (config::CrlConfig, String) = config::load(config_path)?;
+    let output = config.outputs.crl.clone();
+    config::check_outputs(&[&output])?;
+    let this_update = parse_time(&config.crl.this_update, "crl.this_update")?;
+    let next_update = parse_time(&config.crl.next_update, "crl.next_update")?;
+    if next_update <= this_update {
+        bail!("crl.next_update must be after crl.this_update");
+    }
+    let span = (next_update - this_update) as f64 / 86_400.0;
+    if span > f64::from(config.profile.max_span_days) {
+        bail!("the CRL spans {span:.0} days; the profile allows at most {}", config.profile.max_span_days);
+    }
+    let issuer_der = x509::read_pem(&config.issuer.certificate, "CERTIFICATE")?;
+    let (_, issuer_cert) = X509Certificate::from_der(&issuer_der)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.issuer.certificate.display()))?;
+    if this_update < issuer_cert.validity().not_before.timestamp()
+        || next_update > issuer_cert.validity().not_after.timestamp()
+    {
+        bail!("thisUpdate and nextUpdate must lie within the issuer certificate's validity");
+    }
+    let mut revoked = Vec::new();
+    let mut serials = Vec::new();
+    for (i, entry) in config.crl.revoked.iter().enumerate() {
+        let serial = hex::decode(entry.serial.trim_start_matches("0x"))
+            .map_err(|_| anyhow::anyhow!("crl.revoked[{i}].serial is not hex"))?;
+        let at = parse_time(&entry.revoked_at, &format!("crl.revoked[{i}].revoked_at"))?;
+        use config::RevocationReason as R;
+        let reason = match entry.reason {
+            R::Unspecified => rcgen::RevocationReason::Unspecified,
+            R::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
+            R::CaCompromise => rcgen::RevocationReason::CaCompromise,
+            R::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
+            R::Superseded => rcgen::RevocationReason::Superseded,
+            R::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
+            R::CertificateHold => rcgen::RevocationReason::CertificateHold,
+            R::PrivilegeWithdrawn => rcgen::RevocationReason::PrivilegeWithdrawn,
+        };
+        revoked.push(rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from_slice(&serial),
+            revocation_time: time::OffsetDateTime::from_unix_timestamp(at)?,
+            reason_code: Some(reason),
+            invalidity_date: None,
+        });
+        serials.push(serial);
+    }
+
+    let module = module_for(cli, config.hsm.module.as_deref())?;
+    let hsm = hsm::Hsm::open(&module)?;
+    let slot = hsm.slot_for(&config.hsm.token_label)?;
+    let pin = read_pin(cli, &config.hsm.token_label)?;
+    let session = hsm.login(slot, &pin)?;
+    let issuer_spki = issuer_cert.public_key().raw.to_vec();
+    let signer = x509::find_signer(&session, &config.issuer.key_label, Some(&issuer_spki))?;
+    let issuer = rcgen::Issuer::from_ca_cert_der(&issuer_der.clone().into(), &signer)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.issuer.certificate.display()))?;
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: time::OffsetDateTime::from_unix_timestamp(this_update)?,
+        next_update: time::OffsetDateTime::from_unix_timestamp(next_update)?,
+        crl_number: rcgen::SerialNumber::from(config.crl.number.to_be_bytes().to_vec()),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: rcgen::KeyIdMethod::PreSpecified(x509::key_identifier(&issuer_spki)?),
+    };
+    let list = params.signed_by(&issuer).context("signing the CRL in the HSM")?;
+    x509::check_crl(list.der(), &issuer_spki, &serials)?;
+    let written = config::write_new(&output, list.pem().context("PEM encoding the CRL")?.as_bytes())?;
+    print_written("CRL", &output, list.der());
+    Ok(Effects {
+        config_sha256: Some(digest),
+        inputs: BTreeMap::from([(
+            config.issuer.certificate.display().to_string(),
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&issuer_der)),
+        )]),
+        outputs: BTreeMap::from([(output.display().to_string(), written)]),
+    })
 }
 
 fn root(cli: &Cli, config_path: &Path) -> Result<Effects> {

@@ -230,3 +230,66 @@ mod tests {
         assert_eq!(&der[37..39], [0x02, 32]);
     }
 }
+
+/// The DER inside a PEM file, checking its label.
+pub fn read_pem(path: &std::path::Path, label: &str) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(&bytes).map_err(|e| anyhow!("{}: not PEM: {e}", path.display()))?;
+    if pem.label != label {
+        bail!("{}: a PEM {:?}, expected {label:?}", path.display(), pem.label);
+    }
+    Ok(pem.contents)
+}
+
+/// The subject of a CSR as an rcgen name. Only the usual attributes are accepted.
+pub fn subject_from_csr(name: &x509_parser::x509::X509Name<'_>) -> Result<rcgen::DistinguishedName> {
+    use x509_parser::oid_registry as oids;
+    let mut out = rcgen::DistinguishedName::new();
+    for attribute in name.iter_attributes() {
+        let value =
+            attribute.as_str().map_err(|_| anyhow!("a subject attribute is not a string"))?.to_string();
+        let oid = attribute.attr_type();
+        let kind = if *oid == oids::OID_X509_COMMON_NAME {
+            rcgen::DnType::CommonName
+        } else if *oid == oids::OID_X509_ORGANIZATION_NAME {
+            rcgen::DnType::OrganizationName
+        } else if *oid == oids::OID_X509_ORGANIZATIONAL_UNIT {
+            rcgen::DnType::OrganizationalUnitName
+        } else if *oid == oids::OID_X509_COUNTRY_NAME {
+            rcgen::DnType::CountryName
+        } else if *oid == oids::OID_X509_LOCALITY_NAME {
+            rcgen::DnType::LocalityName
+        } else if *oid == oids::OID_X509_STATE_OR_PROVINCE_NAME {
+            rcgen::DnType::StateOrProvinceName
+        } else {
+            bail!("the CSR's subject has attribute {oid}, which the profile does not allow");
+        };
+        out.push(kind, value);
+    }
+    Ok(out)
+}
+
+/// An Authority Information Access extension with one caIssuers URI (RFC 5280 4.2.2.1).
+pub fn authority_info_access(uri: &str) -> rcgen::CustomExtension {
+    use crate::der::tlv;
+    let ca_issuers = tlv(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02]);
+    let location = tlv(0x86, uri.as_bytes());
+    let content = tlv(0x30, &tlv(0x30, &[ca_issuers, location].concat()));
+    rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], content)
+}
+
+/// After signing a CRL: parse it, verify its signature with the issuer's key, check its entries.
+pub fn check_crl(der: &[u8], issuer_spki: &[u8], serials: &[Vec<u8>]) -> Result<()> {
+    use x509_parser::prelude::*;
+    let (_, crl) = CertificateRevocationList::from_der(der)
+        .map_err(|e| anyhow!("the signed CRL does not parse: {e}"))?;
+    let (_, issuer_key) = SubjectPublicKeyInfo::from_der(issuer_spki).map_err(|e| anyhow!("{e}"))?;
+    crl.verify_signature(&issuer_key)
+        .map_err(|e| anyhow!("the CRL's signature does not verify with the HSM's public key: {e}"))?;
+    let listed: Vec<Vec<u8>> = crl.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()).collect();
+    if listed != serials {
+        bail!("the CRL lists other serials than asked for");
+    }
+    Ok(())
+}

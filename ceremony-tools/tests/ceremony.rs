@@ -340,3 +340,149 @@ fn a_root_longer_than_the_profile_allows_is_refused_before_signing() {
     assert!(stderr.contains("the profile allows at most 7306"), "{stderr}");
     assert!(!token.path("long.pem").exists());
 }
+
+fn write(token: &Token, name: &str, text: &str) -> PathBuf {
+    let path = token.path(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn hsm_section() -> String {
+    format!("[hsm]\nmodule = \"{MODULE}\"\ntoken_label = \"root-ca\"\n")
+}
+
+/// Key, root, an intermediate from an openssl CSR, and a CRL revoking it; openssl verifies all.
+#[test]
+fn full_rehearsal_root_intermediate_and_crl_verify_with_openssl() {
+    let token = Token::new("root-ca");
+    let keygen = token.key_config("1-key.toml", "root-2026", "ec-p384", "root.pub.pem");
+    assert!(token.generate(&keygen, PIN).status.success());
+    let root = token.root_config("2-root.toml", "root-2026", "2046-12-01T00:00:00Z", "root.pem");
+    assert!(token.run_step(&["root"], &root).status.success());
+
+    let csr = token.path("intermediate.csr");
+    let out = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout"])
+        .arg(token.path("intermediate.key"))
+        .arg("-out")
+        .arg(&csr)
+        .args([
+            "-subj",
+            "/C=CH/O=Example Bank/CN=Rehearsal Intermediate CA 1",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE,pathlen:5",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let sign = write(
+        &token,
+        "3-sign.toml",
+        &format!(
+            "{}\n[issuer]\ncertificate = \"root.pem\"\nkey_label = \"root-2026\"\n\n[csr]\npath = \"intermediate.csr\"\n\n[validity]\nnot_before = \"2026-12-01T00:00:00Z\"\nnot_after = \"2031-12-01T00:00:00Z\"\n\n[profile]\nmax_validity_days = 1827\npath_len = 0\ncrl_distribution_point = \"http://crl.example.invalid/root-2026.crl\"\nauthority_info_access = \"http://ca.example.invalid/root-2026.crt\"\n\n[outputs]\ncertificate = \"intermediate.pem\"\n",
+            hsm_section()
+        ),
+    );
+    let out = token.run_step(&["sign-csr"], &sign);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let intermediate = token.path("intermediate.pem");
+    let text = openssl(&["x509", "-noout", "-text"], &intermediate);
+    assert!(text.contains("CA:TRUE, pathlen:0"), "the profile, not the CSR, sets the path length: {text}");
+    assert!(
+        text.contains("crl.example.invalid/root-2026.crl")
+            && text.contains("CA Issuers - URI:http://ca.example.invalid/root-2026.crt"),
+        "{text}"
+    );
+    assert!(text.contains("X509v3 Authority Key Identifier"), "{text}");
+    let verify = Command::new("openssl")
+        .args(["verify", "-attime", "1800000000", "-CAfile"])
+        .arg(token.path("root.pem"))
+        .arg(&intermediate)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+
+    let serial = openssl(&["x509", "-noout", "-serial"], &intermediate)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_lowercase();
+    let crl = write(
+        &token,
+        "4-crl.toml",
+        &format!(
+            "{}\n[issuer]\ncertificate = \"root.pem\"\nkey_label = \"root-2026\"\n\n[crl]\nnumber = 1\nthis_update = \"2027-01-01T00:00:00Z\"\nnext_update = \"2027-07-01T00:00:00Z\"\n\n[[crl.revoked]]\nserial = \"{serial}\"\nrevoked_at = \"2026-12-15T00:00:00Z\"\nreason = \"key_compromise\"\n\n[profile]\nmax_span_days = 366\n\n[outputs]\ncrl = \"root.crl.pem\"\n",
+            hsm_section()
+        ),
+    );
+    let out = token.run_step(&["crl"], &crl);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let crl_out = Command::new("openssl")
+        .args(["crl", "-noout", "-text", "-verify", "-CAfile"])
+        .arg(token.path("root.pem"))
+        .arg("-in")
+        .arg(token.path("root.crl.pem"))
+        .output()
+        .unwrap();
+    let crl_text =
+        String::from_utf8_lossy(&crl_out.stdout).to_string() + &String::from_utf8_lossy(&crl_out.stderr);
+    assert!(crl_out.status.success() && crl_text.contains("verify OK"), "{crl_text}");
+    assert!(crl_text.to_lowercase().contains(&serial) && crl_text.contains("Key Compromise"), "{crl_text}");
+
+    // The private keys are sensitive and never extractable, and the transcript holds every step.
+    let objects = token.objects();
+    assert!(objects.contains("never extractable") && objects.contains("sensitive"), "{objects}");
+    token
+        .ceremony()
+        .args(["transcript", "verify"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("4 records, chain intact"));
+}
+
+#[test]
+fn a_csr_with_a_broken_signature_is_refused() {
+    let token = Token::new("root-ca");
+    let keygen = token.key_config("1-key.toml", "root-2026", "ec-p256", "root.pub.pem");
+    assert!(token.generate(&keygen, PIN).status.success());
+    let root = token.root_config("2-root.toml", "root-2026", "2046-12-01T00:00:00Z", "root.pem");
+    assert!(token.run_step(&["root"], &root).status.success());
+    let csr = token.path("bad.csr");
+    let out = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout"])
+        .arg(token.path("bad.key"))
+        .arg("-outform")
+        .arg("DER")
+        .arg("-out")
+        .arg(token.path("bad.der"))
+        .args(["-subj", "/CN=Tampered"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // Flip a bit in the signature (the last bytes of the DER).
+    let mut der = std::fs::read(token.path("bad.der")).unwrap();
+    let last = der.len() - 3;
+    der[last] ^= 0x01;
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    std::fs::write(
+        &csr,
+        format!("-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n"),
+    )
+    .unwrap();
+    let before = token.objects();
+    let sign = write(
+        &token,
+        "3-sign.toml",
+        &format!(
+            "{}\n[issuer]\ncertificate = \"root.pem\"\nkey_label = \"root-2026\"\n\n[csr]\npath = \"bad.csr\"\n\n[validity]\nnot_before = \"2026-12-01T00:00:00Z\"\nnot_after = \"2027-12-01T00:00:00Z\"\n\n[profile]\nmax_validity_days = 1827\npath_len = 0\n\n[outputs]\ncertificate = \"bad.pem\"\n",
+            hsm_section()
+        ),
+    );
+    let out = token.run_step(&["sign-csr"], &sign);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the CSR's signature does not verify"), "{stderr}");
+    assert!(!token.path("bad.pem").exists());
+    assert_eq!(token.objects(), before);
+}
