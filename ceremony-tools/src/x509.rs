@@ -216,21 +216,6 @@ pub struct Expectations {
     pub subject_key_id: Vec<u8>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::ecdsa_der;
-
-    #[test]
-    fn raw_ecdsa_signatures_become_der() {
-        let mut raw = vec![0x80; 32];
-        raw.extend(vec![0x01; 32]);
-        let der = ecdsa_der(&raw);
-        assert_eq!(&der[..4], [0x30, 69, 0x02, 33]);
-        assert_eq!(der[4], 0x00, "a high bit gets a leading zero");
-        assert_eq!(&der[37..39], [0x02, 32]);
-    }
-}
-
 /// The DER inside a PEM file, checking its label.
 pub fn read_pem(path: &std::path::Path, label: &str) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -292,4 +277,19 @@ pub fn check_crl(der: &[u8], issuer_spki: &[u8], serials: &[Vec<u8>]) -> Result<
         bail!("the CRL lists other serials than asked for");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ecdsa_der;
+
+    #[test]
+    fn raw_ecdsa_signatures_become_der() {
+        let mut raw = vec![0x80; 32];
+        raw.extend(vec![0x01; 32]);
+        let der = ecdsa_der(&raw);
+        assert_eq!(&der[..4], [0x30, 69, 0x02, 33]);
+        assert_eq!(der[4], 0x00, "a high bit gets a leading zero");
+        assert_eq!(&der[37..39], [0x02, 32]);
+    }
 }
