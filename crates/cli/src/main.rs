@@ -17,8 +17,11 @@ use std::process::ExitCode;
 /// Build, verify and burn a bit-for-bit reproducible live ISO for key ceremonies.
 ///
 /// The pipeline: `lock` pins every Debian package of image/ceremony.toml by SHA-256 into
-/// image/ceremony.lock; `fetch` fills a content-addressed store with exactly those files, verified;
-/// `vendor` copies them out so a rebuild needs no network at all.
+/// image/ceremony.lock; `fetch` fills a content-addressed store with exactly those files, verified
+/// (`vendor` copies them out for rebuilds with no network); `build` turns the lock into the ISO,
+/// the same bytes on any machine; `verify` rebuilds and compares with what was published, and
+/// `compare` explains how two ISOs differ; `material` and `burn` make and check the discs;
+/// `boot` runs an ISO in QEMU.
 ///
 /// Exit status: 0 on success, 1 on any error, 2 on a usage error; `verify` and `compare` use 1
 /// for "differs" and 2 for errors.
