@@ -140,6 +140,16 @@ pub(crate) fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
     Ok(entries)
 }
 
+/// Remove a file, symlink or directory tree (see [`remove_tree`]).
+pub(crate) fn remove_path(path: &Path) -> Result<(), BuildError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| BuildError::io(path, e))?;
+    if meta.is_dir() {
+        remove_tree(path)
+    } else {
+        std::fs::remove_file(path).map_err(|e| BuildError::io(path, e))
+    }
+}
+
 /// Remove a tree, refusing if anything is mounted inside it (a killed chroot step must never make
 /// us delete through a bind mount).
 pub(crate) fn remove_tree(path: &Path) -> Result<(), BuildError> {

@@ -92,7 +92,7 @@ pub fn prepare_toolchain(
         records: Default::default(),
     };
     let output = stages::toolchain::run(&ctx)?;
-    Ok(Toolchain::new(&output.path))
+    Ok(Toolchain::from_stage(&output))
 }
 
 pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result<BuildReport, BuildError> {
@@ -138,15 +138,14 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
         records: Default::default(),
     };
     let repo = stages::repo::run(&ctx)?;
-    let toolchain_out = stages::toolchain::run(&ctx)?;
-    let toolchain = toolchain::Toolchain::new(&toolchain_out.path);
+    let toolchain = Toolchain::from_stage(&stages::toolchain::run(&ctx)?);
     let rootfs = stages::rootfs::run(&ctx, &repo)?;
     let customized = stages::customize::run(&ctx, &rootfs, &tools.binary)?;
     let normalized = stages::normalize::run(&ctx, &customized)?;
     let tree = stages::normalize::NormalizedTree::at(&normalized.path)?;
-    let squashfs = stages::squashfs::run(&ctx, &normalized, &toolchain_out, &toolchain)?;
-    let boot = stages::boot::run(&ctx, &normalized, &toolchain_out, &toolchain)?;
-    let iso = stages::iso::run(&ctx, &squashfs, &boot, &toolchain_out, &toolchain)?;
+    let squashfs = stages::squashfs::run(&ctx, &normalized, &toolchain)?;
+    let boot = stages::boot::run(&ctx, &normalized, &toolchain)?;
+    let iso = stages::iso::run(&ctx, &squashfs, &boot, &toolchain)?;
 
     let records = ctx.records.borrow().clone();
     outputs::write_outputs(
@@ -163,7 +162,7 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
             compiler: &tools.compiler,
             tools_sha256: &tools.binary.sha256,
             git_commit: &tools.git_commit,
-            toolchain_digest: &toolchain_out.digest,
+            toolchain_digest: toolchain.digest(),
         },
     )
 }

@@ -55,7 +55,7 @@ pub fn normalize_debian_tree(root: &Path, source_date_epoch: i64) -> Result<(), 
         let dir = root.join(relative);
         if dir.is_dir() {
             for entry in crate::cache::read_dir_sorted(&dir)? {
-                remove_path(&entry)?;
+                crate::cache::remove_path(&entry)?;
             }
         }
     }
@@ -104,7 +104,7 @@ fn remove_matching(root: &Path, dir: &Path) -> Result<(), BuildError> {
             }
             remove_matching(root, &entry)?;
         } else if removed_anywhere(&name) {
-            remove_path(&entry)?;
+            crate::cache::remove_path(&entry)?;
         }
     }
     Ok(())
@@ -112,18 +112,9 @@ fn remove_matching(root: &Path, dir: &Path) -> Result<(), BuildError> {
 
 fn remove_if_present(path: &Path) -> Result<(), BuildError> {
     match std::fs::symlink_metadata(path) {
-        Ok(_) => remove_path(path),
+        Ok(_) => crate::cache::remove_path(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(BuildError::io(path, e)),
-    }
-}
-
-fn remove_path(path: &Path) -> Result<(), BuildError> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| BuildError::io(path, e))?;
-    if meta.is_dir() {
-        crate::cache::remove_tree(path)
-    } else {
-        std::fs::remove_file(path).map_err(|e| BuildError::io(path, e))
     }
 }
 

@@ -11,11 +11,17 @@ const LIBRARY_DIRS: [&str; 2] = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-g
 #[derive(Debug, Clone)]
 pub struct Toolchain {
     root: PathBuf,
+    digest: String,
 }
 
 impl Toolchain {
-    pub fn new(root: &Path) -> Self {
-        Toolchain { root: root.to_path_buf() }
+    /// The toolchain stage's output: its tree and its digest (what stages using it key on).
+    pub fn from_stage(output: &crate::cache::StageOutput) -> Self {
+        Toolchain { root: output.path.clone(), digest: output.digest.clone() }
+    }
+
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// A file inside the toolchain tree (`usr/lib/ISOLINUX/isolinux.bin`...).

@@ -45,7 +45,6 @@ pub const MARKER: &str = ".ceremony-os";
 pub(crate) fn run(
     ctx: &Ctx<'_>,
     normalized: &StageOutput,
-    toolchain_out: &StageOutput,
     toolchain: &Toolchain,
 ) -> Result<StageOutput, BuildError> {
     let tree = super::normalize::NormalizedTree::at(&normalized.path)?;
@@ -55,7 +54,7 @@ pub(crate) fn run(
     let mut key = KeyBuilder::new("boot", RECIPE);
     key.field("vmlinuz", &super::file_digest(&vmlinuz)?)
         .field("initrd", &super::file_digest(&initrd)?)
-        .field("toolchain", &toolchain_out.digest)
+        .field("toolchain", toolchain.digest())
         .field("cmdline", &def.kernel.cmdline)
         .field("title", &title)
         .field("marker", &def.artifact_stem())

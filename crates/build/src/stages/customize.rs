@@ -264,7 +264,7 @@ fn remove_documentation(root: &Path) -> Result<(), BuildError> {
     if locale.is_dir() {
         for entry in crate::cache::read_dir_sorted(&locale)? {
             if entry.file_name().is_some_and(|n| n != "locale.alias") {
-                remove_any(&entry)?;
+                crate::cache::remove_path(&entry)?;
             }
         }
     }
@@ -274,21 +274,13 @@ fn remove_documentation(root: &Path) -> Result<(), BuildError> {
             if std::fs::symlink_metadata(&package).map_err(|e| BuildError::io(&package, e))?.is_dir() {
                 for entry in crate::cache::read_dir_sorted(&package)? {
                     if entry.file_name().is_some_and(|n| n != "copyright") {
-                        remove_any(&entry)?;
+                        crate::cache::remove_path(&entry)?;
                     }
                 }
             }
         }
     }
     Ok(())
-}
-
-fn remove_any(path: &Path) -> Result<(), BuildError> {
-    if std::fs::symlink_metadata(path).map_err(|e| BuildError::io(path, e))?.is_dir() {
-        crate::cache::remove_tree(path)
-    } else {
-        std::fs::remove_file(path).map_err(|e| BuildError::io(path, e))
-    }
 }
 
 fn mask_units(root: &Path) -> Result<(), BuildError> {

@@ -13,7 +13,6 @@ pub(crate) fn run(
     ctx: &Ctx<'_>,
     squashfs: &StageOutput,
     boot: &StageOutput,
-    toolchain_out: &StageOutput,
     toolchain: &Toolchain,
 ) -> Result<StageOutput, BuildError> {
     let def = ctx.def;
@@ -22,7 +21,7 @@ pub(crate) fn run(
     let mut key = KeyBuilder::new("iso", RECIPE);
     key.field("squashfs", &squashfs.digest)
         .field("boot", &boot.digest)
-        .field("toolchain", &toolchain_out.digest)
+        .field("toolchain", toolchain.digest())
         .field("volume_id", &volume_id)
         .field("application", &application)
         .field("source_date_epoch", &ctx.sde().to_string());

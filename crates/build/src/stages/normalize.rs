@@ -73,8 +73,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, customized: &StageOutput) -> Result<StageOutput
         super::copy_tree(&ctx.runner, &customized.path, &root)?;
         let dev = root.join("dev");
         for entry in crate::cache::read_dir_sorted(&dev)? {
-            crate::cache::remove_tree(&entry)
-                .or_else(|_| std::fs::remove_file(&entry).map_err(|e| BuildError::io(&entry, e)))?;
+            crate::cache::remove_path(&entry)?;
         }
         move_kernel_out(&root, &out.join("kernel"))?;
         normalize_debian_tree(&root, ctx.sde())?;

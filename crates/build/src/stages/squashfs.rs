@@ -20,13 +20,12 @@ fn compression_args(c: Compression) -> &'static [&'static str] {
 pub(crate) fn run(
     ctx: &Ctx<'_>,
     normalized: &StageOutput,
-    toolchain_out: &StageOutput,
     toolchain: &Toolchain,
 ) -> Result<StageOutput, BuildError> {
     let compression = ctx.def.squashfs.compression;
     let mut key = KeyBuilder::new("squashfs", RECIPE);
     key.field("tree", &normalized.digest)
-        .field("toolchain", &toolchain_out.digest)
+        .field("toolchain", toolchain.digest())
         .field("options", &compression_args(compression).join(" "));
     ctx.stage("squashfs", key.finish(), |out| {
         let work = out.parent().expect("out has a parent");
