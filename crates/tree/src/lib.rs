@@ -28,6 +28,15 @@ impl TreeError {
     }
 }
 
+/// SHA-256 of a file's contents, as lowercase hex.
+pub fn sha256_file(path: &std::path::Path) -> Result<String, TreeError> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path).map_err(|e| TreeError::io(path, e))?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| TreeError::io(path, e))?;
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Every path under `root` (not `root` itself), depth first, children sorted by name bytes.
 pub(crate) fn walk_sorted(root: &std::path::Path) -> Result<Vec<std::path::PathBuf>, TreeError> {
     let mut out = Vec::new();

@@ -200,10 +200,7 @@ fn entry_for(path: &Path, name: String) -> Result<Entry, TreeError> {
     let kind = if ft.is_dir() {
         Kind::Dir
     } else if ft.is_file() {
-        let mut file = std::fs::File::open(path).map_err(|e| TreeError::io(path, e))?;
-        let mut hasher = Sha256::new();
-        std::io::copy(&mut file, &mut hasher).map_err(|e| TreeError::io(path, e))?;
-        Kind::File { size: meta.len(), sha256: hex(&hasher.finalize()) }
+        Kind::File { size: meta.len(), sha256: crate::sha256_file(path)? }
     } else if ft.is_symlink() {
         let target = std::fs::read_link(path).map_err(|e| TreeError::io(path, e))?;
         Kind::Symlink { target: escape(target.as_os_str().as_bytes()) }

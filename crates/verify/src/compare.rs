@@ -117,8 +117,8 @@ pub fn compare(
     let pvd_a = read_pvd(a)?;
     let pvd_b = read_pvd(b)?;
     progress("hashing both images");
-    let a_sha256 = sha256_file(a)?;
-    let b_sha256 = sha256_file(b)?;
+    let a_sha256 = ceremony_os_tree::sha256_file(a)?;
+    let b_sha256 = ceremony_os_tree::sha256_file(b)?;
     let mut report = Report {
         a: a.to_path_buf(),
         b: b.to_path_buf(),
@@ -302,14 +302,6 @@ fn unpack_initrd(runner: &Runner, initrd: &Path, dest: &Path) -> Result<(), Veri
     let script = format!("{decompress} \"$1\" | cpio -idmu --quiet --no-absolute-filenames");
     runner.cmd("/bin/sh", dest).args(["-c", &script, "sh"]).arg(initrd).output()?;
     Ok(())
-}
-
-pub(crate) fn sha256_file(path: &Path) -> Result<String, VerifyError> {
-    use sha2::{Digest, Sha256};
-    let mut file = std::fs::File::open(path).map_err(|e| VerifyError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| VerifyError::io(path, e))?;
-    Ok(hex::encode(hasher.finalize()))
 }
 
 pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {

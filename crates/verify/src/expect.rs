@@ -46,7 +46,7 @@ pub fn load(arg: &str, iso_name: &str) -> Result<Expected, VerifyError> {
         )));
     }
     if crate::iso9660::read_pvd(path).is_ok() {
-        let mut e = expected("iso", crate::compare::sha256_file(path)?);
+        let mut e = expected("iso", ceremony_os_tree::sha256_file(path)?);
         e.iso = Some(path.to_path_buf());
         return Ok(e);
     }

@@ -17,7 +17,6 @@ use crate::{BuildObserver, StageRecord};
 use ceremony_os_runner::Runner;
 use ceremony_os_spec::{ImageDefinition, Lockfile};
 use ceremony_os_store::Store;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::time::Instant;
 
@@ -82,10 +81,7 @@ impl Ctx<'_> {
 }
 
 pub(crate) fn file_digest(path: &Path) -> Result<String, BuildError> {
-    let mut file = std::fs::File::open(path).map_err(|e| BuildError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| BuildError::io(path, e))?;
-    Ok(hex::encode(hasher.finalize()))
+    Ok(ceremony_os_tree::sha256_file(path)?)
 }
 
 pub(crate) fn dir_digest(path: &Path) -> Result<String, BuildError> {
