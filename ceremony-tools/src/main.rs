@@ -217,6 +217,19 @@ fn module_for(cli: &Cli, configured: Option<&Path>) -> Result<PathBuf> {
         .context("no PKCS#11 module: give --module or set hsm.module in the configuration")
 }
 
+/// Load the step's PKCS#11 module, find its token by label and log in with the PIN.
+fn open_session(cli: &Cli, section: &config::HsmSection) -> Result<cryptoki::session::Session> {
+    let module = module_for(cli, section.module.as_deref())?;
+    let token = hsm::Hsm::open(&module)?;
+    let slot = token.slot_for(&section.token_label)?;
+    let pin = read_pin(cli, &section.token_label)?;
+    token.login(slot, &pin)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+}
+
 fn hsm_list(cli: &Cli, login: bool) -> Result<Effects> {
     let module = module_for(cli, None)?;
     let hsm = hsm::Hsm::open(&module)?;
@@ -229,13 +242,9 @@ fn key_generate(cli: &Cli, config_path: &Path) -> Result<Effects> {
     let (config, digest): (config::KeyGenerateConfig, String) = config::load(config_path)?;
     let public_key_path = config.outputs.public_key.clone();
     config::check_outputs(&[&public_key_path])?;
-    let module = module_for(cli, config.hsm.module.as_deref())?;
-    let hsm = hsm::Hsm::open(&module)?;
-    let slot = hsm.slot_for(&config.hsm.token_label)?;
-    let pin = read_pin(cli, &config.hsm.token_label)?;
-    let session = hsm.login(slot, &pin)?;
+    let session = open_session(cli, &config.hsm)?;
     let spki = hsm::generate(&session, &config.key)?;
-    let spki_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&spki));
+    let spki_sha256 = sha256_hex(&spki);
     let written = config::write_new(&public_key_path, der::pem("PUBLIC KEY", &spki).as_bytes())?;
     eprintln!(
         "generated {:?} in token {:?}; public key written to {}\n  SPKI sha256 {spki_sha256}\n  words       {}",
@@ -272,7 +281,7 @@ fn checked_validity(validity: &config::ValiditySection, max_days: u32) -> Result
 }
 
 fn print_written(what: &str, path: &Path, der: &[u8]) {
-    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(der));
+    let sha256 = sha256_hex(der);
     eprintln!(
         "{what} written to {}\n  sha256 {sha256}\n  words  {}",
         path.display(),
@@ -286,12 +295,8 @@ fn sign_csr(cli: &Cli, config_path: &Path) -> Result<Effects> {
     let output = config.outputs.certificate.clone();
     config::check_outputs(&[&output])?;
     let (not_before, not_after) = checked_validity(&config.validity, config.profile.max_validity_days)?;
-    let issuer_der = x509::read_pem(&config.issuer.certificate, "CERTIFICATE")?;
-    let (_, issuer_cert) = X509Certificate::from_der(&issuer_der)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.issuer.certificate.display()))?;
-    if not_before < issuer_cert.validity().not_before.timestamp()
-        || not_after > issuer_cert.validity().not_after.timestamp()
-    {
+    let issuer_cert = x509::IssuerCertificate::load(&config.issuer.certificate)?;
+    if not_before < issuer_cert.not_before || not_after > issuer_cert.not_after {
         bail!("the validity must lie within the issuer certificate's");
     }
     let csr_der = x509::read_pem(&config.csr.path, "CERTIFICATE REQUEST")?;
@@ -311,13 +316,9 @@ fn sign_csr(cli: &Cli, config_path: &Path) -> Result<Effects> {
     let subject_key = rcgen::SubjectPublicKeyInfo::from_der(&subject_spki)
         .map_err(|e| anyhow::anyhow!("the CSR's public key: {e}"))?;
 
-    let module = module_for(cli, config.hsm.module.as_deref())?;
-    let hsm = hsm::Hsm::open(&module)?;
-    let slot = hsm.slot_for(&config.hsm.token_label)?;
-    let pin = read_pin(cli, &config.hsm.token_label)?;
-    let session = hsm.login(slot, &pin)?;
-    let issuer_spki = issuer_cert.public_key().raw.to_vec();
-    let signer = x509::find_signer(&session, &config.issuer.key_label, Some(&issuer_spki))?;
+    let session = open_session(cli, &config.hsm)?;
+    let issuer_spki = &issuer_cert.spki;
+    let signer = x509::find_signer(&session, &config.issuer.key_label, Some(issuer_spki))?;
     let serial = x509::random_serial(&session)?;
     let subject_key_id = x509::key_identifier(&subject_spki)?;
 
@@ -336,13 +337,12 @@ fn sign_csr(cli: &Cli, config_path: &Path) -> Result<Effects> {
     if let Some(uri) = &config.profile.authority_info_access {
         params.custom_extensions.push(x509::authority_info_access(uri));
     }
-    let issuer = rcgen::Issuer::from_ca_cert_der(&issuer_der.clone().into(), &signer)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.issuer.certificate.display()))?;
+    let issuer = issuer_cert.issuer(&signer)?;
     let certificate =
         params.signed_by(&subject_key, &issuer).context("signing the certificate in the HSM")?;
     x509::check_issued(
         certificate.der(),
-        &issuer_spki,
+        issuer_spki,
         &x509::Expectations {
             serial,
             not_before,
@@ -352,7 +352,7 @@ fn sign_csr(cli: &Cli, config_path: &Path) -> Result<Effects> {
         },
     )?;
     let (_, issued) = X509Certificate::from_der(certificate.der()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if issued.issuer().as_raw() != issuer_cert.subject().as_raw() {
+    if issued.issuer().as_raw() != issuer_cert.subject.as_slice() {
         bail!("the certificate's issuer name is not the issuer certificate's subject");
     }
     let written = config::write_new(&output, certificate.pem().as_bytes())?;
@@ -360,21 +360,14 @@ fn sign_csr(cli: &Cli, config_path: &Path) -> Result<Effects> {
     Ok(Effects {
         config_sha256: Some(digest),
         inputs: BTreeMap::from([
-            (
-                config.csr.path.display().to_string(),
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&csr_der)),
-            ),
-            (
-                config.issuer.certificate.display().to_string(),
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&issuer_der)),
-            ),
+            (config.csr.path.display().to_string(), sha256_hex(&csr_der)),
+            (config.issuer.certificate.display().to_string(), sha256_hex(&issuer_cert.der)),
         ]),
         outputs: BTreeMap::from([(output.display().to_string(), written)]),
     })
 }
 
 fn crl(cli: &Cli, config_path: &Path) -> Result<Effects> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
     let (config, digest): (config::CrlConfig, String) = config::load(config_path)?;
     let output = config.outputs.crl.clone();
     config::check_outputs(&[&output])?;
@@ -387,12 +380,8 @@ fn crl(cli: &Cli, config_path: &Path) -> Result<Effects> {
     if span > f64::from(config.profile.max_span_days) {
         bail!("the CRL spans {span:.0} days; the profile allows at most {}", config.profile.max_span_days);
     }
-    let issuer_der = x509::read_pem(&config.issuer.certificate, "CERTIFICATE")?;
-    let (_, issuer_cert) = X509Certificate::from_der(&issuer_der)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.issuer.certificate.display()))?;
-    if this_update < issuer_cert.validity().not_before.timestamp()
-        || next_update > issuer_cert.validity().not_after.timestamp()
-    {
+    let issuer_cert = x509::IssuerCertificate::load(&config.issuer.certificate)?;
+    if this_update < issuer_cert.not_before || next_update > issuer_cert.not_after {
         bail!("thisUpdate and nextUpdate must lie within the issuer certificate's validity");
     }
     let mut revoked = Vec::new();
@@ -421,32 +410,27 @@ fn crl(cli: &Cli, config_path: &Path) -> Result<Effects> {
         serials.push(serial);
     }
 
-    let module = module_for(cli, config.hsm.module.as_deref())?;
-    let hsm = hsm::Hsm::open(&module)?;
-    let slot = hsm.slot_for(&config.hsm.token_label)?;
-    let pin = read_pin(cli, &config.hsm.token_label)?;
-    let session = hsm.login(slot, &pin)?;
-    let issuer_spki = issuer_cert.public_key().raw.to_vec();
-    let signer = x509::find_signer(&session, &config.issuer.key_label, Some(&issuer_spki))?;
-    let issuer = rcgen::Issuer::from_ca_cert_der(&issuer_der.clone().into(), &signer)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.issuer.certificate.display()))?;
+    let session = open_session(cli, &config.hsm)?;
+    let issuer_spki = &issuer_cert.spki;
+    let signer = x509::find_signer(&session, &config.issuer.key_label, Some(issuer_spki))?;
+    let issuer = issuer_cert.issuer(&signer)?;
     let params = rcgen::CertificateRevocationListParams {
         this_update: time::OffsetDateTime::from_unix_timestamp(this_update)?,
         next_update: time::OffsetDateTime::from_unix_timestamp(next_update)?,
         crl_number: rcgen::SerialNumber::from(config.crl.number.to_be_bytes().to_vec()),
         issuing_distribution_point: None,
         revoked_certs: revoked,
-        key_identifier_method: rcgen::KeyIdMethod::PreSpecified(x509::key_identifier(&issuer_spki)?),
+        key_identifier_method: rcgen::KeyIdMethod::PreSpecified(x509::key_identifier(issuer_spki)?),
     };
     let list = params.signed_by(&issuer).context("signing the CRL in the HSM")?;
-    x509::check_crl(list.der(), &issuer_spki, &serials)?;
+    x509::check_crl(list.der(), issuer_spki, &serials)?;
     let written = config::write_new(&output, list.pem().context("PEM encoding the CRL")?.as_bytes())?;
     print_written("CRL", &output, list.der());
     Ok(Effects {
         config_sha256: Some(digest),
         inputs: BTreeMap::from([(
             config.issuer.certificate.display().to_string(),
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&issuer_der)),
+            sha256_hex(&issuer_cert.der),
         )]),
         outputs: BTreeMap::from([(output.display().to_string(), written)]),
     })
@@ -457,24 +441,9 @@ fn root(cli: &Cli, config_path: &Path) -> Result<Effects> {
     let output = config.outputs.certificate.clone();
     config::check_outputs(&[&output])?;
     // Profile rules, before the HSM is touched.
-    let not_before = parse_time(&config.validity.not_before, "validity.not_before")?;
-    let not_after = parse_time(&config.validity.not_after, "validity.not_after")?;
-    if not_after <= not_before {
-        bail!("validity.not_after must be after validity.not_before");
-    }
-    let days = (not_after - not_before) as f64 / 86_400.0;
-    if days > f64::from(config.profile.max_validity_days) {
-        bail!(
-            "the validity is {days:.0} days; the profile allows at most {}",
-            config.profile.max_validity_days
-        );
-    }
+    let (not_before, not_after) = checked_validity(&config.validity, config.profile.max_validity_days)?;
 
-    let module = module_for(cli, config.hsm.module.as_deref())?;
-    let hsm = hsm::Hsm::open(&module)?;
-    let slot = hsm.slot_for(&config.hsm.token_label)?;
-    let pin = read_pin(cli, &config.hsm.token_label)?;
-    let session = hsm.login(slot, &pin)?;
+    let session = open_session(cli, &config.hsm)?;
     let signer = x509::find_signer(&session, &config.key.label, None)?;
     let serial = x509::random_serial(&session)?;
     let subject_key_id = x509::key_identifier(&signer.spki)?;
@@ -512,12 +481,7 @@ fn root(cli: &Cli, config_path: &Path) -> Result<Effects> {
         },
     )?;
     let written = config::write_new(&output, certificate.pem().as_bytes())?;
-    let cert_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(certificate.der()));
-    eprintln!(
-        "root certificate written to {}\n  sha256 {cert_sha256}\n  words  {}",
-        output.display(),
-        ceremony_os_pgpwords::format_hex(&cert_sha256).replace('\n', "\n         ")
-    );
+    print_written("root certificate", &output, certificate.der());
     Ok(Effects {
         config_sha256: Some(digest),
         inputs: BTreeMap::new(),

@@ -216,6 +216,39 @@ pub struct Expectations {
     pub subject_key_id: Vec<u8>,
 }
 
+/// An issuer's certificate, read (and its validity known) before the HSM is touched.
+#[derive(Debug)]
+pub struct IssuerCertificate {
+    pub der: Vec<u8>,
+    /// Its SubjectPublicKeyInfo: the signing key in the HSM must match it.
+    pub spki: Vec<u8>,
+    /// Its subject name, DER: the issuer name of what it signs.
+    pub subject: Vec<u8>,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl IssuerCertificate {
+    pub fn load(path: &std::path::Path) -> Result<Self> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let der = read_pem(path, "CERTIFICATE")?;
+        let (_, cert) = X509Certificate::from_der(&der).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        Ok(IssuerCertificate {
+            spki: cert.public_key().raw.to_vec(),
+            subject: cert.subject().as_raw().to_vec(),
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            der,
+        })
+    }
+
+    /// rcgen's issuer: this certificate's name and key identifier, signing in the HSM.
+    pub fn issuer<'a>(&self, signer: &'a HsmSigner<'a>) -> Result<rcgen::Issuer<'static, &'a HsmSigner<'a>>> {
+        rcgen::Issuer::from_ca_cert_der(&self.der.clone().into(), signer)
+            .map_err(|e| anyhow!("the issuer certificate: {e}"))
+    }
+}
+
 /// The DER inside a PEM file, checking its label.
 pub fn read_pem(path: &std::path::Path, label: &str) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
