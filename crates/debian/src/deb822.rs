@@ -12,10 +12,6 @@ impl Paragraph {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
-
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 
 /// PATH given to every subprocess.
@@ -40,10 +40,6 @@ pub struct Runner {
 impl Runner {
     pub fn new(source_date_epoch: i64) -> Self {
         Runner { source_date_epoch }
-    }
-
-    pub fn source_date_epoch(&self) -> i64 {
-        self.source_date_epoch
     }
 
     /// A command in `dir` (the working directory is always explicit).
@@ -101,10 +97,6 @@ impl Cmd {
         self.envs.retain(|(k, _)| *k != key);
         self.envs.push((key, value.as_ref().to_os_string()));
         self
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn command(&self) -> Command {

@@ -156,10 +156,6 @@ pub struct MirrorUrl(String);
 impl MirrorUrl {
     pub const SNAPSHOT_PLACEHOLDER: &'static str = "{snapshot}";
 
-    pub fn template(&self) -> &str {
-        &self.0
-    }
-
     /// The base URL for a snapshot, always ending in `/`.
     pub fn base(&self, snapshot: crate::Timestamp) -> String {
         let mut url = self.0.replace(Self::SNAPSHOT_PLACEHOLDER, &snapshot.snapshot_id());
@@ -209,10 +205,6 @@ impl fmt::Display for MirrorUrl {
 pub struct Mirrors(Vec<MirrorUrl>);
 
 impl Mirrors {
-    pub fn new(urls: Vec<MirrorUrl>) -> Result<Self, String> {
-        Self::try_from(urls)
-    }
-
     pub fn urls(&self) -> &[MirrorUrl] {
         &self.0
     }
