@@ -272,3 +272,31 @@ fn two_fetches_into_one_store_at_once_both_succeed() {
     let downloads = mirror.requests().len();
     assert_eq!(downloads, 3, "the second fetch found the files the first one stored");
 }
+
+#[test]
+fn a_refusing_mirror_is_retried_then_retired_and_named_in_errors() {
+    let s = Setup::new();
+    let good = TestMirror::start(&s.debs);
+    // Nothing listens on port 9 of the loopback: connections are refused.
+    let refused = "http://127.0.0.1:9/".to_string();
+    let def = s.definition(&[refused.clone(), good.base_url()]);
+    let out = ceremony_os(&s.store())
+        .args(["fetch", "--json", "--jobs", "1", "--retries", "1"])
+        .arg(&def)
+        .assert()
+        .success();
+    let report = json_report(&out.get_output().stdout);
+    assert!(origins(&report).iter().all(|(_, o)| o == "mirror"), "{report}");
+    let warnings = report["warnings"].to_string();
+    assert_eq!(warnings.matches("not trying it again").count(), 1, "retired once: {warnings}");
+
+    // With only that mirror, every file fails, and the message says why for each.
+    let def = s.definition(&[refused]);
+    let fresh = s.path("fresh-store");
+    let out = ceremony_os(&fresh).args(["fetch", "--jobs", "1", "--retries", "1"]).arg(&def).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("could not fetch 3 of 3 files"), "{stderr}");
+    assert!(stderr.contains("gave up after 2 tries"), "{stderr}");
+    assert_eq!(stderr.matches("skipped: unreachable earlier in this run").count(), 2, "{stderr}");
+    assert!(!stderr.contains("offline and no vendor directory"), "{stderr}");
+}

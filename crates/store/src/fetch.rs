@@ -129,6 +129,9 @@ fn render_failures(failures: &[ItemFailure], total: usize) -> String {
 /// Why one download failed, and whether trying the same source again may help.
 enum Failure {
     Transient(String),
+    /// The host could not be reached (refused, no route, DNS answering "try again"): retried like
+    /// a transient failure; if it persists, the mirror is retired for the rest of the run.
+    Unreachable(String),
     /// The source cannot give this file: try the next one. `host_down` retires the mirror.
     Permanent {
         reason: String,
@@ -228,10 +231,14 @@ impl Fetcher<'_> {
         let mut attempts = Vec::new();
         if !self.sources.offline {
             for base in &self.sources.mirrors {
+                let url = format!("{base}{}", item.path);
                 if self.dead_mirrors.lock().expect("dead lock").contains(base) {
+                    attempts.push(Attempt {
+                        source: url,
+                        reason: "skipped: unreachable earlier in this run".into(),
+                    });
                     continue;
                 }
-                let url = format!("{base}{}", item.path);
                 match self.try_mirror(&url, base, item) {
                     Ok(()) => {
                         for a in &attempts {
@@ -291,7 +298,13 @@ impl Fetcher<'_> {
                 Err(Failure::Transient(reason)) if tries >= self.options.retries => {
                     return Err(format!("{reason} (gave up after {} tries)", tries + 1));
                 }
-                Err(Failure::Transient(reason)) => {
+                Err(Failure::Unreachable(reason)) if tries >= self.options.retries => {
+                    if self.dead_mirrors.lock().expect("dead lock").insert(base.to_string()) {
+                        self.warn(format!("mirror {base} is unreachable ({reason}); not trying it again"));
+                    }
+                    return Err(format!("{reason} (gave up after {} tries)", tries + 1));
+                }
+                Err(Failure::Transient(reason) | Failure::Unreachable(reason)) => {
                     tracing::info!("{url}: {reason}; retrying in {backoff:?}");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(8));
@@ -437,21 +450,27 @@ fn header(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<Str
 
 fn classify_ureq_error(e: ureq::Error) -> Failure {
     use std::io::ErrorKind;
-    let host_down = match &e {
-        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
-        // std reports a failed DNS lookup as an uncategorised I/O error: recognise its text.
-        ureq::Error::Io(io) => {
-            matches!(
+    // std reports DNS failures as uncategorised I/O errors: recognise getaddrinfo's text. "Name or
+    // service not known" means the name does not exist; "Temporary failure in name resolution"
+    // means ask again later.
+    let text = e.to_string();
+    match &e {
+        ureq::Error::HostNotFound => {
+            Failure::Permanent { reason: format!("cannot reach the host: {e}"), host_down: true }
+        }
+        _ if text.contains("Name or service not known") => {
+            Failure::Permanent { reason: format!("cannot reach the host: {e}"), host_down: true }
+        }
+        ureq::Error::ConnectionFailed => Failure::Unreachable(format!("cannot reach the host: {e}")),
+        ureq::Error::Io(io)
+            if matches!(
                 io.kind(),
                 ErrorKind::ConnectionRefused | ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable
-            ) || io.to_string().contains("failed to lookup address")
+            ) || text.contains("failed to lookup address") =>
+        {
+            Failure::Unreachable(format!("cannot reach the host: {e}"))
         }
-        _ => false,
-    };
-    if host_down {
-        Failure::Permanent { reason: format!("cannot reach the host: {e}"), host_down: true }
-    } else {
-        Failure::Transient(e.to_string())
+        _ => Failure::Transient(text),
     }
 }
 
@@ -460,17 +479,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unreachable_hosts_are_not_retried() {
-        let dns = std::io::Error::other("failed to lookup address information: Name or service not known");
+    fn only_a_name_that_does_not_exist_retires_a_mirror_at_once() {
+        let missing =
+            std::io::Error::other("failed to lookup address information: Name or service not known");
         assert!(matches!(
-            classify_ureq_error(ureq::Error::Io(dns)),
+            classify_ureq_error(ureq::Error::Io(missing)),
             Failure::Permanent { host_down: true, .. }
         ));
+        let try_again = std::io::Error::other(
+            "failed to lookup address information: Temporary failure in name resolution",
+        );
+        assert!(matches!(classify_ureq_error(ureq::Error::Io(try_again)), Failure::Unreachable(_)));
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert!(matches!(
-            classify_ureq_error(ureq::Error::Io(refused)),
-            Failure::Permanent { host_down: true, .. }
-        ));
+        assert!(matches!(classify_ureq_error(ureq::Error::Io(refused)), Failure::Unreachable(_)));
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert!(matches!(classify_ureq_error(ureq::Error::Io(reset)), Failure::Transient(_)));
     }
