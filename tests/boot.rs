@@ -44,7 +44,7 @@ fn image() -> &'static Image {
             .arg(&definition)
             .assert()
             .success();
-        let def = ceremony_os_spec::ImageDefinition::load(&definition).unwrap();
+        let def = ceremony_os_definition::ImageDefinition::load(&definition).unwrap();
         Image {
             iso: PathBuf::from(report["iso"].as_str().unwrap()),
             material,

@@ -11,7 +11,7 @@ fn repo_file(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
 }
 
-fn names_in(lock: &ceremony_os_spec::Lockfile) -> Vec<&str> {
+fn names_in(lock: &ceremony_os_definition::Lockfile) -> Vec<&str> {
     lock.image.packages.iter().map(|p| p.name.as_str()).collect()
 }
 
@@ -35,7 +35,7 @@ fn lock_resolves_the_full_closure_deterministically() {
     assert!(outputs[0] == outputs[1], "two lock runs against the same archive differ");
 
     let text = String::from_utf8(outputs[0].clone()).unwrap();
-    let lock = ceremony_os_spec::Lockfile::parse(&text, &definition).unwrap();
+    let lock = ceremony_os_definition::Lockfile::parse(&text, &definition).unwrap();
     let names = names_in(&lock);
     // Essential and Priority: required packages come with minbase, not only what was asked for.
     for essential in [
@@ -79,7 +79,7 @@ fn lock_resolves_the_full_closure_deterministically() {
     }
     // A clock read would put today's date in the file.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let today = ceremony_os_spec::Timestamp::from_unix(now).to_string()[..10].to_string();
+    let today = ceremony_os_definition::Timestamp::from_unix(now).to_string()[..10].to_string();
     assert!(!text.contains(&today), "the lock contains today's date {today}");
 
     // The committed lock is what resolving today gives (bookworm is frozen at its last point release).

@@ -186,7 +186,7 @@ fn now_utc() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    ceremony_os_spec::Timestamp::from_unix(secs).to_string()
+    ceremony_os_definition::Timestamp::from_unix(secs).to_string()
 }
 
 fn read_fd_line(fd: u32, what: &str) -> Result<String> {
@@ -261,7 +261,7 @@ fn key_generate(cli: &Cli, config_path: &Path) -> Result<Effects> {
 }
 
 fn parse_time(text: &str, field: &str) -> Result<i64> {
-    ceremony_os_spec::Timestamp::parse_rfc3339_utc(text)
+    ceremony_os_definition::Timestamp::parse_rfc3339_utc(text)
         .map(|t| t.unix())
         .map_err(|e| anyhow::anyhow!("{field}: {e}"))
 }

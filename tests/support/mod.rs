@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 #![allow(clippy::unwrap_used)]
 
-use ceremony_os_spec::{
+use ceremony_os_definition::{
     Architecture, ArchiveState, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile, Sha256Digest,
     Timestamp, Variant,
 };

@@ -4,7 +4,7 @@ use crate::{DefinitionArg, SourceArgs, inputs, progress};
 use anyhow::{Context, Result, bail};
 use ceremony_os_media::{burn, material};
 use ceremony_os_runner::Runner;
-use ceremony_os_spec::Timestamp;
+use ceremony_os_definition::Timestamp;
 use ceremony_os_store::Store;
 use clap::Args;
 use std::io::Write;
@@ -101,7 +101,7 @@ pub fn material(args: &MaterialArgs, store_root: &Path) -> Result<()> {
     };
     let store = Store::open(store_root)?;
     crate::fetch_items(&store, &def, &inputs::fetch_items(&lock.toolchain.packages), &args.sources)?;
-    let toolchain = ceremony_os_build::prepare_toolchain(
+    let toolchain = ceremony_os_builder::prepare_toolchain(
         &definition.definition,
         &def,
         &lock,

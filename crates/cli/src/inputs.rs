@@ -1,7 +1,7 @@
 //! Loading the definition and its lockfile together, and turning the lock into fetch items.
 
 use anyhow::{Context, Result, bail};
-use ceremony_os_spec::{ImageDefinition, Lockfile};
+use ceremony_os_definition::{ImageDefinition, Lockfile};
 use ceremony_os_store::{Expected, FetchItem};
 use std::io::Write;
 use std::path::Path;
@@ -26,7 +26,7 @@ pub fn load(definition: &Path, lockfile: &Path) -> Result<(ImageDefinition, Lock
 }
 
 pub fn fetch_items<'a>(
-    packages: impl IntoIterator<Item = &'a ceremony_os_spec::LockedPackage>,
+    packages: impl IntoIterator<Item = &'a ceremony_os_definition::LockedPackage>,
 ) -> Vec<FetchItem> {
     packages
         .into_iter()

@@ -7,7 +7,7 @@ mod progress;
 mod verify;
 
 use anyhow::{Context, Result};
-use ceremony_os_spec::ImageDefinition;
+use ceremony_os_definition::ImageDefinition;
 use ceremony_os_store::{FetchOptions, Sources, Store};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
@@ -383,13 +383,13 @@ pub(crate) fn build_image(
     store: &Store,
     definition: &std::path::Path,
     lock_path: &std::path::Path,
-    (def, lock): (&ImageDefinition, &ceremony_os_spec::Lockfile),
+    (def, lock): (&ImageDefinition, &ceremony_os_definition::Lockfile),
     out_dir: &std::path::Path,
     no_cache: bool,
     work_dir: Option<PathBuf>,
-) -> Result<ceremony_os_build::BuildReport> {
+) -> Result<ceremony_os_builder::BuildReport> {
     let lock_bytes = std::fs::read(lock_path).with_context(|| format!("reading {}", lock_path.display()))?;
-    let request = ceremony_os_build::BuildRequest {
+    let request = ceremony_os_builder::BuildRequest {
         definition_path: definition,
         definition: def,
         lock,
@@ -399,13 +399,13 @@ pub(crate) fn build_image(
         no_cache,
         work_dir,
     };
-    Ok(ceremony_os_build::build(&request, &progress::BuildProgress::new())?)
+    Ok(ceremony_os_builder::build(&request, &progress::BuildProgress::new())?)
 }
 
 pub(crate) fn fetch_all(
     store: &Store,
     def: &ImageDefinition,
-    lock: &ceremony_os_spec::Lockfile,
+    lock: &ceremony_os_definition::Lockfile,
     args: &SourceArgs,
 ) -> Result<ceremony_os_store::FetchReport> {
     fetch_items(store, def, &inputs::fetch_items(lock.all_packages()), args)

@@ -112,12 +112,12 @@ impl BuildProgress {
     }
 }
 
-impl ceremony_os_build::BuildObserver for BuildProgress {
+impl ceremony_os_builder::BuildObserver for BuildProgress {
     fn stage_started(&self, name: &'static str) {
         eprintln!("==> {name}: building");
     }
 
-    fn stage_finished(&self, r: &ceremony_os_build::StageRecord) {
+    fn stage_finished(&self, r: &ceremony_os_builder::StageRecord) {
         let how = if r.cached { "cached" } else { "built" };
         eprintln!("==> {:<10} {how:<6} {:>7.1}s  sha256:{}", r.name, r.seconds, &r.digest);
     }
@@ -127,7 +127,7 @@ impl ceremony_os_build::BuildObserver for BuildProgress {
     }
 }
 
-pub fn build_summary(report: &ceremony_os_build::BuildReport) -> String {
+pub fn build_summary(report: &ceremony_os_builder::BuildReport) -> String {
     format!(
         "built {} ({} bytes)
   sha256 {}

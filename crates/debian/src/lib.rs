@@ -1,6 +1,6 @@
 //! Debian formats and apt, as ceremony-os needs them: deb822 paragraphs, apt's `--print-uris`
 //! output, apt in a throwaway root (nothing of the host's apt configuration or state is used), and
-//! resolving the image definition's package sets into a [`ceremony_os_spec::Lockfile`].
+//! resolving the image definition's package sets into a [`ceremony_os_definition::Lockfile`].
 
 pub mod apt;
 pub mod deb822;

@@ -5,7 +5,7 @@ use crate::apt::{AptRoot, AptSource};
 use crate::deb822::{self, Paragraph};
 use crate::print_uris::{self, PlannedDownload};
 use ceremony_os_runner::{RunError, Runner};
-use ceremony_os_spec::{
+use ceremony_os_definition::{
     ArchiveState, ImageDefinition, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile, PackageSet,
     Sha256Digest, Variant,
 };

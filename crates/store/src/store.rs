@@ -1,6 +1,6 @@
 //! The store on disk: layout, verified insertion, verification of what is already there.
 
-use ceremony_os_spec::Sha256Digest;
+use ceremony_os_definition::Sha256Digest;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Write};

@@ -9,7 +9,7 @@ use crate::cache::{KeyBuilder, StageOutput};
 use crate::error::BuildError;
 use crate::normalize::normalize_debian_tree;
 use crate::sandbox;
-use ceremony_os_spec::{HsmBundle, relative_to};
+use ceremony_os_definition::{HsmBundle, relative_to};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

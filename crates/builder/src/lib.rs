@@ -22,7 +22,7 @@ pub use toolchain::Toolchain;
 
 use cache::StageCache;
 use ceremony_os_runner::Runner;
-use ceremony_os_spec::{ImageDefinition, Lockfile, relative_to};
+use ceremony_os_definition::{ImageDefinition, Lockfile, relative_to};
 use ceremony_os_store::Store;
 use std::path::{Path, PathBuf};
 

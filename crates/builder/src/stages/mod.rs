@@ -15,7 +15,7 @@ use crate::cache::{StageCache, StageOutput};
 use crate::error::BuildError;
 use crate::{BuildObserver, StageRecord};
 use ceremony_os_runner::Runner;
-use ceremony_os_spec::{ImageDefinition, Lockfile};
+use ceremony_os_definition::{ImageDefinition, Lockfile};
 use ceremony_os_store::Store;
 use std::path::Path;
 use std::time::Instant;

@@ -4,7 +4,7 @@
 
 use crate::error::BuildError;
 use crate::{BuildReport, StageRecord};
-use ceremony_os_spec::{ImageDefinition, Lockfile};
+use ceremony_os_definition::{ImageDefinition, Lockfile};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -190,7 +190,7 @@ fn provenance(inputs: &OutputInputs<'_>, iso_name: &str) -> serde_json::Value {
     let def = inputs.def;
     let lock = inputs.lock;
     let mut dependencies = vec![json!({"name": "ceremony.lock", "digest": {"sha256": inputs.lock_sha256}})];
-    let mut debs: Vec<&ceremony_os_spec::LockedPackage> = lock.all_packages();
+    let mut debs: Vec<&ceremony_os_definition::LockedPackage> = lock.all_packages();
     debs.sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
     for p in debs {
         dependencies.push(json!({

@@ -12,7 +12,7 @@ use crate::cache::{KeyBuilder, StageOutput};
 use crate::error::BuildError;
 use crate::normalize::normalize_debian_tree;
 use crate::sandbox;
-use ceremony_os_spec::{Lockfile, Variant};
+use ceremony_os_definition::{Lockfile, Variant};
 use std::collections::BTreeSet;
 use std::path::Path;
 

@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::cache::{KeyBuilder, StageOutput};
 use crate::error::BuildError;
 use crate::toolchain::Toolchain;
-use ceremony_os_spec::Compression;
+use ceremony_os_definition::Compression;
 
 const RECIPE: u32 = 1;
 

@@ -28,7 +28,7 @@ pub(crate) fn run(
     ctx.stage("iso", key.finish(), |out| {
         let work = out.parent().expect("out has a parent");
         let tree = boot.path.join("tree");
-        let (y, mo, d, h, mi, s) = ceremony_os_spec::Timestamp::from_unix(ctx.sde()).civil();
+        let (y, mo, d, h, mi, s) = ceremony_os_definition::Timestamp::from_unix(ctx.sde()).civil();
         let modification_date = format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}00");
         toolchain
             .cmd(&ctx.runner, "xorriso", work)
