@@ -293,7 +293,8 @@ fn a_refusing_mirror_is_retried_then_retired_and_named_in_errors() {
     // With only that mirror, every file fails, and the message says why for each.
     let def = s.definition(&[refused]);
     let fresh = s.path("fresh-store");
-    let out = ceremony_os(&fresh).args(["fetch", "--jobs", "1", "--retries", "1"]).arg(&def).assert().failure();
+    let out =
+        ceremony_os(&fresh).args(["fetch", "--jobs", "1", "--retries", "1"]).arg(&def).assert().failure();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(stderr.contains("could not fetch 3 of 3 files"), "{stderr}");
     assert!(stderr.contains("gave up after 2 tries"), "{stderr}");

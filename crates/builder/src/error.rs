@@ -22,6 +22,8 @@ pub enum BuildError {
     PackageSetMismatch { missing: Vec<String>, unexpected: Vec<String> },
     #[error("hsm_bundle {name}: {message}")]
     HsmBundle { name: String, message: String },
+    #[error("the Rust compiler: {message}")]
+    Compiler { message: String },
     #[error("{stage}: {message}")]
     Stage { stage: &'static str, message: String },
 }

@@ -1,29 +1,38 @@
 //! The build: from the lockfile to the ISO, bit for bit reproducibly.
 //!
-//! Stages (see `stages/`): repo -> toolchain -> rootfs -> customize -> normalize -> squashfs ->
-//! boot -> iso, then `out/`. Each stage is keyed by its recipe version, configuration and input
-//! digests and cached in the store (`<store>/stages`); `no_cache` builds every stage afresh in a
-//! temporary stage root. Every subprocess goes through the runner; the tools that shape the
-//! output's bytes run from the locked toolchain tree.
+//! Stages (see `stages/`): repo -> toolchain -> tools -> rootfs -> customize -> normalize ->
+//! squashfs -> boot -> iso, then `out/`. Each stage's inputs are one value whose canonical JSON
+//! is the stage's key; outputs are cached in the store (`<store>/stages`) and checked against
+//! their recorded digests before reuse; `no_cache` builds every stage afresh in a temporary stage
+//! root. Every subprocess goes through the runner; everything that shapes the output's bytes
+//! runs from the locked toolchain tree (see `toolchain`), and the sources it reads are snapshots
+//! taken when the build starts (see `sources`).
 
 mod cache;
+mod compiler;
 mod error;
 mod fat;
+mod image_root;
 mod normalize;
 mod outputs;
 mod sandbox;
+mod sources;
 pub mod stages;
 mod toolchain;
-mod tools;
 
+pub use compiler::{pinned_release, release_of};
 pub use error::BuildError;
 pub use outputs::{clear_previous, output_names};
 pub use toolchain::Toolchain;
 
 use cache::StageCache;
-use ceremony_os_runner::Runner;
 use ceremony_os_definition::{ImageDefinition, Lockfile, relative_to};
+use ceremony_os_runner::Runner;
 use ceremony_os_store::Store;
+use stages::{
+    boot, customize, iso, normalize as normalize_stage, repo, rootfs, squashfs, toolchain as toolchain_stage,
+    tools,
+};
 use std::path::{Path, PathBuf};
 
 /// One stage as it ran.
@@ -32,7 +41,12 @@ pub struct StageRecord {
     pub name: &'static str,
     pub key: String,
     pub digest: String,
+    /// The stage's inputs (their canonical JSON's SHA-256 is `key`).
+    pub inputs: serde_json::Value,
     pub cached: bool,
+    /// Why a cache entry for this key was thrown away, if one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discarded: Option<String>,
     pub seconds: f64,
 }
 
@@ -74,24 +88,19 @@ pub struct BuildReport {
 /// Only the `toolchain` stage (cached like in a build): the locked tools, ready to run. For other
 /// commands that must use the same pinned tools (the material disc's xorriso).
 pub fn prepare_toolchain(
-    definition_path: &Path,
-    definition: &ImageDefinition,
     lock: &Lockfile,
     store: &Store,
     observer: &dyn BuildObserver,
 ) -> Result<Toolchain, BuildError> {
     let cache = StageCache::open(&store.root().join("stages"))?;
     let ctx = stages::Ctx {
-        def: definition,
-        definition_path,
-        lock,
         store,
-        runner: Runner::new(definition.source_date_epoch()),
+        runner: Runner::new(lock.source_date_epoch),
         cache: &cache,
         observer,
         records: Default::default(),
     };
-    let output = stages::toolchain::run(&ctx)?;
+    let output = toolchain_stage::run(&ctx, &toolchain_stage::inputs(lock))?;
     Ok(Toolchain::from_stage(&output))
 }
 
@@ -103,66 +112,104 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
     // runner does for every subprocess, so the caller's umask cannot reach the image.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let def = request.definition;
+    let lock = request.lock;
     clear_previous(&request.out_dir, def)?;
     let work_dir = request.work_dir.clone().unwrap_or_else(|| request.store.root().join("tmp"));
     std::fs::create_dir_all(&work_dir).map_err(|e| BuildError::io(&work_dir, e))?;
-    let fresh_root = if request.no_cache {
-        Some(
-            tempfile::Builder::new()
-                .prefix("build-")
-                .tempdir_in(&work_dir)
-                .map_err(|e| BuildError::io(&work_dir, e))?,
-        )
-    } else {
-        None
-    };
-    let stage_root = match &fresh_root {
-        Some(dir) => dir.path().to_path_buf(),
-        None => request.store.root().join("stages"),
-    };
+    let scratch = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(&work_dir)
+        .map_err(|e| BuildError::io(&work_dir, e))?;
+    let stage_root =
+        if request.no_cache { scratch.path().join("stages") } else { request.store.root().join("stages") };
     let cache = StageCache::open(&stage_root)?;
     let runner = Runner::new(def.source_date_epoch());
 
-    let workspace = relative_to(request.definition_path, &def.customize.tools_workspace);
-    let tools =
-        tools::build_ceremony_tools(&runner, &workspace, &mut |line| observer.progress("tools", line))?;
-
-    let ctx = stages::Ctx {
-        def,
-        definition_path: request.definition_path,
-        lock: request.lock,
-        store: request.store,
-        runner,
-        cache: &cache,
-        observer,
-        records: Default::default(),
+    // Everything read from the checkout is read once, here.
+    let workspace_dir = relative_to(request.definition_path, &def.customize.tools_workspace);
+    let workspace_dir = workspace_dir.canonicalize().map_err(|e| BuildError::io(&workspace_dir, e))?;
+    let compiler = compiler::find(&runner, &workspace_dir)?;
+    let workspace_sources: Vec<(PathBuf, &str)> =
+        tools::WORKSPACE_SOURCES.iter().map(|name| (workspace_dir.join(name), *name)).collect();
+    let workspace = sources::snapshot(&workspace_sources, &scratch.path().join("workspace"))?;
+    let overlay = match &def.customize.overlay {
+        Some(dir) => Some(sources::snapshot(
+            &[(relative_to(request.definition_path, dir), "overlay")],
+            &scratch.path().join("overlay"),
+        )?),
+        None => None,
     };
-    let repo = stages::repo::run(&ctx)?;
-    let toolchain = Toolchain::from_stage(&stages::toolchain::run(&ctx)?);
-    let rootfs = stages::rootfs::run(&ctx, &repo)?;
-    let customized = stages::customize::run(&ctx, &rootfs, &tools.binary)?;
-    let normalized = stages::normalize::run(&ctx, &customized)?;
-    let tree = stages::normalize::NormalizedTree::at(&normalized.path)?;
-    let squashfs = stages::squashfs::run(&ctx, &normalized, &toolchain)?;
-    let boot = stages::boot::run(&ctx, &normalized, &toolchain)?;
-    let iso = stages::iso::run(&ctx, &squashfs, &boot, &toolchain)?;
+    let bundle_archives: Vec<PathBuf> =
+        def.hsm_bundles.iter().map(|b| relative_to(request.definition_path, &b.archive)).collect();
+    let git_commit = git_commit(&runner, &workspace_dir);
+
+    let ctx =
+        stages::Ctx { store: request.store, runner, cache: &cache, observer, records: Default::default() };
+    let sde = def.source_date_epoch();
+    let repo = repo::run(&ctx, &repo::inputs(lock))?;
+    let toolchain = Toolchain::from_stage(&toolchain_stage::run(&ctx, &toolchain_stage::inputs(lock))?);
+    let tools_inputs = tools::inputs(sde, &toolchain, &workspace.digest, &compiler);
+    let tools = tools::run(&ctx, &tools_inputs, &toolchain, &workspace.dir, &compiler)?;
+    let rootfs = rootfs::run(
+        &ctx,
+        &rootfs::inputs(def, lock, &repo, &toolchain),
+        lock.image.variant,
+        &repo,
+        &toolchain,
+    )?;
+    let overlay_dir = overlay.as_ref().map(|o| o.dir.join("overlay"));
+    let customized = customize::run(
+        &ctx,
+        &customize::inputs(def, &rootfs, &tools, overlay.as_ref().map(|o| o.digest.as_str())),
+        &customize::Sources {
+            rootfs: &rootfs,
+            tools: &tools,
+            overlay: overlay_dir.as_deref(),
+            bundle_archives,
+        },
+    )?;
+    let normalized = normalize_stage::run(&ctx, &normalize_stage::inputs(sde, &customized), &customized)?;
+    let tree = normalize_stage::NormalizedTree::at(&normalized.path)?;
+    let squashfs = squashfs::run(
+        &ctx,
+        &squashfs::inputs(sde, def.squashfs.compression, &normalized, &toolchain),
+        &normalized,
+        &toolchain,
+    )?;
+    let boot = boot::run(&ctx, &boot::inputs(def, &normalized, &toolchain), &normalized, &toolchain)?;
+    let iso = iso::run(&ctx, &iso::inputs(def, &squashfs, &boot, &toolchain), &squashfs, &boot, &toolchain)?;
 
     let records = ctx.records.borrow().clone();
     outputs::write_outputs(
         &request.out_dir,
         &outputs::OutputInputs {
             def,
-            lock: request.lock,
+            lock,
             lock_sha256: &request.lock_sha256,
             iso: &iso.path,
             iso_sha256: &iso.digest,
             rootfs_manifest: &tree.manifest,
             nar_hash: &tree.nar_hash,
             stages: &records,
-            compiler: &tools.compiler,
-            tools_sha256: &tools.binary.sha256,
-            git_commit: &tools.git_commit,
+            compiler: &compiler.rustc_version,
+            tools_sha256: &tools.digest,
+            git_commit: &git_commit,
             toolchain_digest: toolchain.digest(),
         },
     )
+}
+
+/// The workspace's git commit (`-dirty` if tracked files are modified), or `unknown`: recorded in
+/// the provenance, never an input of a stage.
+fn git_commit(runner: &Runner, workspace: &Path) -> String {
+    let head = runner.cmd("git", workspace).args(["-c", "safe.directory=*", "rev-parse", "HEAD"]).output();
+    let Ok(head) = head else { return "unknown".into() };
+    let commit = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    let dirty = runner
+        .cmd("git", workspace)
+        .args(["-c", "safe.directory=*", "status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false);
+    if dirty { format!("{commit}-dirty") } else { commit }
 }

@@ -2,9 +2,9 @@
 
 use crate::{DefinitionArg, SourceArgs, inputs, progress};
 use anyhow::{Context, Result, bail};
+use ceremony_os_definition::Timestamp;
 use ceremony_os_media::{burn, material};
 use ceremony_os_runner::Runner;
-use ceremony_os_definition::Timestamp;
 use ceremony_os_store::Store;
 use clap::Args;
 use std::io::Write;
@@ -101,13 +101,7 @@ pub fn material(args: &MaterialArgs, store_root: &Path) -> Result<()> {
     };
     let store = Store::open(store_root)?;
     crate::fetch_items(&store, &def, &inputs::fetch_items(&lock.toolchain.packages), &args.sources)?;
-    let toolchain = ceremony_os_builder::prepare_toolchain(
-        &definition.definition,
-        &def,
-        &lock,
-        &store,
-        &progress::BuildProgress::new(),
-    )?;
+    let toolchain = ceremony_os_builder::prepare_toolchain(&lock, &store, &progress::BuildProgress::new())?;
 
     let out_dir = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let work = tempfile::Builder::new().prefix(".material-").tempdir_in(out_dir)?;

@@ -3,6 +3,7 @@
 //! resolving the image definition's package sets into a [`ceremony_os_definition::Lockfile`].
 
 pub mod apt;
+pub mod deb;
 pub mod deb822;
 pub mod print_uris;
 pub mod resolve;

@@ -4,11 +4,11 @@
 use crate::apt::{AptRoot, AptSource};
 use crate::deb822::{self, Paragraph};
 use crate::print_uris::{self, PlannedDownload};
-use ceremony_os_runner::{RunError, Runner};
 use ceremony_os_definition::{
     ArchiveState, ImageDefinition, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile, PackageSet,
     Sha256Digest, Variant,
 };
+use ceremony_os_runner::{RunError, Runner};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

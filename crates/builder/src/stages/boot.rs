@@ -10,12 +10,12 @@
 //! serial console (ttyS0, 115200) and the screen, and boot without a key press.
 
 use super::{Ctx, write};
-use crate::cache::{KeyBuilder, StageOutput};
+use crate::cache::{OutputKind, StageOutput};
 use crate::error::BuildError;
 use crate::toolchain::Toolchain;
 use std::path::Path;
 
-const RECIPE: u32 = 1;
+const RECIPE: u32 = 2;
 
 /// GRUB modules built into BOOTX64.EFI.
 const GRUB_EFI_MODULES: &[&str] = &[
@@ -42,46 +42,74 @@ const GRUB_EFI_MODULES: &[&str] = &[
 /// Marker file at the root of the ISO, by which GRUB finds it.
 pub const MARKER: &str = ".ceremony-os";
 
+#[derive(Debug, serde::Serialize)]
+pub struct Inputs {
+    pub recipe: u32,
+    pub source_date_epoch: i64,
+    pub normalize: String,
+    pub toolchain: String,
+    /// The files the stage writes from the definition, as written.
+    pub marker: String,
+    pub disk_info: String,
+    pub isolinux_cfg: String,
+    pub grub_cfg: String,
+    pub grub_early_cfg: String,
+    pub grub_modules: &'static [&'static str],
+    pub fat_label: &'static str,
+}
+
+pub fn inputs(
+    def: &ceremony_os_definition::ImageDefinition,
+    normalized: &StageOutput,
+    toolchain: &Toolchain,
+) -> Inputs {
+    let title = format!("{} {}", def.image.name, def.image.version);
+    Inputs {
+        recipe: RECIPE,
+        source_date_epoch: def.source_date_epoch(),
+        normalize: normalized.digest.clone(),
+        toolchain: toolchain.digest().to_string(),
+        marker: format!("{}\n", def.artifact_stem()),
+        disk_info: format!("{title} ({}) {}\n", def.image.architecture, def.debian.snapshot),
+        isolinux_cfg: isolinux_cfg(&title, &def.kernel.cmdline),
+        grub_cfg: grub_cfg(&title, &def.kernel.cmdline),
+        grub_early_cfg: format!(
+            "search --no-floppy --set=root --file /{MARKER}\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n"
+        ),
+        grub_modules: GRUB_EFI_MODULES,
+        fat_label: "EFIBOOT",
+    }
+}
+
 pub(crate) fn run(
     ctx: &Ctx<'_>,
+    inputs: &Inputs,
     normalized: &StageOutput,
     toolchain: &Toolchain,
 ) -> Result<StageOutput, BuildError> {
     let tree = super::normalize::NormalizedTree::at(&normalized.path)?;
     let (vmlinuz, initrd) = (tree.vmlinuz, tree.initrd);
-    let def = ctx.def;
-    let title = format!("{} {}", def.image.name, def.image.version);
-    let mut key = KeyBuilder::new("boot", RECIPE);
-    key.field("vmlinuz", &super::file_digest(&vmlinuz)?)
-        .field("initrd", &super::file_digest(&initrd)?)
-        .field("toolchain", toolchain.digest())
-        .field("cmdline", &def.kernel.cmdline)
-        .field("title", &title)
-        .field("marker", &def.artifact_stem())
-        .field("modules", &GRUB_EFI_MODULES.join(","));
-    ctx.stage("boot", key.finish(), |out| {
+    ctx.stage("boot", inputs, OutputKind::Tree, |out| {
         let tree = out.join("tree");
         let work = out.parent().expect("out has a parent");
         copy(&vmlinuz, &tree.join("live/vmlinuz"))?;
         copy(&initrd, &tree.join("live/initrd.img"))?;
-        write(&tree.join(MARKER), format!("{}\n", def.artifact_stem()))?;
-        write(&tree.join(".disk/info"), format!("{title} ({}) {}\n", def.image.architecture, def.debian.snapshot))?;
+        write(&tree.join(MARKER), &inputs.marker)?;
+        write(&tree.join(".disk/info"), &inputs.disk_info)?;
 
         // BIOS: isolinux
         copy(&toolchain.file("usr/lib/ISOLINUX/isolinux.bin"), &tree.join("isolinux/isolinux.bin"))?;
-        copy(&toolchain.file("usr/lib/syslinux/modules/bios/ldlinux.c32"), &tree.join("isolinux/ldlinux.c32"))?;
+        copy(
+            &toolchain.file("usr/lib/syslinux/modules/bios/ldlinux.c32"),
+            &tree.join("isolinux/ldlinux.c32"),
+        )?;
         copy(&toolchain.file("usr/lib/ISOLINUX/isohdpfx.bin"), &out.join("isohdpfx.bin"))?;
-        write(&tree.join("isolinux/isolinux.cfg"), isolinux_cfg(&title, &def.kernel.cmdline))?;
+        write(&tree.join("isolinux/isolinux.cfg"), &inputs.isolinux_cfg)?;
 
         // UEFI: standalone GRUB in a FAT image
-        write(&tree.join("boot/grub/grub.cfg"), grub_cfg(&title, &def.kernel.cmdline))?;
+        write(&tree.join("boot/grub/grub.cfg"), &inputs.grub_cfg)?;
         let early = work.join("grub-early.cfg");
-        write(
-            &early,
-            format!(
-                "search --no-floppy --set=root --file /{MARKER}\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n"
-            ),
-        )?;
+        write(&early, &inputs.grub_early_cfg)?;
         let efi_binary = work.join("BOOTX64.EFI");
         toolchain
             .cmd(&ctx.runner, "grub-mkimage", work)
@@ -91,17 +119,17 @@ pub(crate) fn run(
             .arg(&early)
             .arg("--output")
             .arg(&efi_binary)
-            .args(GRUB_EFI_MODULES)
+            .args(inputs.grub_modules)
             .output()?;
         let efi_bytes = std::fs::read(&efi_binary).map_err(|e| BuildError::io(&efi_binary, e))?;
         write(&tree.join("EFI/BOOT/BOOTX64.EFI"), &efi_bytes)?;
         crate::fat::write_fat_image(
             &tree.join("boot/grub/efi.img"),
-            "EFIBOOT",
+            inputs.fat_label,
             &[("EFI/BOOT/BOOTX64.EFI", efi_bytes)],
-            ctx.sde(),
+            inputs.source_date_epoch,
         )?;
-        ceremony_os_tree::clamp_mtimes(out, ctx.sde())?;
+        ceremony_os_tree::clamp_mtimes(out, inputs.source_date_epoch)?;
         super::dir_digest(out)
     })
 }

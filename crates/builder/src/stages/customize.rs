@@ -1,19 +1,24 @@
 //! Stage `customize`: the root file system made into the ceremony system. Overlay files, the
-//! image's identity, root autologin on the configured consoles, the `ceremony` tools, PKCS#11
+//! image's identity, root autologin on the configured consoles, the `ceremony` tool, PKCS#11
 //! modules registered with p11-kit (SoftHSMv2, OpenSC and declared vendor bundles), and the air
 //! gap by construction: excluded kernel module trees deleted and blacklisted, network units
-//! masked, and a small initrd rebuilt from what is left.
+//! masked, and a small initrd rebuilt from what is left (inside the image tree, which sees only
+//! its own /etc).
+//!
+//! Every write goes through [`ImageRoot`]: paths resolve inside the tree, so the image's absolute
+//! symlinks cannot redirect a write to the build host.
 
-use super::{Ctx, set_mode, write};
-use crate::cache::{KeyBuilder, StageOutput};
+use super::Ctx;
+use crate::cache::{OutputKind, StageOutput};
 use crate::error::BuildError;
+use crate::image_root::ImageRoot;
 use crate::normalize::normalize_debian_tree;
 use crate::sandbox;
-use ceremony_os_definition::{HsmBundle, relative_to};
+use ceremony_os_definition::ImageDefinition;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-const RECIPE: u32 = 2;
+const RECIPE: u32 = 3;
 
 /// Units that would manage a network if one existed: masked so nothing even tries.
 const MASKED_UNITS: &[&str] = &[
@@ -30,251 +35,284 @@ const PACKAGED_MODULES: &[(&str, &str)] = &[
     ("opensc", "usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"),
 ];
 
-/// The `ceremony` binary to install, built before the stages run.
-#[derive(Debug, Clone)]
-pub struct ToolsBinary {
-    pub path: PathBuf,
-    pub sha256: String,
+#[derive(Debug, serde::Serialize)]
+pub struct Inputs {
+    pub recipe: u32,
+    pub source_date_epoch: i64,
+    pub rootfs: String,
+    pub tools: String,
+    /// Content digest of the overlay snapshot, if the definition has an overlay.
+    pub overlay: Option<String>,
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    pub snapshot: String,
+    pub hostname: String,
+    pub autologin: Vec<String>,
+    pub exclude_modules: Vec<String>,
+    pub remove_documentation: bool,
+    pub masked_units: &'static [&'static str],
+    pub hsm_bundles: Vec<BundleInput>,
 }
 
-pub(crate) fn run(
-    ctx: &Ctx<'_>,
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BundleInput {
+    pub name: String,
+    pub sha256: String,
+    pub module: String,
+}
+
+pub fn inputs(
+    def: &ImageDefinition,
     rootfs: &StageOutput,
-    tools: &ToolsBinary,
-) -> Result<StageOutput, BuildError> {
-    let def = ctx.def;
-    let overlay = def.customize.overlay.as_ref().map(|o| relative_to(ctx.definition_path, o));
-    let overlay_digest = match &overlay {
-        Some(dir) => overlay_content_digest(dir)?,
-        None => "none".into(),
-    };
-    let mut key = KeyBuilder::new("customize", RECIPE);
-    key.field("rootfs", &rootfs.digest)
-        .field("overlay", &overlay_digest)
-        .field("tools", &tools.sha256)
-        .field("name", def.image.name.as_str())
-        .field("version", def.image.version.as_str())
-        .field("hostname", def.customize.hostname.as_str())
-        .field("autologin", &def.customize.autologin.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(","))
-        .field(
-            "exclude_modules",
-            &def.kernel.exclude_modules.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
-        )
-        .field("initramfs.conf", super::rootfs::initramfs_conf())
-        .field("remove_documentation", &def.customize.remove_documentation.to_string());
-    for bundle in &def.hsm_bundles {
-        key.field("hsm_bundle", &format!("{} {} {}", bundle.name, bundle.sha256, bundle.module));
+    tools: &StageOutput,
+    overlay: Option<&str>,
+) -> Inputs {
+    Inputs {
+        recipe: RECIPE,
+        source_date_epoch: def.source_date_epoch(),
+        rootfs: rootfs.digest.clone(),
+        tools: tools.digest.clone(),
+        overlay: overlay.map(str::to_string),
+        name: def.image.name.to_string(),
+        version: def.image.version.to_string(),
+        architecture: def.image.architecture.to_string(),
+        snapshot: def.debian.snapshot.to_string(),
+        hostname: def.customize.hostname.to_string(),
+        autologin: def.customize.autologin.iter().map(|t| t.to_string()).collect(),
+        exclude_modules: def.kernel.exclude_modules.iter().map(|m| m.as_str().to_string()).collect(),
+        remove_documentation: def.customize.remove_documentation,
+        masked_units: MASKED_UNITS,
+        hsm_bundles: def
+            .hsm_bundles
+            .iter()
+            .map(|b| BundleInput {
+                name: b.name.to_string(),
+                sha256: b.sha256.as_hex().to_string(),
+                module: b.module.clone(),
+            })
+            .collect(),
     }
-    ctx.stage("customize", key.finish(), |out| {
+}
+
+/// Where the stage finds what its inputs name by digest.
+#[derive(Debug)]
+pub struct Sources<'a> {
+    pub rootfs: &'a StageOutput,
+    pub tools: &'a StageOutput,
+    pub overlay: Option<&'a Path>,
+    /// Each bundle's archive, in the order of `Inputs::hsm_bundles`.
+    pub bundle_archives: Vec<PathBuf>,
+}
+
+pub(crate) fn run(ctx: &Ctx<'_>, inputs: &Inputs, sources: &Sources<'_>) -> Result<StageOutput, BuildError> {
+    ctx.stage("customize", inputs, OutputKind::Tree, |out| {
         ctx.progress("customize", "copying the root file system");
-        super::copy_tree(&ctx.runner, &rootfs.path, out)?;
-        if let Some(dir) = &overlay {
-            apply_overlay(dir, out)?;
+        super::copy_tree(&ctx.runner, &sources.rootfs.path, out)?;
+        let image = ImageRoot::open(out)?;
+        if let Some(dir) = sources.overlay {
+            apply_overlay(&image, dir, "")?;
         }
-        write_identity(ctx, out)?;
-        write_autologin(out, &def.customize.autologin.iter().map(|t| t.as_str()).collect::<Vec<_>>())?;
-        let bin = out.join("usr/local/bin/ceremony");
-        std::fs::create_dir_all(bin.parent().expect("has parent")).map_err(|e| BuildError::io(&bin, e))?;
-        std::fs::copy(&tools.path, &bin).map_err(|e| BuildError::io(&bin, e))?;
-        set_mode(&bin, 0o755)?;
-        for bundle in &def.hsm_bundles {
-            install_hsm_bundle(ctx, bundle, out)?;
+        write_identity(&image, inputs)?;
+        write_autologin(&image, &inputs.autologin)?;
+        image.copy_from(&sources.tools.path, "usr/local/bin/ceremony", 0o755)?;
+        for (bundle, archive) in inputs.hsm_bundles.iter().zip(&sources.bundle_archives) {
+            install_hsm_bundle(&image, bundle, archive)?;
         }
         for (name, module) in PACKAGED_MODULES {
-            if out.join(module).exists() {
-                register_module(out, name, module)?;
+            if image.file_type(module)?.is_some() {
+                register_module(&image, name, module)?;
             }
         }
-        mask_units(out)?;
-        if def.customize.remove_documentation {
-            remove_documentation(out)?;
+        for unit in inputs.masked_units {
+            image.symlink(&format!("etc/systemd/system/{unit}"), "/dev/null")?;
         }
-        let kernel_version = kernel_version(out)?;
-        let removed = prune_modules(ctx, out, &kernel_version)?;
+        if inputs.remove_documentation {
+            remove_documentation(&image)?;
+        }
+        let kernel_version = kernel_version(&image)?;
+        let removed = prune_modules(ctx, &image, &inputs.exclude_modules, &kernel_version)?;
         ctx.progress(
             "customize",
             &format!("removed {} kernel modules; rebuilding the initrd", removed.len()),
         );
-        write_blacklist(out, &removed)?;
-        let initrd = out.join(format!("boot/initrd.img-{kernel_version}"));
-        if initrd.exists() {
-            std::fs::remove_file(&initrd).map_err(|e| BuildError::io(&initrd, e))?;
-        }
+        write_blacklist(&image, &removed)?;
+        image.remove_all(&format!("boot/initrd.img-{kernel_version}"))?;
         let script = format!("depmod {kernel_version} && update-initramfs -c -k {kernel_version}");
         sandbox::in_chroot(&ctx.runner, out, &["/bin/sh", "-c", &script])
             .run_merged(|line| tracing::debug!("initramfs: {line}"))?;
-        normalize_debian_tree(out, ctx.sde())?;
+        normalize_debian_tree(out, inputs.source_date_epoch)?;
         super::dir_digest(out)
     })
 }
 
-/// Digest of the overlay's content and executable bits, not of its checkout's mtimes or owner.
-fn overlay_content_digest(dir: &Path) -> Result<String, BuildError> {
-    let manifest = ceremony_os_tree::TreeManifest::scan(dir)?;
-    let mut text = String::new();
-    for e in &manifest.entries {
-        let kind = match &e.kind {
-            ceremony_os_tree::Kind::Dir => "dir".to_string(),
-            ceremony_os_tree::Kind::File { sha256, .. } => {
-                format!("file {sha256} {}", e.mode & 0o111 != 0)
-            }
-            ceremony_os_tree::Kind::Symlink { target } => format!("symlink {target}"),
-            ceremony_os_tree::Kind::Special(s) => {
-                return Err(BuildError::stage(
-                    "customize",
-                    format!(
-                        "overlay {}{} is a {s}; only files, directories and symlinks are allowed",
-                        dir.display(),
-                        e.path
-                    ),
-                ));
-            }
-        };
-        text.push_str(&format!("{}\t{kind}\n", e.path));
-    }
-    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())))
-}
-
-/// Copy the overlay over the root: directories 0755, files 0644 (0755 if executable in the
-/// checkout), symlinks as they are, everything owned by root.
-fn apply_overlay(from: &Path, to: &Path) -> Result<(), BuildError> {
+/// Copy the overlay snapshot over the root: directories 0755 (existing ones keep their mode),
+/// files 0644 or 0755 as the snapshot says, symlinks as they are, everything owned by root.
+fn apply_overlay(image: &ImageRoot, from: &Path, prefix: &str) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
     for entry in crate::cache::read_dir_sorted(from)? {
-        let name = entry.file_name().expect("entries have names");
-        let dest = to.join(name);
+        let name = entry.file_name().expect("entries have names").to_str().ok_or_else(|| {
+            BuildError::stage("customize", format!("overlay file name {} is not UTF-8", entry.display()))
+        })?;
+        let rel = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
         let meta = std::fs::symlink_metadata(&entry).map_err(|e| BuildError::io(&entry, e))?;
         if meta.is_dir() {
-            if !dest.is_dir() {
-                std::fs::create_dir_all(&dest).map_err(|e| BuildError::io(&dest, e))?;
-                set_mode(&dest, 0o755)?;
-            }
-            apply_overlay(&entry, &dest)?;
+            image.create_dir_all(&rel, 0o755)?;
+            apply_overlay(image, &entry, &rel)?;
         } else if meta.is_symlink() {
             let target = std::fs::read_link(&entry).map_err(|e| BuildError::io(&entry, e))?;
-            let _ = std::fs::remove_file(&dest);
-            std::os::unix::fs::symlink(&target, &dest).map_err(|e| BuildError::io(&dest, e))?;
+            image.symlink(&rel, &target.to_string_lossy())?;
         } else {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::remove_file(&dest);
-            std::fs::copy(&entry, &dest).map_err(|e| BuildError::io(&dest, e))?;
-            set_mode(&dest, if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 })?;
+            image.copy_from(&entry, &rel, meta.permissions().mode() & 0o777)?;
         }
-        std::os::unix::fs::lchown(&dest, Some(0), Some(0)).map_err(|e| BuildError::io(&dest, e))?;
     }
     Ok(())
 }
 
-fn write_identity(ctx: &Ctx<'_>, root: &Path) -> Result<(), BuildError> {
-    let def = ctx.def;
-    let hostname = def.customize.hostname.as_str();
-    let title = format!("{} {} ({})", def.image.name, def.image.version, def.image.architecture);
-    write(&root.join("etc/hostname"), format!("{hostname}\n"))?;
-    write(
-        &root.join("etc/hosts"),
-        format!("127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+fn write_identity(image: &ImageRoot, inputs: &Inputs) -> Result<(), BuildError> {
+    let title = format!("{} {} ({})", inputs.name, inputs.version, inputs.architecture);
+    super::rootfs::write_name_service_files(image, &inputs.hostname, super::rootfs::RESOLV_CONF)?;
+    image.write(
+        "etc/issue",
+        format!("{title} \\l\nOffline key-ceremony system. No network.\n\n").as_bytes(),
+        0o644,
     )?;
-    write(&root.join("etc/issue"), format!("{title} \\l\nOffline key-ceremony system. No network.\n\n"))?;
-    write(&root.join("etc/issue.net"), format!("{title}\n"))?;
-    write(
-        &root.join("etc/motd"),
+    image.write("etc/issue.net", format!("{title}\n").as_bytes(), 0o644)?;
+    image.write(
+        "etc/motd",
         format!(
             "\n{title}\nOffline key-ceremony system: no network drivers; nothing written here survives a reboot.\nSee /etc/ceremony/README.\n\n"
-        ),
+        )
+        .as_bytes(),
+        0o644,
     )?;
-    write(
-        &root.join("etc/ceremony-os-release"),
+    image.write(
+        "etc/ceremony-os-release",
         format!(
             "NAME={}\nVERSION={}\nARCHITECTURE={}\nSNAPSHOT={}\nSOURCE_DATE_EPOCH={}\n",
-            def.image.name,
-            def.image.version,
-            def.image.architecture,
-            def.debian.snapshot,
-            def.source_date_epoch()
-        ),
+            inputs.name, inputs.version, inputs.architecture, inputs.snapshot, inputs.source_date_epoch
+        )
+        .as_bytes(),
+        0o644,
     )?;
     // The root file system is a read-only squashfs under a memory overlay: no fstab entries.
-    write(&root.join("etc/fstab"), "# ceremony-os: the live system mounts everything itself\n")?;
-    Ok(())
+    image.write("etc/fstab", b"# ceremony-os: the live system mounts everything itself\n", 0o644)
 }
 
-fn write_autologin(root: &Path, consoles: &[&str]) -> Result<(), BuildError> {
+fn write_autologin(image: &ImageRoot, consoles: &[String]) -> Result<(), BuildError> {
     for console in consoles {
         let (unit, exec) = if console.starts_with("ttyS") {
             ("serial-getty", "-/sbin/agetty --autologin root --keep-baud 115200,57600,38400,9600 %I $TERM")
         } else {
             ("getty", "-/sbin/agetty --autologin root --noclear %I $TERM")
         };
-        let path = root.join(format!("etc/systemd/system/{unit}@{console}.service.d/autologin.conf"));
-        write(&path, format!("[Service]\nExecStart=\nExecStart={exec}\n"))?;
+        image.write(
+            &format!("etc/systemd/system/{unit}@{console}.service.d/autologin.conf"),
+            format!("[Service]\nExecStart=\nExecStart={exec}\n").as_bytes(),
+            0o644,
+        )?;
         // serial-getty@ is started by the getty generator from console=; getty@ttyN needs the link.
         if unit == "getty" {
-            let wants = root.join("etc/systemd/system/getty.target.wants");
-            std::fs::create_dir_all(&wants).map_err(|e| BuildError::io(&wants, e))?;
-            let link = wants.join(format!("getty@{console}.service"));
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink("/lib/systemd/system/getty@.service", &link)
-                .map_err(|e| BuildError::io(&link, e))?;
+            image.symlink(
+                &format!("etc/systemd/system/getty.target.wants/getty@{console}.service"),
+                "/lib/systemd/system/getty@.service",
+            )?;
         }
     }
     Ok(())
 }
 
-fn register_module(root: &Path, name: &str, module_path_in_image: &str) -> Result<(), BuildError> {
-    write(
-        &root.join(format!("etc/pkcs11/modules/{name}.module")),
-        format!("# registered by ceremony-os\nmodule: /{module_path_in_image}\n"),
+fn register_module(image: &ImageRoot, name: &str, module_path_in_image: &str) -> Result<(), BuildError> {
+    image.write(
+        &format!("etc/pkcs11/modules/{name}.module"),
+        format!("# registered by ceremony-os\nmodule: /{module_path_in_image}\n").as_bytes(),
+        0o644,
     )
 }
 
-fn install_hsm_bundle(ctx: &Ctx<'_>, bundle: &HsmBundle, root: &Path) -> Result<(), BuildError> {
-    let archive = relative_to(ctx.definition_path, &bundle.archive);
-    let err = |message: String| BuildError::HsmBundle { name: bundle.name.to_string(), message };
-    let actual =
-        super::file_digest(&archive).map_err(|e| err(format!("cannot read {}: {e}", archive.display())))?;
-    if actual != bundle.sha256.as_hex() {
+/// Unpack a vendor bundle (checked against its SHA-256 first) into `opt/hsm/<name>`, in-process:
+/// directories, regular files (mode without set-id bits), symlinks and hard links only.
+fn install_hsm_bundle(image: &ImageRoot, bundle: &BundleInput, archive: &Path) -> Result<(), BuildError> {
+    use std::io::Read;
+    let err = |message: String| BuildError::HsmBundle { name: bundle.name.clone(), message };
+    let bytes = std::fs::read(archive).map_err(|e| err(format!("cannot read {}: {e}", archive.display())))?;
+    let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    if actual != bundle.sha256 {
         return Err(err(format!(
             "{} has SHA-256 {actual}, the definition expects {}",
             archive.display(),
             bundle.sha256
         )));
     }
-    let dest_relative = format!("opt/hsm/{}", bundle.name);
-    let dest = root.join(&dest_relative);
-    std::fs::create_dir_all(&dest).map_err(|e| BuildError::io(&dest, e))?;
-    ctx.runner
-        .cmd("tar", &dest)
-        .args(["--extract", "--no-same-owner", "--delay-directory-restore", "--file"])
-        .arg(&archive)
-        .arg("--directory")
-        .arg(&dest)
-        .output()?;
-    let module = format!("{dest_relative}/{}", bundle.module);
-    if !root.join(&module).is_file() {
-        return Err(err(format!("module {} is not in {}", bundle.module, archive.display())));
+    let reader: Box<dyn Read + '_> = match bytes.as_slice() {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::GzDecoder::new(bytes.as_slice())),
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Box::new(liblzma::read::XzDecoder::new(bytes.as_slice())),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(
+            zstd::stream::read::Decoder::new(bytes.as_slice()).map_err(|e| err(format!("zstd: {e}")))?,
+        ),
+        _ => Box::new(bytes.as_slice()),
+    };
+    let base = format!("opt/hsm/{}", bundle.name);
+    image.create_dir_all(&base, 0o755)?;
+    let mut archive_reader = tar::Archive::new(reader);
+    let entries = archive_reader.entries().map_err(|e| err(format!("{}: {e}", archive.display())))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| err(format!("{}: {e}", archive.display())))?;
+        let raw_path = entry.path().map_err(|e| err(e.to_string()))?.to_string_lossy().into_owned();
+        let clean: Vec<&str> = raw_path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        if clean.is_empty() {
+            continue;
+        }
+        if clean.contains(&"..") {
+            return Err(err(format!("entry {raw_path:?} climbs out of the bundle")));
+        }
+        let rel = format!("{base}/{}", clean.join("/"));
+        let mode = entry.header().mode().map_err(|e| err(e.to_string()))? & 0o777;
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => image.create_dir_all(&rel, mode | 0o700)?,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).map_err(|e| err(format!("{raw_path}: {e}")))?;
+                image.write(&rel, &data, mode)?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry.link_name().map_err(|e| err(e.to_string()))?.unwrap_or_default();
+                image.symlink(&rel, &target.to_string_lossy())?;
+            }
+            other => {
+                return Err(err(format!(
+                    "entry {raw_path:?} is a {other:?}; bundles hold files, directories and symlinks"
+                )));
+            }
+        }
     }
-    register_module(root, bundle.name.as_str(), &module)
+    let module = format!("{base}/{}", bundle.module);
+    if image.file_type(&module)? != Some(rustix::fs::FileType::RegularFile) {
+        return Err(err(format!("module {} is not a file in {}", bundle.module, archive.display())));
+    }
+    register_module(image, &bundle.name, &module)
 }
 
 /// Manual pages, info pages, translations and documentation, as `dpkg --path-exclude` setups
 /// drop them; `/usr/share/doc/*/copyright` stays (licences travel with the binaries).
-fn remove_documentation(root: &Path) -> Result<(), BuildError> {
+fn remove_documentation(image: &ImageRoot) -> Result<(), BuildError> {
     for dir in ["usr/share/man", "usr/share/info", "usr/share/lintian", "usr/share/linda"] {
-        crate::cache::remove_tree(&root.join(dir))?;
+        image.remove_all(dir)?;
     }
-    let locale = root.join("usr/share/locale");
-    if locale.is_dir() {
-        for entry in crate::cache::read_dir_sorted(&locale)? {
-            if entry.file_name().is_some_and(|n| n != "locale.alias") {
-                crate::cache::remove_path(&entry)?;
+    if image.file_type("usr/share/locale")? == Some(rustix::fs::FileType::Directory) {
+        for name in image.list("usr/share/locale")? {
+            if name != "locale.alias" {
+                image.remove_all(&format!("usr/share/locale/{name}"))?;
             }
         }
     }
-    let doc = root.join("usr/share/doc");
-    if doc.is_dir() {
-        for package in crate::cache::read_dir_sorted(&doc)? {
-            if std::fs::symlink_metadata(&package).map_err(|e| BuildError::io(&package, e))?.is_dir() {
-                for entry in crate::cache::read_dir_sorted(&package)? {
-                    if entry.file_name().is_some_and(|n| n != "copyright") {
-                        crate::cache::remove_path(&entry)?;
+    if image.file_type("usr/share/doc")? == Some(rustix::fs::FileType::Directory) {
+        for package in image.list("usr/share/doc")? {
+            let dir = format!("usr/share/doc/{package}");
+            if image.file_type(&dir)? == Some(rustix::fs::FileType::Directory) {
+                for name in image.list(&dir)? {
+                    if name != "copyright" {
+                        image.remove_all(&format!("{dir}/{name}"))?;
                     }
                 }
             }
@@ -283,23 +321,13 @@ fn remove_documentation(root: &Path) -> Result<(), BuildError> {
     Ok(())
 }
 
-fn mask_units(root: &Path) -> Result<(), BuildError> {
-    let dir = root.join("etc/systemd/system");
-    std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
-    for unit in MASKED_UNITS {
-        let link = dir.join(unit);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink("/dev/null", &link).map_err(|e| BuildError::io(&link, e))?;
+fn kernel_version(image: &ImageRoot) -> Result<String, BuildError> {
+    let mut versions = Vec::new();
+    for name in image.list("lib/modules")? {
+        if image.file_type(&format!("lib/modules/{name}"))? == Some(rustix::fs::FileType::Directory) {
+            versions.push(name);
+        }
     }
-    Ok(())
-}
-
-fn kernel_version(root: &Path) -> Result<String, BuildError> {
-    let versions: Vec<String> = crate::cache::read_dir_sorted(&root.join("lib/modules"))?
-        .iter()
-        .filter(|p| p.is_dir())
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
     match versions.as_slice() {
         [one] => Ok(one.clone()),
         _ => Err(BuildError::stage(
@@ -310,66 +338,65 @@ fn kernel_version(root: &Path) -> Result<String, BuildError> {
 }
 
 /// Delete the excluded module trees; return the names of the modules removed, sorted.
-fn prune_modules(ctx: &Ctx<'_>, root: &Path, kernel_version: &str) -> Result<Vec<String>, BuildError> {
-    let base = root.join("lib/modules").join(kernel_version).join("kernel");
+fn prune_modules(
+    ctx: &Ctx<'_>,
+    image: &ImageRoot,
+    excluded: &[String],
+    kernel_version: &str,
+) -> Result<Vec<String>, BuildError> {
     let mut removed = BTreeSet::new();
-    for tree in &ctx.def.kernel.exclude_modules {
-        let dir = base.join(tree.as_str());
-        if !dir.exists() {
+    for tree in excluded {
+        let rel = format!("lib/modules/{kernel_version}/kernel/{tree}");
+        if image.file_type(&rel)? != Some(rustix::fs::FileType::Directory) {
             ctx.progress(
                 "customize",
-                &format!("module tree {} does not exist in kernel {kernel_version}", tree.as_str()),
+                &format!("module tree {tree} does not exist in kernel {kernel_version}"),
             );
             continue;
         }
-        collect_module_names(&dir, &mut removed)?;
-        crate::cache::remove_tree(&dir)?;
+        collect_module_names(image, &rel, &mut removed)?;
+        image.remove_all(&rel)?;
     }
     Ok(removed.into_iter().collect())
 }
 
-fn collect_module_names(dir: &Path, names: &mut BTreeSet<String>) -> Result<(), BuildError> {
-    for entry in crate::cache::read_dir_sorted(dir)? {
-        if entry.is_dir() {
-            collect_module_names(&entry, names)?;
-        } else if let Some(name) = entry.file_name().and_then(|n| n.to_str())
-            && let Some(stem) =
-                [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].iter().find_map(|ext| name.strip_suffix(ext))
-        {
-            names.insert(stem.replace('-', "_"));
+fn collect_module_names(
+    image: &ImageRoot,
+    dir: &str,
+    names: &mut BTreeSet<String>,
+) -> Result<(), BuildError> {
+    for name in image.list(dir)? {
+        let rel = format!("{dir}/{name}");
+        if image.file_type(&rel)? == Some(rustix::fs::FileType::Directory) {
+            collect_module_names(image, &rel, names)?;
+        } else if let Some(stem) = module_stem(&name) {
+            names.insert(stem);
         }
     }
     Ok(())
 }
 
-fn write_blacklist(root: &Path, modules: &[String]) -> Result<(), BuildError> {
+/// `e1000e.ko.xz` -> `e1000e`; `mac80211-hwsim.ko` -> `mac80211_hwsim` (as modprobe names it).
+fn module_stem(file_name: &str) -> Option<String> {
+    [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+        .iter()
+        .find_map(|ext| file_name.strip_suffix(ext))
+        .map(|stem| stem.replace('-', "_"))
+}
+
+fn write_blacklist(image: &ImageRoot, modules: &[String]) -> Result<(), BuildError> {
     let mut text = String::from(
         "# ceremony-os air gap: these modules were removed from the image; should one ever appear,\n# it must not load.\n",
     );
     for m in modules {
         text.push_str(&format!("blacklist {m}\ninstall {m} /bin/false\n"));
     }
-    write(&root.join("etc/modprobe.d/ceremony-os-airgap.conf"), text)
+    image.write("etc/modprobe.d/ceremony-os-airgap.conf", text.as_bytes(), 0o644)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn overlay_digest_ignores_mtime_but_not_content_or_exec_bit() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
-        std::fs::write(dir.path().join("etc/a"), b"x").unwrap();
-        let d1 = overlay_content_digest(dir.path()).unwrap();
-        filetime::set_file_mtime(dir.path().join("etc/a"), filetime::FileTime::from_unix_time(5, 0)).unwrap();
-        assert_eq!(overlay_content_digest(dir.path()).unwrap(), d1);
-        set_mode(&dir.path().join("etc/a"), 0o755).unwrap();
-        let d2 = overlay_content_digest(dir.path()).unwrap();
-        assert_ne!(d2, d1);
-        std::fs::write(dir.path().join("etc/a"), b"y").unwrap();
-        assert_ne!(overlay_content_digest(dir.path()).unwrap(), d2);
-    }
 
     #[test]
     fn module_names_from_files() {
@@ -379,8 +406,38 @@ mod tests {
         std::fs::write(dir.path().join("e1000e.ko.xz"), b"").unwrap();
         std::fs::write(dir.path().join("mac80211-hwsim.ko"), b"").unwrap();
         std::fs::write(dir.path().join("README"), b"").unwrap();
+        let image = ImageRoot::open(dir.path()).unwrap();
         let mut names = BTreeSet::new();
-        collect_module_names(dir.path(), &mut names).unwrap();
+        for top in image.list("").unwrap() {
+            if image.file_type(&top).unwrap() == Some(rustix::fs::FileType::Directory) {
+                collect_module_names(&image, &top, &mut names).unwrap();
+            } else if let Some(stem) = module_stem(&top) {
+                names.insert(stem);
+            }
+        }
         assert_eq!(names.into_iter().collect::<Vec<_>>(), ["e1000e", "iwlwifi", "mac80211_hwsim"]);
+    }
+
+    #[test]
+    fn overlay_files_under_absolute_image_symlinks_stay_in_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        let host_target = dir.path().join("host-run");
+        std::os::unix::fs::symlink(&host_target, root.join("var/run")).unwrap();
+        let overlay = dir.path().join("overlay");
+        std::fs::create_dir_all(overlay.join("var/run")).unwrap();
+        std::fs::write(overlay.join("var/run/marker"), b"x").unwrap();
+        // The image's var/run points at a directory that exists on the host but not in the image.
+        std::fs::create_dir_all(&host_target).unwrap();
+        let err = apply_overlay(&ImageRoot::open(&root).unwrap(), &overlay, "").unwrap_err().to_string();
+        assert!(err.contains("var/run is a symlink"), "{err}");
+        assert_eq!(std::fs::read_dir(&host_target).unwrap().count(), 0, "nothing written on the host");
+        // Once the target exists inside the image, the file lands there, as in the booted system.
+        std::fs::create_dir_all(root.join(host_target.strip_prefix("/").unwrap())).unwrap();
+        apply_overlay(&ImageRoot::open(&root).unwrap(), &overlay, "").unwrap();
+        assert!(root.join(host_target.strip_prefix("/").unwrap()).join("marker").exists());
+        assert_eq!(std::fs::read_dir(&host_target).unwrap().count(), 0, "nothing written on the host");
     }
 }

@@ -3,38 +3,71 @@
 //! the inputs' clamped mtimes; preparer, publisher and volume id are fixed by the definition.
 
 use super::Ctx;
-use crate::cache::{KeyBuilder, StageOutput};
+use crate::cache::{OutputKind, StageOutput};
 use crate::error::BuildError;
 use crate::toolchain::Toolchain;
 
-const RECIPE: u32 = 1;
+const RECIPE: u32 = 2;
+
+#[derive(Debug, serde::Serialize)]
+pub struct Inputs {
+    pub recipe: u32,
+    pub source_date_epoch: i64,
+    pub squashfs: String,
+    pub boot: String,
+    pub toolchain: String,
+    pub volume_id: String,
+    pub application: String,
+    pub preparer: &'static str,
+    pub publisher: &'static str,
+}
+
+pub fn inputs(
+    def: &ceremony_os_definition::ImageDefinition,
+    squashfs: &StageOutput,
+    boot: &StageOutput,
+    toolchain: &Toolchain,
+) -> Inputs {
+    Inputs {
+        recipe: RECIPE,
+        source_date_epoch: def.source_date_epoch(),
+        squashfs: squashfs.digest.clone(),
+        boot: boot.digest.clone(),
+        toolchain: toolchain.digest().to_string(),
+        volume_id: def.volume_id(),
+        application: format!("{} {}", def.image.name, def.image.version),
+        preparer: "CEREMONY-OS",
+        publisher: "CEREMONY-OS",
+    }
+}
 
 pub(crate) fn run(
     ctx: &Ctx<'_>,
+    inputs: &Inputs,
     squashfs: &StageOutput,
     boot: &StageOutput,
     toolchain: &Toolchain,
 ) -> Result<StageOutput, BuildError> {
-    let def = ctx.def;
-    let volume_id = def.volume_id();
-    let application = format!("{} {}", def.image.name, def.image.version);
-    let mut key = KeyBuilder::new("iso", RECIPE);
-    key.field("squashfs", &squashfs.digest)
-        .field("boot", &boot.digest)
-        .field("toolchain", toolchain.digest())
-        .field("volume_id", &volume_id)
-        .field("application", &application)
-        .field("source_date_epoch", &ctx.sde().to_string());
-    ctx.stage("iso", key.finish(), |out| {
+    ctx.stage("iso", inputs, OutputKind::File, |out| {
         let work = out.parent().expect("out has a parent");
         let tree = boot.path.join("tree");
-        let (y, mo, d, h, mi, s) = ceremony_os_definition::Timestamp::from_unix(ctx.sde()).civil();
+        let (y, mo, d, h, mi, s) =
+            ceremony_os_definition::Timestamp::from_unix(inputs.source_date_epoch).civil();
         let modification_date = format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}00");
         toolchain
             .cmd(&ctx.runner, "xorriso", work)
             .args(["-as", "mkisofs", "-o"])
             .arg(out)
-            .args(["-V", &volume_id, "-A", &application, "-p", "CEREMONY-OS", "-publisher", "CEREMONY-OS"])
+            .args([
+                "-V",
+                &inputs.volume_id,
+                "-A",
+                &inputs.application,
+                "-p",
+                inputs.preparer,
+                "-publisher",
+                inputs.publisher,
+            ])
             .arg(format!("--modification-date={modification_date}"))
             .args(["-iso-level", "3", "-r", "-J", "-joliet-long", "-l"])
             .arg("-isohybrid-mbr")
@@ -46,7 +79,7 @@ pub(crate) fn run(
             .arg(format!("/={}", tree.display()))
             .arg(format!("/live/filesystem.squashfs={}", squashfs.path.display()))
             .run_merged(|line| tracing::debug!("xorriso: {line}"))?;
-        super::squashfs::set_mtime(out, ctx.sde())?;
+        super::squashfs::set_mtime(out, inputs.source_date_epoch)?;
         super::file_digest(out)
     })
 }

@@ -1,6 +1,8 @@
-//! The stages, in pipeline order. Each computes its cache key from its recipe version, its
-//! configuration and the digests of its inputs, and produces one output (file or directory) whose
-//! digest the next stages key on.
+//! The stages, in pipeline order. Each stage module has an `Inputs` type: everything that can
+//! reach the stage's output, as one serializable value made by a pure function of the definition,
+//! the lock and the upstream digests. The value's canonical JSON is stored beside the cache entry
+//! and listed in the build manifest; its SHA-256 is the stage's key. The stage's code reads its
+//! configuration only from that value (and the upstream outputs it names by digest).
 
 pub mod boot;
 pub mod customize;
@@ -10,21 +12,18 @@ pub mod repo;
 pub mod rootfs;
 pub mod squashfs;
 pub mod toolchain;
+pub mod tools;
 
-use crate::cache::{StageCache, StageOutput};
+use crate::cache::{KeyedInputs, Lookup, OutputKind, StageCache, StageOutput};
 use crate::error::BuildError;
 use crate::{BuildObserver, StageRecord};
 use ceremony_os_runner::Runner;
-use ceremony_os_definition::{ImageDefinition, Lockfile};
 use ceremony_os_store::Store;
 use std::path::Path;
 use std::time::Instant;
 
-/// What every stage may read.
+/// What every stage may use besides its inputs: where things are and how to run them.
 pub(crate) struct Ctx<'a> {
-    pub def: &'a ImageDefinition,
-    pub definition_path: &'a Path,
-    pub lock: &'a Lockfile,
     pub store: &'a Store,
     pub runner: Runner,
     pub cache: &'a StageCache,
@@ -33,24 +32,31 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub fn sde(&self) -> i64 {
-        self.def.source_date_epoch()
-    }
-
-    /// Reuse the cached output for `key`, or run `produce(out_path)` (which returns the output's
-    /// digest) in a fresh work directory and commit it.
+    /// Reuse the verified cached output for `inputs`, or run `produce(out_path)` (which returns
+    /// the output's digest) in a fresh work directory and commit it.
     pub fn stage(
         &self,
         name: &'static str,
-        key: String,
+        inputs: &impl serde::Serialize,
+        kind: OutputKind,
         produce: impl FnOnce(&Path) -> Result<String, BuildError>,
     ) -> Result<StageOutput, BuildError> {
         let started = Instant::now();
-        let output = match self.cache.lookup(name, &key)? {
-            Some(hit) => hit,
-            None => {
+        let inputs = KeyedInputs::new(inputs);
+        let mut discarded = None;
+        let output = match self.cache.lookup(name, &inputs, kind)? {
+            Lookup::Hit(hit) => hit,
+            found => {
+                if let Lookup::Discarded { recorded, actual } = found {
+                    let message = format!(
+                        "cache entry {name}/{} does not hold what was recorded (recorded {recorded}, found {actual}): discarded, building it again",
+                        inputs.key
+                    );
+                    self.observer.progress(name, &message);
+                    discarded = Some(message);
+                }
                 self.observer.stage_started(name);
-                let work = self.cache.begin(name, &key)?;
+                let work = self.cache.begin(name, &inputs.key)?;
                 let digest = match produce(&work.join("out")) {
                     Ok(d) => d,
                     Err(e) => {
@@ -60,14 +66,16 @@ impl Ctx<'_> {
                         return Err(e);
                     }
                 };
-                self.cache.commit(name, &key, &work, &digest)?
+                self.cache.commit(name, &inputs, &work, kind, &digest)?
             }
         };
         let record = StageRecord {
             name,
             key: output.key.clone(),
             digest: output.digest.clone(),
+            inputs: inputs.value(),
             cached: output.cached,
+            discarded,
             seconds: started.elapsed().as_secs_f64(),
         };
         self.observer.stage_finished(&record);
@@ -77,6 +85,52 @@ impl Ctx<'_> {
 
     pub fn progress(&self, stage: &'static str, message: &str) {
         self.observer.progress(stage, message);
+    }
+}
+
+/// One locked .deb as a stage input.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DebInput {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    pub size: u64,
+    pub sha256: String,
+    pub path: String,
+}
+
+impl DebInput {
+    fn all(packages: &[ceremony_os_definition::LockedPackage]) -> Vec<DebInput> {
+        packages
+            .iter()
+            .map(|p| DebInput {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                architecture: p.architecture.clone(),
+                size: p.size,
+                sha256: p.sha256.as_hex().to_string(),
+                path: p.path.clone(),
+            })
+            .collect()
+    }
+
+    fn file_name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    fn label(&self) -> String {
+        format!("{}_{}_{}", self.name, self.version, self.architecture)
+    }
+
+    /// The store object for this .deb, checked to be present and verified.
+    fn store_object(&self, store: &Store) -> Result<std::path::PathBuf, BuildError> {
+        let sha256 = ceremony_os_definition::Sha256Digest::try_from(self.sha256.clone())
+            .map_err(|e| BuildError::stage("inputs", format!("{}: {e}", self.label())))?;
+        let expected = ceremony_os_store::Expected { sha256, size: self.size };
+        if !store.has_verified(&expected)? {
+            return Err(BuildError::MissingInput { label: self.label() });
+        }
+        Ok(store.object_path(&expected.sha256))
     }
 }
 
@@ -93,6 +147,15 @@ pub(crate) fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), Build
         std::fs::create_dir_all(parent).map_err(|e| BuildError::io(parent, e))?;
     }
     std::fs::write(path, contents).map_err(|e| BuildError::io(path, e))
+}
+
+/// Write a file with an explicit mode, replacing whatever was there (a symlink included).
+pub(crate) fn write_with_mode(path: &Path, contents: impl AsRef<[u8]>, mode: u32) -> Result<(), BuildError> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        crate::cache::remove_path(path)?;
+    }
+    write(path, contents)?;
+    set_mode(path, mode)
 }
 
 pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), BuildError> {

@@ -4,12 +4,12 @@
 //! not from the squashfs), then the tree manifest and the tree's NAR hash recorded beside it.
 
 use super::Ctx;
-use crate::cache::{KeyBuilder, StageOutput};
+use crate::cache::{OutputKind, StageOutput};
 use crate::error::BuildError;
 use crate::normalize::normalize_debian_tree;
 use std::path::{Path, PathBuf};
 
-const RECIPE: u32 = 2;
+const RECIPE: u32 = 3;
 
 /// Paths inside a `normalize` stage output.
 #[derive(Debug, Clone)]
@@ -65,10 +65,25 @@ fn move_kernel_out(root: &Path, kernel_dir: &Path) -> Result<(), BuildError> {
     Ok(())
 }
 
-pub(crate) fn run(ctx: &Ctx<'_>, customized: &StageOutput) -> Result<StageOutput, BuildError> {
-    let mut key = KeyBuilder::new("normalize", RECIPE);
-    key.field("customize", &customized.digest);
-    ctx.stage("normalize", key.finish(), |out| {
+#[derive(Debug, serde::Serialize)]
+pub struct Inputs {
+    pub recipe: u32,
+    pub source_date_epoch: i64,
+    pub customize: String,
+}
+
+pub fn inputs(source_date_epoch: i64, customized: &StageOutput) -> Inputs {
+    Inputs { recipe: RECIPE, source_date_epoch, customize: customized.digest.clone() }
+}
+
+/// The output's digest covers the tree, the kernel and initrd beside it, the manifest and the
+/// NAR hash file: everything later stages and `out/` take from it.
+pub(crate) fn run(
+    ctx: &Ctx<'_>,
+    inputs: &Inputs,
+    customized: &StageOutput,
+) -> Result<StageOutput, BuildError> {
+    ctx.stage("normalize", inputs, OutputKind::Tree, |out| {
         let root = out.join("rootfs");
         super::copy_tree(&ctx.runner, &customized.path, &root)?;
         let dev = root.join("dev");
@@ -76,7 +91,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, customized: &StageOutput) -> Result<StageOutput
             crate::cache::remove_path(&entry)?;
         }
         move_kernel_out(&root, &out.join("kernel"))?;
-        normalize_debian_tree(&root, ctx.sde())?;
+        normalize_debian_tree(&root, inputs.source_date_epoch)?;
         ctx.progress("normalize", "writing the tree manifest and NAR hash");
         let manifest = ceremony_os_tree::TreeManifest::scan(&root)?;
         if let Some(special) =
@@ -90,7 +105,7 @@ pub(crate) fn run(ctx: &Ctx<'_>, customized: &StageOutput) -> Result<StageOutput
         super::write(&out.join("rootfs.manifest"), manifest.render())?;
         let nar = ceremony_os_tree::nar_hash_sri(&root)?;
         super::write(&out.join("rootfs.nar-hash"), format!("{nar}\n"))?;
-        ceremony_os_tree::clamp_mtimes(out, ctx.sde())?;
-        Ok(manifest.digest())
+        ceremony_os_tree::clamp_mtimes(out, inputs.source_date_epoch)?;
+        super::dir_digest(out)
     })
 }

@@ -3,12 +3,12 @@
 //! left out so host security labels cannot leak in.
 
 use super::Ctx;
-use crate::cache::{KeyBuilder, StageOutput};
+use crate::cache::{OutputKind, StageOutput};
 use crate::error::BuildError;
 use crate::toolchain::Toolchain;
 use ceremony_os_definition::Compression;
 
-const RECIPE: u32 = 1;
+const RECIPE: u32 = 2;
 
 fn compression_args(c: Compression) -> &'static [&'static str] {
     match c {
@@ -17,25 +17,46 @@ fn compression_args(c: Compression) -> &'static [&'static str] {
     }
 }
 
+#[derive(Debug, serde::Serialize)]
+pub struct Inputs {
+    pub recipe: u32,
+    pub source_date_epoch: i64,
+    pub normalize: String,
+    pub toolchain: String,
+    pub options: Vec<&'static str>,
+}
+
+pub fn inputs(
+    source_date_epoch: i64,
+    compression: Compression,
+    normalized: &StageOutput,
+    toolchain: &Toolchain,
+) -> Inputs {
+    let mut options = vec!["-noappend", "-no-xattrs"];
+    options.extend_from_slice(compression_args(compression));
+    Inputs {
+        recipe: RECIPE,
+        source_date_epoch,
+        normalize: normalized.digest.clone(),
+        toolchain: toolchain.digest().to_string(),
+        options,
+    }
+}
+
 pub(crate) fn run(
     ctx: &Ctx<'_>,
+    inputs: &Inputs,
     normalized: &StageOutput,
     toolchain: &Toolchain,
 ) -> Result<StageOutput, BuildError> {
-    let compression = ctx.def.squashfs.compression;
-    let mut key = KeyBuilder::new("squashfs", RECIPE);
-    key.field("tree", &normalized.digest)
-        .field("toolchain", toolchain.digest())
-        .field("options", &compression_args(compression).join(" "));
-    ctx.stage("squashfs", key.finish(), |out| {
+    ctx.stage("squashfs", inputs, OutputKind::File, |out| {
         let work = out.parent().expect("out has a parent");
         let mut last_reported = 0;
         toolchain
             .cmd(&ctx.runner, "mksquashfs", work)
             .arg(normalized.path.join("rootfs"))
             .arg(out)
-            .args(["-noappend", "-no-xattrs"])
-            .args(compression_args(compression))
+            .args(&inputs.options)
             .run_merged(|line| {
                 // The progress bar: "[====/   ] 5593/11000  50%".
                 let percent = line
@@ -51,7 +72,7 @@ pub(crate) fn run(
                     tracing::debug!("mksquashfs: {line}");
                 }
             })?;
-        set_mtime(out, ctx.sde())?;
+        set_mtime(out, inputs.source_date_epoch)?;
         super::file_digest(out)
     })
 }
