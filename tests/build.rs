@@ -98,7 +98,10 @@ fn build_writes_iso_sums_manifest_and_sbom() {
     assert_eq!(manifest["image"]["sha256"], first.iso_sha256());
     let names: Vec<&str> =
         manifest["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["repo", "toolchain", "rootfs", "customize", "normalize", "squashfs", "boot", "iso"]);
+    assert_eq!(
+        names,
+        ["repo", "toolchain", "tools", "rootfs", "customize", "normalize", "squashfs", "boot", "iso"]
+    );
     assert!(manifest["compiler"].as_str().unwrap().starts_with("rustc 1.95.0"));
     assert!(manifest["packages"].as_array().unwrap().iter().any(|p| p["name"] == "softhsm2"));
     let sbom: Value =
@@ -129,52 +132,115 @@ fn build_writes_iso_sums_manifest_and_sbom() {
     assert!(size < 200 << 20, "ISO is {size} bytes");
 }
 
+/// Runs inside a private mount and UTS namespace: makes the other host's root ready (proc, dev,
+/// tmpfs store filled from the shared one, the checkout, the test directory and the compiler
+/// bound at their own paths), then builds with no cache from inside it.
+const OTHER_HOST_SCRIPT: &str = r#"set -eu
+root=$1; store=$2; shift 2
+# On a real host, / is a mount point (unshare makes it private); so it must be here.
+mount --bind "$root" "$root"
+mount --rbind /dev "$root/dev"
+mount -t proc proc "$root/proc"
+mount -t tmpfs tmpfs "$root/tmp"
+while [ "$1" != "--" ]; do
+  mkdir -p "$root$1"; mount --bind "$1" "$root$1"
+  if [ "$2" = ro ]; then mount -o remount,bind,ro "$root$1"; fi
+  shift 2
+done
+shift
+mkdir -p "$root/witness/store"
+mount -t tmpfs -o size=6g tmpfs "$root/witness/store"
+cp -a "$store/sha256" "$root/witness/store/"
+echo other-host > /proc/sys/kernel/hostname
+exec chroot "$root" /bin/sh -c 'umask 077 && cd / && exec taskset -c 0 faketime -f +400d "$@"' sh "$@"
+"#;
+
+/// The host-variation suite in one no-cache rebuild (what is varied and how is listed in
+/// tests/README.md): another Debian release (13, trixie, made with mmdebstrap) with its own
+/// tools, libraries and /etc, whose resolv.conf, hosts and hostname get other content and modes;
+/// HOME without .cargo (the compiler found on PATH; crates fetched into the new HOME); another
+/// TMPDIR, store path (on tmpfs, not disk), work and output directory; one CPU; a clock 400 days
+/// ahead; umask 077; another TZ, locale and host name. Every stage digest and the ISO must equal
+/// the reference build's, and the image must not contain the build host's kernel release or
+/// name servers.
 #[test]
-fn reproducible_under_different_conditions_without_cache() {
+fn another_host_gives_the_same_iso_and_every_stage_digest() {
     let (_guard, s) = shared();
-    let work = s.root.join("other-work");
-    let out = s.root.join("other-out");
-    let home = s.root.join("other-home");
-    std::fs::create_dir_all(&home).unwrap();
-    let definition = support::image_copy(&s.root, "image-again");
-    // Another umask, time zone, locale, HOME, host name (UTS namespace), clock (faketime),
-    // working directory, work and output directories, and no stage cache.
-    let script = "umask 077 && hostname not-the-same-host && cd / && exec faketime -f +400d \"$@\"";
+    let host = support::trixie_root();
+    // The other host's own files, with other content and modes than any test machine's.
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    for (path, text) in [
+        ("etc/resolv.conf", format!("# a witness's resolver\noptions ndots:3 timeout:2\n{resolv}")),
+        ("etc/hosts", "127.0.0.1\tlocalhost\n192.0.2.7\tother-host.example other-host\n".to_string()),
+        ("etc/hostname", "other-host\n".to_string()),
+    ] {
+        let file = host.join(path);
+        let _ = std::fs::remove_file(&file);
+        std::fs::write(&file, text).unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    // The witness's network is this machine's (crates.io may sit behind an intercepting proxy whose
+    // CA only the machine's own trust store has): that is the environment, not a build input.
+    std::fs::copy("/etc/ssl/certs/ca-certificates.crt", host.join("etc/ssl/certs/ca-certificates.crt"))
+        .unwrap();
+    for dir in ["witness/home", "witness/tmp", "witness/work"] {
+        std::fs::create_dir_all(host.join(dir)).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(host.join("witness/home/.cargo"));
+    let definition = support::image_copy(&s.root, "image-other-host");
+    let sysroot = support::rust_sysroot();
+    let repo = support::repo_root();
+    let out = s.root.join("out-other-host");
     let output = std::process::Command::new("unshare")
-        .args(["--uts", "--", "/bin/sh", "-c", script, "sh"])
+        .args(["--mount", "--uts", "--fork", "--", "/bin/sh", "-c", OTHER_HOST_SCRIPT, "other-host"])
+        .arg(&host)
+        .arg(&s.store)
+        .arg(&repo)
+        .arg("ro")
+        .arg(&sysroot)
+        .arg("ro")
+        .arg(&s.root)
+        .arg("rw")
+        .arg("--")
+        .arg("/usr/bin/env")
+        .arg("-i")
+        .arg(format!("PATH={}/bin:/usr/sbin:/usr/bin:/sbin:/bin", sysroot.display()))
+        .args(["HOME=/witness/home", "TMPDIR=/witness/tmp", "TZ=Pacific/Chatham", "LANG=de_DE.UTF-8"])
+        .arg("LC_ALL=tr_TR.UTF-8")
         .arg(env!("CARGO_BIN_EXE_ceremony-os"))
         .arg("build")
         .arg(&definition)
-        .args(["--no-cache", "--json", "--output"])
+        .args([
+            "--no-cache",
+            "--json",
+            "--store",
+            "/witness/store",
+            "--work-dir",
+            "/witness/work",
+            "--output",
+        ])
         .arg(&out)
-        .arg("--work-dir")
-        .arg(&work)
-        .env("CEREMONY_OS_STORE", &s.store)
-        .env("TZ", "Pacific/Chatham")
-        .env("LANG", "de_DE.UTF-8")
-        .env("LC_ALL", "tr_TR.UTF-8")
-        .env("HOME", &home)
-        .env(
-            "CARGO_HOME",
-            std::env::var("CARGO_HOME")
-                .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap())),
-        )
-        .env(
-            "RUSTUP_HOME",
-            std::env::var("RUSTUP_HOME")
-                .unwrap_or_else(|_| format!("{}/.rustup", std::env::var("HOME").unwrap())),
-        )
         .output()
         .unwrap();
-    assert!(output.status.success(), "second build failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the build on the other host failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let second = BuildResult { report: serde_json::from_slice(&output.stdout).unwrap(), out };
     assert!(
         second.cached().iter().all(|(_, cached)| !cached),
         "--no-cache reused a stage: {:?}",
         second.cached()
     );
-    for stage in ["repo", "toolchain", "rootfs", "customize", "normalize", "squashfs", "boot", "iso"] {
-        assert_eq!(second.stage(stage)["digest"], s.first.stage(stage)["digest"], "stage {stage} differs");
+    let stages: Vec<String> = s.first.cached().into_iter().map(|(name, _)| name).collect();
+    for stage in &stages {
+        assert_eq!(
+            second.stage(stage)["digest"],
+            s.first.stage(stage)["digest"],
+            "stage {stage} differs on the other host; its inputs there: {}",
+            second.stage(stage)["inputs"]
+        );
     }
     assert_eq!(second.iso_sha256(), s.first.iso_sha256());
     assert_eq!(sha256_file(&second.iso()), sha256_file(&s.first.iso()));
@@ -183,6 +249,58 @@ fn reproducible_under_different_conditions_without_cache() {
         std::fs::read(s.first.out.join("ceremony-os.manifest.json")).unwrap(),
         "the manifests are byte-identical too"
     );
+
+    // Nothing that names the build host is in the image tree.
+    let tree = s
+        .store
+        .join("stages/normalize")
+        .join(s.first.stage("normalize")["key"].as_str().unwrap())
+        .join("out/rootfs");
+    let kernel =
+        String::from_utf8(std::process::Command::new("uname").arg("-r").output().unwrap().stdout).unwrap();
+    let mut needles = vec![kernel.trim().to_string()];
+    needles
+        .extend(resolv.lines().filter_map(|l| l.strip_prefix("nameserver ")).map(|a| a.trim().to_string()));
+    for needle in needles.iter().filter(|n| n.len() >= 6) {
+        let found =
+            std::process::Command::new("grep").args(["-rlF", "--", needle]).arg(&tree).output().unwrap();
+        assert!(
+            found.stdout.is_empty(),
+            "the image holds the build host's {needle:?}:\n{}",
+            String::from_utf8_lossy(&found.stdout)
+        );
+    }
+}
+
+/// A compiler other than rust-toolchain.toml's is refused before anything is built.
+#[test]
+fn another_compiler_release_is_refused_before_building() {
+    let (_guard, s) = shared();
+    let fake = s.root.join("fake-rustc");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\ncase \"$1\" in -vV) printf 'rustc 1.80.0 (fake)\\nrelease: 1.80.0\\n';; *) echo /nonexistent;; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let definition = support::image_copy(&s.root, "image-fake-rustc");
+    let out = s.root.join("out-fake-rustc");
+    let output = support::ceremony_os(&s.store)
+        .arg("build")
+        .arg(&definition)
+        .arg("--output")
+        .arg(&out)
+        .env("RUSTC", &fake)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1.80.0") && stderr.contains("1.95.0") && stderr.contains("rust-toolchain.toml"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("==>"), "a stage ran before the compiler was checked:\n{stderr}");
+    assert!(!out.join("ceremony-os-0.1.0-amd64.iso").exists());
 }
 
 #[test]
@@ -252,14 +370,14 @@ fn overlay_change_interrupted_then_rebuilt_changes_only_that_file() {
     for stage in ["customize", "normalize", "squashfs"] {
         assert!(seen.contains(&format!("==> {stage}: building")), "{stage} was not rebuilt:\n{seen}");
     }
-    for stage in ["repo", "toolchain", "rootfs"] {
+    for stage in ["repo", "toolchain", "tools", "rootfs"] {
         assert!(!seen.contains(&format!("==> {stage}: building")), "{stage} was rebuilt:\n{seen}");
     }
 
     // The next build finishes: what the killed one committed is reused, the rest is built.
     let changed = build(&s.store, &definition, &out, &[]);
     let cached: std::collections::BTreeMap<String, bool> = changed.cached().into_iter().collect();
-    for stage in ["repo", "toolchain", "rootfs", "customize", "normalize", "boot"] {
+    for stage in ["repo", "toolchain", "tools", "rootfs", "customize", "normalize", "boot"] {
         assert!(cached[stage], "{stage} should have been reused: {cached:?}");
     }
     for stage in ["squashfs", "iso"] {

@@ -363,3 +363,46 @@ fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<(
     stream.flush()?;
     stream.shutdown(std::net::Shutdown::Both)
 }
+
+/// A Debian 13 (trixie) root made with mmdebstrap, kept under target/tmp between runs: "another
+/// host" to build on. It has what a witness's machine needs to run `ceremony-os build`
+/// (util-linux, git, CA certificates for crates.io) and faketime for the clock variation.
+pub fn trixie_root() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hosts/trixie");
+    if root.join("etc/debian_version").exists() {
+        return root;
+    }
+    let parent = root.parent().unwrap();
+    std::fs::create_dir_all(parent).unwrap();
+    let tmp = parent.join(".trixie-partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let output = std::process::Command::new("mmdebstrap")
+        .args([
+            "--variant=minbase",
+            "--include=util-linux,mount,git,ca-certificates,faketime",
+            "--aptopt=Acquire::Retries \"5\"",
+            "trixie",
+        ])
+        .arg(&tmp)
+        .arg("http://deb.debian.org/debian")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "mmdebstrap trixie failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::rename(&tmp, &root).unwrap();
+    root
+}
+
+/// The compiler's sysroot as this test process finds it (`rustc --print sysroot`).
+pub fn rust_sysroot() -> PathBuf {
+    let out = std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}

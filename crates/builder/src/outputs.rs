@@ -1,11 +1,32 @@
-//! `out/`: the ISO, the rootfs manifest, `<name>.manifest.json` (every stage's key and digest,
-//! the NAR hash, packages, toolchain and compiler), an SPDX 2.3 SBOM and `SHA256SUMS` of them all.
-//! Every file is written to a temporary name and renamed; none holds a clock reading.
+//! `out/`: the ISO, the rootfs manifest, `<name>.manifest.json` (every stage's inputs, key and
+//! digest, the NAR hash, packages, toolchain and compiler), an SPDX 2.3 SBOM, the in-toto SLSA
+//! provenance and `SHA256SUMS` of them all. None holds a clock reading.
+//!
+//! Every digest published is computed from the bytes as they are written: the ISO and the rootfs
+//! manifest are hashed while they are copied out of the cache and must equal what the cache
+//! recorded for them, so an entry altered after it was checked cannot be published under its old
+//! digest.
+//!
+//! Publishing is all or nothing, as far as a file system allows: the previous set is removed first
+//! (`SHA256SUMS` before the rest, so it never vouches for a partial set); each new file is written
+//! as an unnamed temporary file (`O_TMPFILE`) and given its name only when complete, all of them
+//! after every file has been written and synced, `SHA256SUMS` last. A kill leaves either the
+//! complete set or no set with a `SHA256SUMS`, and never a temporary file. (On a file system
+//! without `O_TMPFILE`, hidden `.<name>.partial` files are used and removed by the next build.)
 
 use crate::error::BuildError;
 use crate::{BuildReport, StageRecord};
+use ceremony_os_definition::published::{
+    BuildDefinition, BuildManifest, BuilderRecord, IN_TOTO_STATEMENT_V1, ImageRecord, PackageRecord,
+    ProvenanceBuilder, ProvenanceStatement, ResourceDescriptor, RootfsRecord, RunDetails, SLSA_PROVENANCE_V1,
+    SlsaProvenance, StageRecord as PublishedStage, Statement, stage_byproduct_name,
+};
 use ceremony_os_definition::{ImageDefinition, Lockfile};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 pub(crate) struct OutputInputs<'a> {
@@ -24,7 +45,7 @@ pub(crate) struct OutputInputs<'a> {
     pub toolchain_digest: &'a str,
 }
 
-/// File names in `out/` for a definition.
+/// File names in `out/` for a definition, `SHA256SUMS` last.
 pub fn output_names(def: &ImageDefinition) -> [String; 6] {
     let stem = def.artifact_stem();
     [
@@ -37,9 +58,13 @@ pub fn output_names(def: &ImageDefinition) -> [String; 6] {
     ]
 }
 
-/// Remove the previous build's outputs, so a failed build never leaves an old ISO that looks new.
+/// Remove the previous build's outputs (`SHA256SUMS` first) and any temporary files an older
+/// ceremony-os left, so a failed build never leaves an old ISO that looks new.
 pub fn clear_previous(out_dir: &Path, def: &ImageDefinition) -> Result<(), BuildError> {
-    for name in output_names(def) {
+    let mut names = output_names(def).to_vec();
+    names.rotate_right(1);
+    let partial: Vec<String> = names.iter().map(|n| format!(".{n}.partial")).collect();
+    for name in names.iter().chain(&partial) {
         let path = out_dir.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -50,89 +75,184 @@ pub fn clear_previous(out_dir: &Path, def: &ImageDefinition) -> Result<(), Build
     Ok(())
 }
 
+/// A file being written into `out/`: unnamed until [`Pending::publish`].
+struct Pending {
+    name: String,
+    file: std::fs::File,
+    /// Set when `O_TMPFILE` is not supported: the hidden name to rename from.
+    hidden: Option<PathBuf>,
+    sha256: String,
+    size: u64,
+}
+
+fn create_pending(
+    dir: &OwnedFd,
+    out_dir: &Path,
+    name: &str,
+) -> Result<(std::fs::File, Option<PathBuf>), BuildError> {
+    match rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    ) {
+        Ok(fd) => Ok((std::fs::File::from(fd), None)),
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL) => {
+            let hidden = out_dir.join(format!(".{name}.partial"));
+            let file = std::fs::File::create(&hidden).map_err(|e| BuildError::io(&hidden, e))?;
+            Ok((file, Some(hidden)))
+        }
+        Err(e) => Err(BuildError::io(out_dir, e.into())),
+    }
+}
+
+/// Write `source` (a reader) into a pending file, hashing what is written.
+fn write_pending(
+    dir: &OwnedFd,
+    out_dir: &Path,
+    name: &str,
+    source: &mut dyn Read,
+) -> Result<Pending, BuildError> {
+    let path = out_dir.join(name);
+    let (mut file, hidden) = create_pending(dir, out_dir, name)?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = source.read(&mut buffer).map_err(|e| BuildError::io(&path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        file.write_all(&buffer[..n]).map_err(|e| BuildError::io(&path, e))?;
+        size += n as u64;
+    }
+    file.sync_all().map_err(|e| BuildError::io(&path, e))?;
+    Ok(Pending { name: name.to_string(), file, hidden, sha256: hex::encode(hasher.finalize()), size })
+}
+
+impl Pending {
+    fn publish(self, dir: &OwnedFd, out_dir: &Path) -> Result<(), BuildError> {
+        let path = out_dir.join(&self.name);
+        match &self.hidden {
+            Some(hidden) => std::fs::rename(hidden, &path).map_err(|e| BuildError::io(&path, e)),
+            None => rustix::fs::linkat(&self.file, "", dir, self.name.as_str(), AtFlags::EMPTY_PATH)
+                .map_err(|e| BuildError::io(&path, e.into())),
+        }
+    }
+}
+
 pub(crate) fn write_outputs(out_dir: &Path, inputs: &OutputInputs<'_>) -> Result<BuildReport, BuildError> {
     std::fs::create_dir_all(out_dir).map_err(|e| BuildError::io(out_dir, e))?;
+    let dir = rustix::fs::open(out_dir, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| BuildError::io(out_dir, e.into()))?;
     let def = inputs.def;
     let [iso_name, rootfs_name, manifest_name, sbom_name, provenance_name, sums_name] = output_names(def);
-    let iso_size = std::fs::metadata(inputs.iso).map_err(|e| BuildError::io(inputs.iso, e))?.len();
 
-    let manifest = json!({
-        "format": "ceremony-os-manifest/1",
-        "image": {
-            "name": def.image.name.as_str(),
-            "version": def.image.version.as_str(),
-            "architecture": def.image.architecture.debian_name(),
-            "file": iso_name,
-            "sha256": inputs.iso_sha256,
-            "size": iso_size,
-            "volume_id": def.volume_id(),
-            "snapshot": def.debian.snapshot.to_string(),
-            "source_date_epoch": def.source_date_epoch(),
-        },
-        "lockfile_sha256": inputs.lock_sha256,
-        "rootfs": {
-            "nar_hash": inputs.nar_hash,
-            "manifest": rootfs_name,
-            "manifest_sha256": crate::stages::file_digest(inputs.rootfs_manifest)?,
-        },
-        "stages": inputs.stages.iter().map(|s| json!({"name": s.name, "key": s.key, "digest": s.digest})).collect::<Vec<_>>(),
-        "packages": inputs.lock.image.packages.iter().map(|p| json!({
-            "name": p.name, "version": p.version, "architecture": p.architecture, "sha256": p.sha256.as_hex(),
-        })).collect::<Vec<_>>(),
-        "toolchain": inputs.lock.toolchain.packages.iter().map(|p| json!({
-            "name": p.name, "version": p.version, "sha256": p.sha256.as_hex(),
-        })).collect::<Vec<_>>(),
-        "compiler": inputs.compiler,
-        "ceremony_tools_sha256": inputs.tools_sha256,
-        "builder": { "name": "ceremony-os", "version": env!("CARGO_PKG_VERSION") },
-    });
-    let sbom = spdx(def, inputs.lock, inputs.iso_sha256, &iso_name);
-    let provenance = provenance(inputs, &iso_name);
+    let copy = |from: &Path, name: &str, recorded: Option<&str>| -> Result<Pending, BuildError> {
+        let mut source = std::fs::File::open(from).map_err(|e| BuildError::io(from, e))?;
+        let pending = write_pending(&dir, out_dir, name, &mut source)?;
+        if let Some(recorded) = recorded
+            && pending.sha256 != recorded
+        {
+            return Err(BuildError::stage(
+                "publish",
+                format!(
+                    "{} changed after the cache checked it: recorded sha256 {recorded}, copied {}; nothing was published",
+                    from.display(),
+                    pending.sha256
+                ),
+            ));
+        }
+        Ok(pending)
+    };
+    let iso = copy(inputs.iso, &iso_name, Some(inputs.iso_sha256))?;
+    let rootfs = copy(inputs.rootfs_manifest, &rootfs_name, None)?;
 
-    let iso_out = out_dir.join(&iso_name);
-    copy_atomically(inputs.iso, &iso_out)?;
-    let rootfs_out = out_dir.join(&rootfs_name);
-    copy_atomically(inputs.rootfs_manifest, &rootfs_out)?;
-    let manifest_out = out_dir.join(&manifest_name);
-    write_atomically(
-        &manifest_out,
-        format!("{}\n", serde_json::to_string_pretty(&manifest).expect("json")).as_bytes(),
-    )?;
-    let sbom_out = out_dir.join(&sbom_name);
-    write_atomically(
-        &sbom_out,
-        format!("{}\n", serde_json::to_string_pretty(&sbom).expect("json")).as_bytes(),
-    )?;
+    let manifest = build_manifest(inputs, &iso_name, &iso, &rootfs_name, &rootfs.sha256);
+    let manifest = write_pending(&dir, out_dir, &manifest_name, &mut manifest.render().as_bytes())?;
+    let sbom = spdx(def, inputs.lock, &iso.sha256, &iso_name);
+    let sbom = write_pending(&dir, out_dir, &sbom_name, &mut pretty(&sbom).as_bytes())?;
+    let provenance = provenance(inputs, &iso_name, &iso.sha256);
+    let provenance = write_pending(&dir, out_dir, &provenance_name, &mut pretty(&provenance).as_bytes())?;
 
-    let provenance_out = out_dir.join(&provenance_name);
-    write_atomically(
-        &provenance_out,
-        format!("{}\n", serde_json::to_string_pretty(&provenance).expect("json")).as_bytes(),
-    )?;
+    let mut files = [iso, rootfs, manifest, sbom, provenance];
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    let sums: String = files.iter().map(|f| format!("{}  {}\n", f.sha256, f.name)).collect();
+    let sums = write_pending(&dir, out_dir, &sums_name, &mut sums.as_bytes())?;
 
-    let mut sums = String::new();
-    let mut listed = vec![&iso_name, &rootfs_name, &manifest_name, &sbom_name, &provenance_name];
-    listed.sort();
-    for name in listed {
-        let digest = if *name == iso_name {
-            inputs.iso_sha256.to_string()
-        } else {
-            crate::stages::file_digest(&out_dir.join(name))?
-        };
-        sums.push_str(&format!("{digest}  {name}\n"));
-    }
-    write_atomically(&out_dir.join(&sums_name), sums.as_bytes())?;
-    Ok(BuildReport {
-        iso: iso_out,
-        iso_sha256: inputs.iso_sha256.to_string(),
-        iso_size,
-        manifest: manifest_out,
-        sbom: sbom_out,
-        provenance: provenance_out,
-        rootfs_manifest: rootfs_out,
+    let report = BuildReport {
+        iso: out_dir.join(&iso_name),
+        iso_sha256: files.iter().find(|f| f.name == iso_name).map(|f| f.sha256.clone()).unwrap_or_default(),
+        iso_size: files.iter().find(|f| f.name == iso_name).map(|f| f.size).unwrap_or_default(),
+        manifest: out_dir.join(&manifest_name),
+        sbom: out_dir.join(&sbom_name),
+        provenance: out_dir.join(&provenance_name),
+        rootfs_manifest: out_dir.join(&rootfs_name),
         nar_hash: inputs.nar_hash.to_string(),
         stages: inputs.stages.to_vec(),
-    })
+    };
+    for file in files {
+        file.publish(&dir, out_dir)?;
+    }
+    sums.publish(&dir, out_dir)?;
+    rustix::fs::fsync(&dir).map_err(|e| BuildError::io(out_dir, e.into()))?;
+    Ok(report)
+}
+
+fn pretty(value: &impl serde::Serialize) -> String {
+    format!("{}\n", serde_json::to_string_pretty(value).expect("json"))
+}
+
+fn build_manifest(
+    inputs: &OutputInputs<'_>,
+    iso_name: &str,
+    iso: &Pending,
+    rootfs_name: &str,
+    rootfs_sha256: &str,
+) -> BuildManifest {
+    let def = inputs.def;
+    let package = |p: &ceremony_os_definition::LockedPackage| PackageRecord {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        architecture: p.architecture.clone(),
+        sha256: p.sha256.as_hex().to_string(),
+    };
+    BuildManifest {
+        format: ceremony_os_definition::published::MANIFEST_FORMAT.into(),
+        image: ImageRecord {
+            name: def.image.name.to_string(),
+            version: def.image.version.to_string(),
+            architecture: def.image.architecture.debian_name().to_string(),
+            file: iso_name.to_string(),
+            sha256: iso.sha256.clone(),
+            size: iso.size,
+            volume_id: def.volume_id(),
+            snapshot: def.debian.snapshot.to_string(),
+            source_date_epoch: def.source_date_epoch(),
+        },
+        lockfile_sha256: inputs.lock_sha256.to_string(),
+        rootfs: RootfsRecord {
+            nar_hash: inputs.nar_hash.to_string(),
+            manifest: rootfs_name.to_string(),
+            manifest_sha256: rootfs_sha256.to_string(),
+        },
+        stages: inputs
+            .stages
+            .iter()
+            .map(|s| PublishedStage {
+                name: s.name.to_string(),
+                key: s.key.clone(),
+                digest: s.digest.clone(),
+                inputs: s.inputs.clone(),
+            })
+            .collect(),
+        packages: inputs.lock.image.packages.iter().map(package).collect(),
+        toolchain: inputs.lock.toolchain.packages.iter().map(package).collect(),
+        compiler: inputs.compiler.to_string(),
+        ceremony_tools_sha256: inputs.tools_sha256.to_string(),
+        builder: BuilderRecord { name: "ceremony-os".into(), version: env!("CARGO_PKG_VERSION").into() },
+    }
 }
 
 fn spdx(def: &ImageDefinition, lock: &Lockfile, iso_sha256: &str, iso_name: &str) -> serde_json::Value {
@@ -186,74 +306,97 @@ fn spdx(def: &ImageDefinition, lock: &Lockfile, iso_sha256: &str, iso_name: &str
 /// every .deb, the toolchain tree and the compiler as resolved dependencies; every stage digest
 /// and the rootfs NAR hash as byproducts. Deterministic: no invocation id, no times but the
 /// snapshot's, so independent rebuilders publish byte-identical statements when they agree.
-fn provenance(inputs: &OutputInputs<'_>, iso_name: &str) -> serde_json::Value {
+fn provenance(inputs: &OutputInputs<'_>, iso_name: &str, iso_sha256: &str) -> ProvenanceStatement {
     let def = inputs.def;
     let lock = inputs.lock;
-    let mut dependencies = vec![json!({"name": "ceremony.lock", "digest": {"sha256": inputs.lock_sha256}})];
+    let sha256 = |digest: &str| [("sha256".to_string(), digest.to_string())].into();
+    let mut dependencies = vec![ResourceDescriptor {
+        name: Some("ceremony.lock".into()),
+        digest: sha256(inputs.lock_sha256),
+        ..Default::default()
+    }];
     let mut debs: Vec<&ceremony_os_definition::LockedPackage> = lock.all_packages();
     debs.sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
     for p in debs {
-        dependencies.push(json!({
-            "uri": format!("pkg:deb/debian/{}@{}?arch={}&distro={}", p.name, purl_escape(&p.version), p.architecture, lock.suite),
-            "digest": {"sha256": p.sha256.as_hex()},
-        }));
+        dependencies.push(ResourceDescriptor {
+            uri: Some(format!(
+                "pkg:deb/debian/{}@{}?arch={}&distro={}",
+                p.name,
+                purl_escape(&p.version),
+                p.architecture,
+                lock.suite
+            )),
+            digest: sha256(p.sha256.as_hex()),
+            ..Default::default()
+        });
     }
-    dependencies.push(json!({"name": "toolchain-rootfs", "digest": {"sha256": inputs.toolchain_digest}}));
-    dependencies.push(json!({"name": "ceremony-tools", "digest": {"sha256": inputs.tools_sha256}}));
-    dependencies.push(json!({"name": "rustc", "annotations": {"version": inputs.compiler}}));
-    let mut byproducts: Vec<serde_json::Value> = inputs
+    dependencies.push(ResourceDescriptor {
+        name: Some("toolchain-rootfs".into()),
+        digest: sha256(inputs.toolchain_digest),
+        ..Default::default()
+    });
+    dependencies.push(ResourceDescriptor {
+        name: Some("ceremony-tools".into()),
+        digest: sha256(inputs.tools_sha256),
+        ..Default::default()
+    });
+    dependencies.push(ResourceDescriptor {
+        name: Some("rustc".into()),
+        annotations: Some(json!({"version": inputs.compiler})),
+        ..Default::default()
+    });
+    let mut byproducts: Vec<ResourceDescriptor> = inputs
         .stages
         .iter()
-        .map(|s| json!({"name": format!("stage:{}", s.name), "digest": {"sha256": s.digest}, "annotations": {"key": s.key}}))
+        .map(|s| ResourceDescriptor {
+            name: Some(stage_byproduct_name(s.name)),
+            digest: sha256(&s.digest),
+            annotations: Some(json!({"key": s.key})),
+            ..Default::default()
+        })
         .collect();
-    byproducts.push(json!({"name": "rootfs-nar", "annotations": {"nar_hash": inputs.nar_hash}}));
-    json!({
-        "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": iso_name, "digest": {"sha256": inputs.iso_sha256}}],
-        "predicateType": "https://slsa.dev/provenance/v1",
-        "predicate": {
-            "buildDefinition": {
-                "buildType": "urn:ceremony-os:build:v1",
-                "externalParameters": {
+    byproducts.push(ResourceDescriptor {
+        name: Some("rootfs-nar".into()),
+        annotations: Some(json!({"nar_hash": inputs.nar_hash})),
+        ..Default::default()
+    });
+    Statement {
+        type_: IN_TOTO_STATEMENT_V1.into(),
+        subject: vec![ResourceDescriptor {
+            name: Some(iso_name.into()),
+            digest: sha256(iso_sha256),
+            ..Default::default()
+        }],
+        predicate_type: SLSA_PROVENANCE_V1.into(),
+        predicate: SlsaProvenance {
+            build_definition: BuildDefinition {
+                build_type: "urn:ceremony-os:build:v1".into(),
+                external_parameters: json!({
                     "image": def.image.name.as_str(),
                     "version": def.image.version.as_str(),
                     "architecture": def.image.architecture.debian_name(),
-                },
-                "internalParameters": {
+                }),
+                internal_parameters: json!({
                     "snapshot": def.debian.snapshot.to_string(),
                     "source_date_epoch": def.source_date_epoch(),
-                },
-                "resolvedDependencies": dependencies,
+                }),
+                resolved_dependencies: dependencies,
             },
-            "runDetails": {
-                "builder": {
-                    "id": "urn:ceremony-os:builder",
-                    "version": {"ceremony-os": env!("CARGO_PKG_VERSION"), "git_commit": inputs.git_commit},
+            run_details: RunDetails {
+                builder: ProvenanceBuilder {
+                    id: "urn:ceremony-os:builder".into(),
+                    version: [
+                        ("ceremony-os".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+                        ("git_commit".to_string(), inputs.git_commit.to_string()),
+                    ]
+                    .into(),
                 },
-                "byproducts": byproducts,
+                byproducts,
             },
         },
-    })
+    }
 }
 
 fn purl_escape(version: &str) -> String {
     version.replace('%', "%25").replace('+', "%2B").replace(':', "%3A")
-}
-
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
-    let tmp = temp_name(path);
-    std::fs::write(&tmp, bytes).map_err(|e| BuildError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| BuildError::io(path, e))
-}
-
-fn copy_atomically(from: &Path, to: &Path) -> Result<(), BuildError> {
-    let tmp = temp_name(to);
-    std::fs::copy(from, &tmp).map_err(|e| BuildError::io(&tmp, e))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| BuildError::io(&tmp, e))?;
-    std::fs::rename(&tmp, to).map_err(|e| BuildError::io(to, e))
-}
-
-fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial"))
 }

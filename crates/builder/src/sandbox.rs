@@ -10,7 +10,7 @@ use std::path::Path;
 /// `chroot root argv...` isolated as above, with /proc mounted inside the root.
 pub fn in_chroot(runner: &Runner, root: &Path, argv: &[&str]) -> Cmd {
     let root_str = root.to_string_lossy();
-    let script = "hostname \"$0\" && mount -t proc proc \"$1/proc\" && root=\"$1\" && shift 2 && exec chroot \"$root\" \"$@\"";
+    let script = "echo \"$0\" > /proc/sys/kernel/hostname && mount -t proc proc \"$1/proc\" && root=\"$1\" && shift 2 && exec chroot \"$root\" \"$@\"";
     runner
         .cmd("unshare", root)
         .args(["--mount", "--net", "--uts", "--ipc", "--pid", "--fork", "--kill-child", "--"])

@@ -10,8 +10,8 @@
 //!   compiler and linker run this way: whatever they read from "the system" (/etc, /usr/share,
 //!   the host name) is the locked tree's, never the host's.
 //!
-//! The host provides only the kernel and util-linux's `unshare`, `mount` and `chroot`, with the
-//! `sh` that strings them together; none of them writes into the output.
+//! The host provides only the kernel and `unshare`, `mount` and `chroot` (util-linux, coreutils),
+//! with the `sh` that strings them together; none of them writes into the output.
 
 use ceremony_os_runner::{Cmd, Runner};
 use std::path::{Path, PathBuf};
@@ -101,7 +101,7 @@ while [ "$1" != "--" ]; do
 done
 shift
 cwd=$1; shift
-hostname "$HOSTNAME_IN_JAIL"
+echo "$HOSTNAME_IN_JAIL" > /proc/sys/kernel/hostname
 unset HOSTNAME_IN_JAIL
 exec chroot "$root" /usr/bin/env --chdir="$cwd" "$@"
 "#;

@@ -274,7 +274,7 @@ fn run_simple(command: Command, store_root: &std::path::Path) -> Result<()> {
             let lock_path = args.definition.lockfile();
             let (def, lock) = inputs::load(definition, &lock_path)?;
             fetch_all(&store, &def, &lock, &args.sources)?;
-            let report = build_image(
+            let request = build_request(
                 &store,
                 definition,
                 &lock_path,
@@ -283,6 +283,7 @@ fn run_simple(command: Command, store_root: &std::path::Path) -> Result<()> {
                 args.no_cache,
                 args.work_dir.clone(),
             )?;
+            let report = ceremony_os_builder::build(&request, &progress::BuildProgress::new())?;
             eprintln!("{}", progress::build_summary(&report));
             if args.json {
                 writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&report)?)?;
@@ -378,18 +379,18 @@ fn lock(args: &LockArgs) -> Result<()> {
     Ok(())
 }
 
-/// Build from already loaded and fetched inputs.
-pub(crate) fn build_image(
-    store: &Store,
-    definition: &std::path::Path,
+/// The build request for already loaded and fetched inputs.
+pub(crate) fn build_request<'a>(
+    store: &'a Store,
+    definition: &'a std::path::Path,
     lock_path: &std::path::Path,
-    (def, lock): (&ImageDefinition, &ceremony_os_definition::Lockfile),
+    (def, lock): (&'a ImageDefinition, &'a ceremony_os_definition::Lockfile),
     out_dir: &std::path::Path,
     no_cache: bool,
     work_dir: Option<PathBuf>,
-) -> Result<ceremony_os_builder::BuildReport> {
+) -> Result<ceremony_os_builder::BuildRequest<'a>> {
     let lock_bytes = std::fs::read(lock_path).with_context(|| format!("reading {}", lock_path.display()))?;
-    let request = ceremony_os_builder::BuildRequest {
+    Ok(ceremony_os_builder::BuildRequest {
         definition_path: definition,
         definition: def,
         lock,
@@ -398,8 +399,7 @@ pub(crate) fn build_image(
         out_dir: out_dir.to_path_buf(),
         no_cache,
         work_dir,
-    };
-    Ok(ceremony_os_builder::build(&request, &progress::BuildProgress::new())?)
+    })
 }
 
 pub(crate) fn fetch_all(

@@ -8,6 +8,7 @@ use ceremony_os_verify::{compare as cmp, expect};
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -38,9 +39,14 @@ pub struct CompareArgs {
     /// Print the report as JSON on standard output.
     #[arg(long)]
     json: bool,
-    /// Run diffoscope on differing files (at most 20) and save its reports in DIR.
+    /// Run diffoscope on differing ISO files and structure regions (at most 20) and save its
+    /// reports in DIR.
     #[arg(long, value_name = "DIR")]
     diffoscope: Option<PathBuf>,
+    /// Stop (exit status 2) rather than read, hash or decompress more than this many bytes in
+    /// all: a crafted image cannot keep compare busy for days.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 30)]
+    max_bytes: u64,
 }
 
 const MAX_LISTED: usize = 50;
@@ -58,82 +64,83 @@ pub fn verify(args: &VerifyArgs, store_root: &Path) -> Result<ExitCode> {
     let scratch = tempfile::Builder::new().prefix("ceremony-os-verify-").tempdir()?;
     let out_dir = args.keep.clone().unwrap_or_else(|| scratch.path().join("out"));
     eprintln!("rebuilding from {} with no cached stage", lock_path.display());
-    let report = crate::build_image(
-        &store,
-        definition,
-        &lock_path,
-        (&def, &lock),
-        &out_dir,
-        true,
-        args.work_dir.clone(),
-    )?;
-
-    let matched = report.iso_sha256 == expected.sha256;
+    let request = ceremony_os_verify::rebuild::VerifyRequest {
+        build: crate::build_request(
+            &store,
+            definition,
+            &lock_path,
+            (&def, &lock),
+            &out_dir,
+            true,
+            args.work_dir.clone(),
+        )?,
+        expected: &expected,
+    };
+    let verdict =
+        ceremony_os_verify::rebuild::verify(&request, &crate::progress::BuildProgress::new(), &mut |m| {
+            eprintln!("  {m}")
+        })?;
     eprintln!("{}", show_digest("expected", &expected.sha256));
-    eprintln!("{}", show_digest("rebuilt", &report.iso_sha256));
-    let actual_stages: Vec<(String, String)> =
-        report.stages.iter().map(|s| (s.name.to_string(), s.digest.clone())).collect();
-    let first_stage = expect::first_differing_stage(&expected.stages, &actual_stages);
-    let mut paths = Vec::new();
-    let mut layers = None;
-    if !matched {
-        if let Some((stage, want, got)) = &first_stage {
-            eprintln!("first stage that differs: {stage}\n  expected {want}\n  rebuilt  {got}");
-        }
-        if let Some(published) = &expected.rootfs {
-            let rebuilt = ceremony_os_tree::TreeManifest::parse(
-                &std::fs::read_to_string(&report.rootfs_manifest)
-                    .context("reading the rebuilt rootfs manifest")?,
-            )?;
-            paths = ceremony_os_tree::diff(published, &rebuilt);
-            eprintln!("root file system paths that differ: {}", paths.len());
-            for change in paths.iter().take(MAX_LISTED) {
-                eprintln!("  {:<10} {}", change_kind(change), change.path());
-            }
-        }
-        if let Some(published_iso) = &expected.iso {
-            let work = scratch.path().join("compare");
-            let comparison = cmp::compare(published_iso, &report.iso, &work, &mut |m| eprintln!("  {m}"))?;
-            eprintln!("{}", comparison.render());
-            layers = Some(comparison);
-        }
-        if expected.stages.is_empty() && expected.rootfs.is_none() && expected.iso.is_none() {
-            eprintln!(
-                "(give --expect the published manifest.json, provenance or ISO to learn where they differ)"
-            );
-        }
+    eprintln!("{}", show_digest("rebuilt", &verdict.rebuilt.iso_sha256));
+    if !verdict.matched {
+        print_mismatch(&verdict, &expected);
     }
-    eprintln!("{}", if matched { "MATCH" } else { "MISMATCH" });
+    eprintln!("{}", if verdict.matched { "MATCH" } else { "MISMATCH" });
     if args.json {
         let json = serde_json::json!({
-            "match": matched,
+            "match": verdict.matched,
             "expected": {"source": expected.source, "kind": expected.kind, "sha256": expected.sha256,
                          "words": ceremony_os_pgpwords::encode_hex(&expected.sha256)},
-            "rebuilt": {"sha256": report.iso_sha256, "words": ceremony_os_pgpwords::encode_hex(&report.iso_sha256),
-                        "stages": report.stages},
-            "first_differing_stage": first_stage.map(|(s, want, got)| serde_json::json!({"stage": s, "expected": want, "rebuilt": got})),
-            "rootfs_differences": paths.iter().map(|c| serde_json::json!({"path": c.path(), "kind": change_kind(c)})).collect::<Vec<_>>(),
-            "iso_comparison": layers,
+            "rebuilt": {"sha256": verdict.rebuilt.iso_sha256, "words": ceremony_os_pgpwords::encode_hex(&verdict.rebuilt.iso_sha256),
+                        "stages": verdict.rebuilt.stages},
+            "first_differing_stage": verdict.first_differing_stage,
+            "rootfs_differences": verdict.rootfs_differences,
+            "iso_comparison": verdict.iso_comparison,
         });
         writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&json)?)?;
     }
-    Ok(if matched { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if verdict.matched { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn change_kind(change: &ceremony_os_tree::Change) -> String {
-    match change {
-        ceremony_os_tree::Change::Added(_) => "added".into(),
-        ceremony_os_tree::Change::Removed(_) => "removed".into(),
-        ceremony_os_tree::Change::Content { .. } => "content".into(),
-        ceremony_os_tree::Change::Metadata { fields, .. } => format!("metadata ({})", fields.join(", ")),
+fn print_mismatch(verdict: &ceremony_os_verify::rebuild::Verdict, expected: &expect::Expected) {
+    if let Some(stage) = &verdict.first_differing_stage {
+        eprintln!(
+            "first stage that differs: {}\n  expected {}\n  rebuilt  {}",
+            stage.stage, stage.expected, stage.rebuilt
+        );
+        if stage.input_differences.is_empty() {
+            eprintln!("  its inputs are the same: the stage gave other bytes from the same inputs");
+        } else {
+            eprintln!("  its inputs differ:");
+            for d in stage.input_differences.iter().take(MAX_LISTED) {
+                eprintln!("    {}\n      expected {}\n      rebuilt  {}", d.path, d.expected, d.rebuilt);
+            }
+        }
+    }
+    if expected.rootfs.is_some() {
+        eprintln!("root file system paths that differ: {}", verdict.rootfs_differences.len());
+        for change in verdict.rootfs_differences.iter().take(MAX_LISTED) {
+            eprintln!("  {:<10} {}", change.kind, change.path);
+        }
+    }
+    if let Some(comparison) = &verdict.iso_comparison {
+        eprintln!("{}", comparison.render());
+    }
+    if expected.stages.is_empty() && expected.rootfs.is_none() && expected.iso.is_none() {
+        eprintln!(
+            "(give --expect the published manifest.json, provenance or ISO to learn where they differ)"
+        );
     }
 }
 
 pub fn compare(args: &CompareArgs) -> Result<ExitCode> {
-    let work = tempfile::Builder::new().prefix("ceremony-os-compare-").tempdir()?;
-    let report = cmp::compare(&args.a, &args.b, work.path(), &mut |m| eprintln!("{m}"))?;
+    let limits = ceremony_os_verify::limits::Limits {
+        max_total_bytes: args.max_bytes,
+        ..ceremony_os_verify::limits::Limits::default()
+    };
+    let report = cmp::compare(&args.a, &args.b, &limits, &mut |m| eprintln!("{m}"))?;
     if let Some(dir) = &args.diffoscope {
-        run_diffoscope(&report, work.path(), dir)?;
+        run_diffoscope(&report, dir)?;
     }
     if args.json {
         writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&report)?)?;
@@ -143,7 +150,9 @@ pub fn compare(args: &CompareArgs) -> Result<ExitCode> {
     Ok(if report.identical { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn run_diffoscope(report: &cmp::Report, work: &Path, dir: &Path) -> Result<()> {
+/// diffoscope on each differing ISO file or structure region (at most 20), from copies of both
+/// sides written under generated names: nothing named by the images is used as a path.
+fn run_diffoscope(report: &cmp::Report, dir: &Path) -> Result<()> {
     if report.identical {
         return Ok(());
     }
@@ -152,26 +161,40 @@ fn run_diffoscope(report: &cmp::Report, work: &Path, dir: &Path) -> Result<()> {
         anyhow::bail!("--diffoscope needs diffoscope: apt-get install diffoscope-minimal (or diffoscope)");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let work = tempfile::Builder::new().prefix("ceremony-os-diffoscope-").tempdir()?;
     let mut written = 0;
-    for (layer, difference) in report.leaf_differences() {
-        if difference.kind != "content" || written >= 20 {
-            continue;
+    for layer in &report.layers {
+        for difference in layer.differences.iter().filter(|d| d.kind == "content" && !d.expanded) {
+            if written >= 20 {
+                return Ok(());
+            }
+            let (Some(a), Some(b)) = (
+                cmp::member_bytes(report, layer, &difference.path, true)?,
+                cmp::member_bytes(report, layer, &difference.path, false)?,
+            ) else {
+                continue;
+            };
+            let (file_a, file_b) =
+                (work.path().join(format!("{written}-a")), work.path().join(format!("{written}-b")));
+            std::fs::write(&file_a, a)?;
+            std::fs::write(&file_b, b)?;
+            let name: String = format!("{}{}", layer.name, difference.path)
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+                .take(150)
+                .collect();
+            let out = dir.join(format!("{written:02}-{name}.txt"));
+            // diffoscope exits 1 when it finds differences: that is the point here, not a failure.
+            let result =
+                runner.cmd("diffoscope", "/").arg("--text").arg(&out).arg(&file_a).arg(&file_b).output();
+            if let Err(ceremony_os_runner::RunError::Failed { status, stderr_tail, .. }) = &result
+                && status.code() != Some(1)
+            {
+                anyhow::bail!("diffoscope failed on {}: {status}\n{stderr_tail}", difference.path);
+            }
+            eprintln!("diffoscope report: {}", out.display());
+            written += 1;
         }
-        let Some((a, b)) = cmp::member_files(work, layer, &difference.path) else { continue };
-        let name: String = format!("{layer}{}", difference.path)
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
-            .collect();
-        let out = dir.join(format!("{name}.txt"));
-        // diffoscope exits 1 when it finds differences: that is the point here, not a failure.
-        let result = runner.cmd("diffoscope", "/").arg("--text").arg(&out).arg(&a).arg(&b).output();
-        if let Err(ceremony_os_runner::RunError::Failed { status, stderr_tail, .. }) = &result
-            && status.code() != Some(1)
-        {
-            anyhow::bail!("diffoscope failed on {}: {status}\n{stderr_tail}", difference.path);
-        }
-        eprintln!("diffoscope report: {}", out.display());
-        written += 1;
     }
     Ok(())
 }

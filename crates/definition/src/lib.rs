@@ -1,4 +1,5 @@
-//! Image definition (`image/ceremony.toml`) and lockfile (`image/ceremony.lock`) types.
+//! Image definition (`image/ceremony.toml`) and lockfile (`image/ceremony.lock`) types, and the
+//! types of what a build publishes (`published`: the build manifest, in-toto statements).
 //!
 //! Everything here is pure: parsers take text plus the name of the file it came from (so errors
 //! can name it), and the only I/O is in the thin `load` helpers. Parsing is strict: unknown keys,
@@ -7,6 +8,7 @@
 mod definition;
 mod error;
 mod lockfile;
+pub mod published;
 mod timestamp;
 mod values;
 

@@ -1,23 +1,33 @@
 //! `ceremony-os compare A.iso B.iso`: two ISOs taken apart layer by layer, without rebuilding.
 //!
-//! Layers, outermost first: the ISO volume descriptor (ids, size, the four volume dates); the
-//! boot records (system area with the hybrid MBR/GPT, the El Torito catalog and boot images, as
-//! xorriso extracts them); the ISO's file tree; the file tree of `/live/filesystem.squashfs`; the
-//! file tree of the initrd's archive (`/live/initrd.img`). A differing squashfs or initrd in the
-//! ISO's file tree is a container: it is marked as expanded and its own layer says what differs
-//! inside. Everything else is a leaf difference. Extraction uses the host's xorriso, unsquashfs,
-//! cpio and decompressors (reading, unlike writing, does not need the pinned tools).
+//! Layers, outermost first: the ISO volume descriptor (ids, size, the four volume dates); the El
+//! Torito boot catalog; the ISO's structure (every byte range no file's content covers: the system
+//! area with the hybrid MBR/GPT, the volume descriptors, path tables, directory records, boot
+//! images no file points at, unreferenced gaps and bytes after the volume); the ISO's file tree;
+//! the file tree of `/live/filesystem.squashfs`; and each segment of `/live/initrd.img` (the
+//! kernel unpacks every concatenated archive, so each is compared). A differing squashfs or initrd
+//! in the ISO's file tree is a container: it is marked as expanded and its own layers say what
+//! differs inside.
+//!
+//! Everything is parsed in-process from the images' bytes (`isofs`, `squashfs`, `initrd`,
+//! `cpio`): nothing an image holds is extracted or written anywhere, so no name, symlink or `..`
+//! in it can reach the host, and [`Limits`] bound what a crafted image can make compare read.
 
 use crate::VerifyError;
 use crate::iso9660::{PrimaryVolume, read_pvd};
-use ceremony_os_runner::Runner;
+use crate::isofs::{IsoImage, IsoKind, SECTOR};
+use crate::limits::{Budget, Limits};
 use ceremony_os_tree::{Change, Entry, Kind, TreeManifest};
 use serde::Serialize;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// Members of the ISO that are unpacked into layers of their own.
 pub const SQUASHFS_MEMBER: &str = "/live/filesystem.squashfs";
 pub const INITRD_MEMBER: &str = "/live/initrd.img";
+
+/// Largest initrd read into memory.
+const MAX_INITRD_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Difference {
@@ -40,6 +50,17 @@ pub struct Layer {
     /// How many entries were compared.
     pub compared: usize,
     pub differences: Vec<Difference>,
+    /// Where the layer's members are in each image, to read them again (`--diffoscope`).
+    #[serde(skip)]
+    pub source: LayerSource,
+}
+
+#[derive(Debug, Clone, Default)]
+pub enum LayerSource {
+    #[default]
+    None,
+    /// Paths are ISO file paths or structure labels, with `(offset, size)` in each image.
+    Iso { a: Vec<(String, u64, u64)>, b: Vec<(String, u64, u64)> },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,11 +128,11 @@ impl Report {
     }
 }
 
-/// Compare two ISOs. `work` holds the extracted trees (removed by the caller).
+/// Compare two ISOs.
 pub fn compare(
     a: &Path,
     b: &Path,
-    work: &Path,
+    limits: &Limits,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, VerifyError> {
     let pvd_a = read_pvd(a)?;
@@ -130,86 +151,259 @@ pub fn compare(
     if report.identical {
         return Ok(report);
     }
-    let runner = Runner::new(0);
+    let mut budget = Budget::new(*limits);
     report.layers.push(volume_layer(&pvd_a, &pvd_b));
+    progress("reading both images' structure and file trees");
+    let iso_a = IsoImage::open(a, limits, &mut budget)?;
+    let iso_b = IsoImage::open(b, limits, &mut budget)?;
+    report.layers.push(tree_layer("boot catalog", &boot_manifest(&iso_a), &boot_manifest(&iso_b), &[]));
 
-    let (wa, wb) = (work.join("a"), work.join("b"));
-    for (iso, dir) in [(a, &wa), (b, &wb)] {
-        progress(&format!("extracting {}", iso.display()));
-        std::fs::create_dir_all(dir).map_err(|e| VerifyError::io(dir, e))?;
-        runner
-            .cmd("xorriso", dir)
-            .args(["-osirrox", "on", "-indev"])
-            .arg(iso)
-            .args(["-extract_boot_images"])
-            .arg(dir.join("boot"))
-            .args(["-extract", "/"])
-            .arg(dir.join("iso"))
-            .output()?;
-    }
-    report.layers.push(tree_layer(
-        "boot records",
-        &dir_manifest(&wa.join("boot"))?,
-        &dir_manifest(&wb.join("boot"))?,
+    let regions = |iso: &IsoImage| -> Vec<(String, u64, u64)> {
+        iso.regions.iter().map(|r| (format!("/{}", r.label), r.offset, r.size)).collect()
+    };
+    let (regions_a, regions_b) = (regions(&iso_a), regions(&iso_b));
+    let mut structure = tree_layer(
+        "iso structure",
+        &region_manifest(a, &regions_a, &mut budget)?,
+        &region_manifest(b, &regions_b, &mut budget)?,
         &[],
-    ));
-    let iso_a = dir_manifest(&wa.join("iso"))?;
-    let iso_b = dir_manifest(&wb.join("iso"))?;
-    report.layers.push(tree_layer("iso files", &iso_a, &iso_b, &[SQUASHFS_MEMBER, INITRD_MEMBER]));
-
-    let differs = |member: &str| iso_a.get(member).map(|e| &e.kind) != iso_b.get(member).map(|e| &e.kind);
-    if differs(SQUASHFS_MEMBER)
-        && iso_a.get(SQUASHFS_MEMBER).is_some()
-        && iso_b.get(SQUASHFS_MEMBER).is_some()
-    {
-        for dir in [&wa, &wb] {
-            progress(&format!("unpacking {SQUASHFS_MEMBER} of {}", dir.display()));
-            runner
-                .cmd("unsquashfs", dir)
-                .args(["-quiet", "-no-progress", "-no-xattrs", "-d"])
-                .arg(dir.join("squashfs"))
-                .arg(dir.join("iso/live/filesystem.squashfs"))
-                .output()?;
+    );
+    for d in structure.differences.iter_mut().filter(|d| d.kind == "content") {
+        if let (Some(ra), Some(rb)) =
+            (regions_a.iter().find(|r| r.0 == d.path), regions_b.iter().find(|r| r.0 == d.path))
+            && let Some(at) = first_differing_byte(a, ra, b, rb)?
+        {
+            d.fields.push(format!("first difference at byte {at} of the region"));
         }
+    }
+    structure.source = LayerSource::Iso { a: regions_a, b: regions_b };
+    report.layers.push(structure);
+
+    let files = |iso: &IsoImage| -> Vec<(String, u64, u64)> {
+        iso.entries
+            .iter()
+            .filter_map(|e| match e.kind {
+                IsoKind::File { offset, size } => Some((e.path.clone(), offset, size)),
+                _ => None,
+            })
+            .collect()
+    };
+    let files_a = iso_manifest(a, &iso_a, &mut budget)?;
+    let files_b = iso_manifest(b, &iso_b, &mut budget)?;
+    let mut iso_layer = tree_layer("iso files", &files_a, &files_b, &[SQUASHFS_MEMBER, INITRD_MEMBER]);
+    iso_layer.source = LayerSource::Iso { a: files(&iso_a), b: files(&iso_b) };
+    report.layers.push(iso_layer);
+
+    let member = |iso: &IsoImage, name: &str| {
+        iso.entries.iter().find_map(|e| match e.kind {
+            IsoKind::File { offset, size } if e.path == name => Some((offset, size)),
+            _ => None,
+        })
+    };
+    let differs = |name: &str| files_a.get(name).map(|e| &e.kind) != files_b.get(name).map(|e| &e.kind);
+    if let (Some((oa, sa)), Some((ob, sb))) =
+        (member(&iso_a, SQUASHFS_MEMBER), member(&iso_b, SQUASHFS_MEMBER))
+        && differs(SQUASHFS_MEMBER)
+    {
+        progress(&format!("reading {SQUASHFS_MEMBER} of both images"));
+        let tree_a = crate::squashfs::read_tree(
+            a,
+            oa,
+            sa,
+            &format!("{}:{SQUASHFS_MEMBER}", a.display()),
+            &mut budget,
+        )?;
+        let tree_b = crate::squashfs::read_tree(
+            b,
+            ob,
+            sb,
+            &format!("{}:{SQUASHFS_MEMBER}", b.display()),
+            &mut budget,
+        )?;
         report.layers.push(tree_layer(
             &format!("squashfs {SQUASHFS_MEMBER}"),
-            &dir_manifest(&wa.join("squashfs"))?,
-            &dir_manifest(&wb.join("squashfs"))?,
+            &TreeManifest { entries: tree_a },
+            &TreeManifest { entries: tree_b },
             &[],
         ));
     }
-    if differs(INITRD_MEMBER) && iso_a.get(INITRD_MEMBER).is_some() && iso_b.get(INITRD_MEMBER).is_some() {
-        for dir in [&wa, &wb] {
-            progress(&format!("unpacking {INITRD_MEMBER} of {}", dir.display()));
-            unpack_initrd(&runner, &dir.join("iso/live/initrd.img"), &dir.join("initrd"))?;
+    if let (Some((oa, sa)), Some((ob, sb))) = (member(&iso_a, INITRD_MEMBER), member(&iso_b, INITRD_MEMBER))
+        && differs(INITRD_MEMBER)
+    {
+        progress(&format!("reading {INITRD_MEMBER} of both images"));
+        let seg_a = initrd_segments(a, oa, sa, &mut budget)?;
+        let seg_b = initrd_segments(b, ob, sb, &mut budget)?;
+        for n in 0..seg_a.len().max(seg_b.len()) {
+            let describe = |s: Option<&crate::initrd::Segment>| {
+                s.map(|s| format!("{} at byte {}", s.format, s.offset)).unwrap_or_else(|| "absent".into())
+            };
+            let (x, y) = (seg_a.get(n), seg_b.get(n));
+            let name =
+                format!("initrd {INITRD_MEMBER} segment #{n} (A: {}, B: {})", describe(x), describe(y));
+            let manifest = |s: Option<&crate::initrd::Segment>| TreeManifest {
+                entries: s.map(|s| s.entries.clone()).unwrap_or_default(),
+            };
+            report.layers.push(tree_layer(&name, &manifest(x), &manifest(y), &[]));
         }
-        report.layers.push(tree_layer(
-            &format!("initrd {INITRD_MEMBER}"),
-            &dir_manifest(&wa.join("initrd"))?,
-            &dir_manifest(&wb.join("initrd"))?,
-            &[],
-        ));
     }
     Ok(report)
 }
 
-/// The extracted member files of a layer, for diffoscope: `(A file, B file)` for a leaf content
-/// difference, if both exist on disk under `work`.
-pub fn member_files(work: &Path, layer: &str, path: &str) -> Option<(PathBuf, PathBuf)> {
-    let sub = if layer == "boot records" {
-        "boot"
-    } else if layer == "iso files" {
-        "iso"
-    } else if layer.starts_with("squashfs") {
-        "squashfs"
-    } else if layer.starts_with("initrd") {
-        "initrd"
-    } else {
-        return None;
-    };
-    let relative = path.trim_start_matches('/');
-    let (a, b) = (work.join("a").join(sub).join(relative), work.join("b").join(sub).join(relative));
-    (a.is_file() && b.is_file()).then_some((a, b))
+/// Read one side's bytes of a leaf difference again, for diffoscope: ISO files and structure
+/// regions only (inner layers are parsed in memory and not kept), up to 256 MiB.
+pub fn member_bytes(
+    report: &Report,
+    layer: &Layer,
+    path: &str,
+    side_a: bool,
+) -> Result<Option<Vec<u8>>, VerifyError> {
+    let LayerSource::Iso { a, b } = &layer.source else { return Ok(None) };
+    let (image, list) = if side_a { (&report.a, a) } else { (&report.b, b) };
+    let Some((_, offset, size)) = list.iter().find(|(p, _, _)| p == path) else { return Ok(None) };
+    if *size > 256 << 20 {
+        return Ok(None);
+    }
+    let mut file = std::fs::File::open(image).map_err(|e| VerifyError::io(image, e))?;
+    let mut bytes = vec![0u8; *size as usize];
+    file.seek(SeekFrom::Start(*offset))
+        .and_then(|_| file.read_exact(&mut bytes))
+        .map_err(|e| VerifyError::io(image, e))?;
+    Ok(Some(bytes))
+}
+
+fn boot_manifest(iso: &IsoImage) -> TreeManifest {
+    let entries = iso
+        .boot_entries
+        .iter()
+        .enumerate()
+        .map(|(n, e)| Entry {
+            path: format!("/entry #{n}"),
+            kind: Kind::Special(format!(
+                "platform 0x{:02x} {} media {} load 0x{:04x} sectors {} at sector {}",
+                e.platform,
+                if e.bootable { "bootable" } else { "not bootable" },
+                e.media_type,
+                e.load_segment,
+                e.sector_count,
+                e.lba
+            )),
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        })
+        .collect();
+    TreeManifest { entries }
+}
+
+fn hash_range(
+    image: &Path,
+    offset: u64,
+    size: u64,
+    what: &str,
+    budget: &mut Budget,
+) -> Result<String, VerifyError> {
+    budget.file(what, size)?;
+    let mut file = std::fs::File::open(image).map_err(|e| VerifyError::io(image, e))?;
+    file.seek(SeekFrom::Start(offset)).map_err(|e| VerifyError::io(image, e))?;
+    let (sha256, read) = budget.hash(what, &mut file, size)?;
+    if read != size {
+        return Err(VerifyError::Invalid(format!("{what}: the image ends inside it")));
+    }
+    Ok(sha256)
+}
+
+fn region_manifest(
+    image: &Path,
+    regions: &[(String, u64, u64)],
+    budget: &mut Budget,
+) -> Result<TreeManifest, VerifyError> {
+    let mut entries = Vec::new();
+    for (label, offset, size) in regions {
+        let sha256 = hash_range(image, *offset, *size, &format!("{}: {label}", image.display()), budget)?;
+        entries.push(Entry {
+            path: label.clone(),
+            kind: Kind::File { size: *size, sha256 },
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        });
+    }
+    entries.sort_by(|x, y| x.path.cmp(&y.path));
+    Ok(TreeManifest { entries })
+}
+
+fn iso_manifest(image: &Path, iso: &IsoImage, budget: &mut Budget) -> Result<TreeManifest, VerifyError> {
+    let mut entries = Vec::new();
+    for e in &iso.entries {
+        let kind = match &e.kind {
+            IsoKind::Dir => Kind::Dir,
+            IsoKind::Symlink(target) => Kind::Symlink { target: target.clone() },
+            IsoKind::File { offset, size } => {
+                let sha256 =
+                    hash_range(image, *offset, *size, &format!("{}:{}", image.display(), e.path), budget)?;
+                Kind::File { size: *size, sha256 }
+            }
+        };
+        entries.push(Entry {
+            path: e.path.clone(),
+            kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            mtime: e.mtime,
+        });
+    }
+    entries.sort_by(|x, y| x.path.cmp(&y.path));
+    entries.dedup_by(|x, y| x.path == y.path);
+    Ok(TreeManifest { entries })
+}
+
+fn initrd_segments(
+    image: &Path,
+    offset: u64,
+    size: u64,
+    budget: &mut Budget,
+) -> Result<Vec<crate::initrd::Segment>, VerifyError> {
+    let what = format!("{}:{INITRD_MEMBER}", image.display());
+    if size > MAX_INITRD_BYTES {
+        return Err(VerifyError::Limit(format!(
+            "{what} is {size} bytes, more than the {MAX_INITRD_BYTES} compare reads"
+        )));
+    }
+    let mut file = std::fs::File::open(image).map_err(|e| VerifyError::io(image, e))?;
+    let mut bytes = vec![0u8; size as usize];
+    file.seek(SeekFrom::Start(offset))
+        .and_then(|_| file.read_exact(&mut bytes))
+        .map_err(|e| VerifyError::io(image, e))?;
+    crate::initrd::segments(&bytes, &what, budget)
+}
+
+/// The first offset within two regions where their bytes differ (or where the shorter ends).
+fn first_differing_byte(
+    a: &Path,
+    ra: &(String, u64, u64),
+    b: &Path,
+    rb: &(String, u64, u64),
+) -> Result<Option<u64>, VerifyError> {
+    let mut fa = std::fs::File::open(a).map_err(|e| VerifyError::io(a, e))?;
+    let mut fb = std::fs::File::open(b).map_err(|e| VerifyError::io(b, e))?;
+    fa.seek(SeekFrom::Start(ra.1)).map_err(|e| VerifyError::io(a, e))?;
+    fb.seek(SeekFrom::Start(rb.1)).map_err(|e| VerifyError::io(b, e))?;
+    let common = ra.2.min(rb.2);
+    let (mut ba, mut bb) = (vec![0u8; SECTOR as usize * 16], vec![0u8; SECTOR as usize * 16]);
+    let mut done = 0u64;
+    while done < common {
+        let n = ((common - done) as usize).min(ba.len());
+        fa.read_exact(&mut ba[..n]).map_err(|e| VerifyError::io(a, e))?;
+        fb.read_exact(&mut bb[..n]).map_err(|e| VerifyError::io(b, e))?;
+        if let Some(i) = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y) {
+            return Ok(Some(done + i as u64));
+        }
+        done += n as u64;
+    }
+    Ok((ra.2 != rb.2).then_some(common))
 }
 
 fn volume_layer(a: &PrimaryVolume, b: &PrimaryVolume) -> Layer {
@@ -228,7 +422,7 @@ fn volume_layer(a: &PrimaryVolume, b: &PrimaryVolume) -> Layer {
             expanded: false,
         })
         .collect();
-    Layer { name: "iso volume descriptor".into(), compared: fa.len(), differences }
+    Layer { name: "iso volume descriptor".into(), compared: fa.len(), differences, source: LayerSource::None }
 }
 
 fn describe(e: &Entry) -> String {
@@ -264,44 +458,12 @@ fn tree_layer(name: &str, a: &TreeManifest, b: &TreeManifest, containers: &[&str
             }
         })
         .collect();
-    Layer { name: name.into(), compared: a.entries.len().max(b.entries.len()), differences }
-}
-
-fn dir_manifest(dir: &Path) -> Result<TreeManifest, VerifyError> {
-    if !dir.exists() {
-        return Ok(TreeManifest::default());
+    Layer {
+        name: name.into(),
+        compared: a.entries.len().max(b.entries.len()),
+        differences,
+        source: LayerSource::None,
     }
-    let mut manifest = TreeManifest::scan(dir)?;
-    // The extraction directory itself is ours, not the image's.
-    manifest.entries.retain(|e| e.path != "/");
-    Ok(manifest)
-}
-
-/// Unpack an initramfs (gzip, zstd, xz or uncompressed newc cpio) into `dest`.
-fn unpack_initrd(runner: &Runner, initrd: &Path, dest: &Path) -> Result<(), VerifyError> {
-    let mut magic = [0u8; 6];
-    {
-        use std::io::Read;
-        let mut f = std::fs::File::open(initrd).map_err(|e| VerifyError::io(initrd, e))?;
-        f.read_exact(&mut magic).map_err(|e| VerifyError::io(initrd, e))?;
-    }
-    let decompress = match magic {
-        [0x1f, 0x8b, ..] => "gzip -dc",
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => "zstd -dcq",
-        [0xfd, b'7', b'z', b'X', b'Z', 0] => "xz -dc",
-        [b'0', b'7', b'0', b'7', b'0', b'1'] => "cat",
-        _ => {
-            return Err(VerifyError::Invalid(format!(
-                "{}: unknown initrd format (magic {})",
-                initrd.display(),
-                hex::encode(magic)
-            )));
-        }
-    };
-    std::fs::create_dir_all(dest).map_err(|e| VerifyError::io(dest, e))?;
-    let script = format!("{decompress} \"$1\" | cpio -idmu --quiet --no-absolute-filenames");
-    runner.cmd("/bin/sh", dest).args(["-c", &script, "sh"]).arg(initrd).output()?;
-    Ok(())
 }
 
 pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {

@@ -1,15 +1,27 @@
 //! What a witness compares a rebuild with (`verify --expect X`): a SHA-256, a `SHA256SUMS` file,
 //! the ISO itself, a published build manifest (`<name>.manifest.json`, with its rootfs manifest
-//! beside it), or an in-toto provenance statement. Manifests and provenance carry every stage's
-//! digest, so a mismatch can be pinned to the first stage that differs.
+//! beside it) or an in-toto provenance statement. Manifests and provenance carry every stage's
+//! digest, so a mismatch can be pinned to the first stage that differs; a manifest also carries
+//! every stage's inputs, so `verify` can say how that stage's inputs differ.
+//!
+//! Manifests and statements are read with the same types the build writes them with
+//! (`ceremony_os_definition::published`).
 
 use crate::VerifyError;
+use ceremony_os_definition::published::{
+    BuildManifest, IN_TOTO_STATEMENT_V1, MANIFEST_FORMAT, ProvenanceStatement,
+};
 use ceremony_os_tree::TreeManifest;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-pub const MANIFEST_FORMAT: &str = "ceremony-os-manifest/1";
-pub const IN_TOTO_STATEMENT: &str = "https://in-toto.io/Statement/v1";
+/// One stage as published: its digest and, from a manifest, its inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedStage {
+    pub name: String,
+    pub digest: String,
+    pub inputs: Option<Value>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Expected {
@@ -17,8 +29,8 @@ pub struct Expected {
     pub source: String,
     pub kind: &'static str,
     pub sha256: String,
-    /// `(stage, digest)` in pipeline order, when a manifest or provenance was given.
-    pub stages: Vec<(String, String)>,
+    /// In pipeline order, when a manifest or provenance was given.
+    pub stages: Vec<PublishedStage>,
     /// The published rootfs manifest, when it sits beside a given build manifest.
     pub rootfs: Option<TreeManifest>,
     /// The ISO itself, when an ISO was given.
@@ -40,19 +52,28 @@ pub fn load(arg: &str, iso_name: &str) -> Result<Expected, VerifyError> {
         return Ok(expected("digest", trimmed.to_ascii_lowercase()));
     }
     let path = Path::new(arg);
-    if !path.exists() {
-        return Err(VerifyError::Invalid(format!(
+    let meta = std::fs::metadata(path).map_err(|_| {
+        VerifyError::Invalid(format!(
             "--expect {arg:?}: neither a SHA-256 (64 hex digits) nor an existing file"
-        )));
+        ))
+    })?;
+    if !meta.is_file() {
+        return Err(VerifyError::Invalid(format!("--expect {arg:?}: not a regular file")));
     }
     if crate::iso9660::read_pvd(path).is_ok() {
         let mut e = expected("iso", ceremony_os_tree::sha256_file(path)?);
         e.iso = Some(path.to_path_buf());
         return Ok(e);
     }
+    if meta.len() > 64 << 20 {
+        return Err(VerifyError::Invalid(format!(
+            "--expect {arg:?}: {} bytes is too large for a SHA256SUMS, manifest or statement",
+            meta.len()
+        )));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| VerifyError::io(path, e))?;
     if let Ok(json) = serde_json::from_str::<Value>(&text) {
-        return from_json(&json, path, iso_name);
+        return from_json(&json, &text, path, iso_name);
     }
     sums_line(&text, iso_name)
         .map(|sha| expected("SHA256SUMS", sha))
@@ -71,31 +92,32 @@ fn sums_line(text: &str, name: &str) -> Option<String> {
     })
 }
 
-fn from_json(json: &Value, path: &Path, iso_name: &str) -> Result<Expected, VerifyError> {
+fn from_json(json: &Value, text: &str, path: &Path, iso_name: &str) -> Result<Expected, VerifyError> {
     let bad = |what: &str| VerifyError::Invalid(format!("{}: {what}", path.display()));
-    let str_of = |v: &Value| v.as_str().map(str::to_string);
-    if json["_type"] == IN_TOTO_STATEMENT {
-        let subjects =
-            json["subject"].as_array().ok_or_else(|| bad("an in-toto statement without subject"))?;
-        let subject = subjects
+    if json["_type"] == IN_TOTO_STATEMENT_V1 {
+        let statement: ProvenanceStatement = serde_json::from_value(json.clone())
+            .map_err(|e| bad(&format!("not an in-toto statement with a SLSA provenance: {e}")))?;
+        let subject = statement
+            .subject
             .iter()
-            .find(|s| s["name"] == iso_name)
-            .or(subjects.first())
+            .find(|s| s.name.as_deref() == Some(iso_name))
+            .or(statement.subject.first())
             .ok_or_else(|| bad("the statement has no subject"))?;
-        let sha256 = str_of(&subject["digest"]["sha256"])
+        let sha256 = subject
+            .sha256()
             .filter(|s| is_sha256(s))
-            .ok_or_else(|| bad("subject without a sha256 digest"))?;
-        let stages = json["predicate"]["runDetails"]["byproducts"]
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter_map(|b| {
-                        let name = str_of(&b["name"])?.strip_prefix("stage:")?.to_string();
-                        Some((name, str_of(&b["digest"]["sha256"])?))
-                    })
-                    .collect()
+            .ok_or_else(|| bad("subject without a sha256 digest"))?
+            .to_ascii_lowercase();
+        let stages = statement
+            .predicate
+            .run_details
+            .byproducts
+            .iter()
+            .filter_map(|b| {
+                let name = b.name.as_deref()?.strip_prefix("stage:")?.to_string();
+                Some(PublishedStage { name, digest: b.sha256()?.to_string(), inputs: None })
             })
-            .unwrap_or_default();
+            .collect();
         return Ok(Expected {
             source: path.display().to_string(),
             kind: "provenance",
@@ -105,38 +127,26 @@ fn from_json(json: &Value, path: &Path, iso_name: &str) -> Result<Expected, Veri
             iso: None,
         });
     }
-    if json["format"] == MANIFEST_FORMAT {
-        let sha256 = str_of(&json["image"]["sha256"])
-            .filter(|s| is_sha256(s))
-            .ok_or_else(|| bad("manifest without image.sha256"))?;
-        let stages = json["stages"]
-            .as_array()
-            .map(|list| {
-                list.iter().filter_map(|s| Some((str_of(&s["name"])?, str_of(&s["digest"])?))).collect()
+    if json["format"].as_str().is_some_and(|f| f.starts_with("ceremony-os-manifest/")) {
+        let manifest = BuildManifest::parse(text)
+            .map_err(|e| bad(&format!("build manifest ({MANIFEST_FORMAT}): {e}")))?;
+        if !is_sha256(&manifest.image.sha256) {
+            return Err(bad("image.sha256 is not a SHA-256"));
+        }
+        let stages = manifest
+            .stages
+            .iter()
+            .map(|s| PublishedStage {
+                name: s.name.clone(),
+                digest: s.digest.clone(),
+                inputs: Some(s.inputs.clone()),
             })
-            .unwrap_or_default();
-        let rootfs = match (str_of(&json["rootfs"]["manifest"]), str_of(&json["rootfs"]["manifest_sha256"])) {
-            (Some(name), Some(digest)) => {
-                let beside = path.parent().unwrap_or(Path::new(".")).join(name);
-                match std::fs::read(&beside) {
-                    Ok(bytes) if crate::compare::sha256_bytes(&bytes) == digest => {
-                        Some(TreeManifest::parse(&String::from_utf8_lossy(&bytes))?)
-                    }
-                    Ok(_) => {
-                        return Err(bad(&format!(
-                            "{} does not match the manifest's rootfs.manifest_sha256",
-                            beside.display()
-                        )));
-                    }
-                    Err(_) => None,
-                }
-            }
-            _ => None,
-        };
+            .collect();
+        let rootfs = rootfs_beside(path, &manifest.rootfs.manifest, &manifest.rootfs.manifest_sha256)?;
         return Ok(Expected {
             source: path.display().to_string(),
             kind: "manifest",
-            sha256,
+            sha256: manifest.image.sha256.to_ascii_lowercase(),
             stages,
             rootfs,
             iso: None,
@@ -145,18 +155,75 @@ fn from_json(json: &Value, path: &Path, iso_name: &str) -> Result<Expected, Veri
     Err(bad("JSON, but neither a ceremony-os build manifest nor an in-toto statement"))
 }
 
+/// The rootfs manifest named by a build manifest, if it is beside it (a plain file name, never a
+/// path) and has the recorded digest.
+fn rootfs_beside(
+    manifest_path: &Path,
+    name: &str,
+    digest: &str,
+) -> Result<Option<TreeManifest>, VerifyError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(VerifyError::Invalid(format!(
+            "{}: rootfs.manifest {name:?} is not a file name",
+            manifest_path.display()
+        )));
+    }
+    let beside = manifest_path.parent().unwrap_or(Path::new(".")).join(name);
+    match std::fs::read(&beside) {
+        Ok(bytes) if crate::compare::sha256_bytes(&bytes) == digest => {
+            Ok(Some(TreeManifest::parse(&String::from_utf8_lossy(&bytes))?))
+        }
+        Ok(_) => Err(VerifyError::Invalid(format!(
+            "{} does not match the manifest's rootfs.manifest_sha256",
+            beside.display()
+        ))),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Where two stage input values differ: JSON paths (`debs[3].sha256`) with both values.
+pub fn input_differences(expected: &Value, rebuilt: &Value) -> Vec<(String, Value, Value)> {
+    let mut out = Vec::new();
+    diff_values("", expected, rebuilt, &mut out);
+    out
+}
+
+fn diff_values(path: &str, a: &Value, b: &Value, out: &mut Vec<(String, Value, Value)>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for key in keys {
+                let sub = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                diff_values(
+                    &sub,
+                    x.get(key).unwrap_or(&Value::Null),
+                    y.get(key).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                diff_values(&format!("{path}[{i}]"), p, q, out);
+            }
+        }
+        _ if a != b => out.push((path.to_string(), a.clone(), b.clone())),
+        _ => {}
+    }
+}
+
 /// The first stage (in pipeline order) whose digest differs: `(stage, expected, actual)`.
-pub fn first_differing_stage(
-    expected: &[(String, String)],
+pub fn first_differing_stage<'a>(
+    expected: &'a [PublishedStage],
     actual: &[(String, String)],
-) -> Option<(String, String, String)> {
-    expected.iter().find_map(|(name, digest)| {
+) -> Option<(&'a PublishedStage, String)> {
+    expected.iter().find_map(|stage| {
         let got = actual
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == stage.name)
             .map(|(_, d)| d.clone())
             .unwrap_or_else(|| "(missing)".into());
-        (got != *digest).then(|| (name.clone(), digest.clone(), got))
+        (got != stage.digest).then_some((stage, got))
     })
 }
 
@@ -182,22 +249,35 @@ mod tests {
         );
 
         let manifest = dir.path().join("m.json");
-        std::fs::write(
-            &manifest,
-            serde_json::json!({"format": MANIFEST_FORMAT, "image": {"sha256": hex},
-                "stages": [{"name": "repo", "key": "k", "digest": "d1"}, {"name": "rootfs", "key": "k", "digest": "d2"}]})
-            .to_string(),
-        )
-        .unwrap();
+        let stage = |name: &str, digest: &str| serde_json::json!({"name": name, "key": "k", "digest": digest, "inputs": {"recipe": 1}});
+        let mut value = serde_json::json!({"format": MANIFEST_FORMAT,
+            "image": {"name": "x", "version": "1", "architecture": "amd64", "file": "x.iso", "sha256": hex, "size": 1,
+                      "volume_id": "X", "snapshot": "s", "source_date_epoch": 1},
+            "lockfile_sha256": hex, "rootfs": {"nar_hash": "n", "manifest": "x.rootfs.manifest", "manifest_sha256": hex},
+            "stages": [stage("repo", "d1"), stage("rootfs", "d2")], "packages": [], "toolchain": [],
+            "compiler": "rustc", "ceremony_tools_sha256": hex, "builder": {"name": "ceremony-os", "version": "0"}});
+        std::fs::write(&manifest, value.to_string()).unwrap();
         let e = load(manifest.to_str().unwrap(), "x.iso").unwrap();
         assert_eq!(e.kind, "manifest");
-        assert_eq!(e.stages, [("repo".to_string(), "d1".to_string()), ("rootfs".into(), "d2".into())]);
+        let names: Vec<(&str, &str)> =
+            e.stages.iter().map(|s| (s.name.as_str(), s.digest.as_str())).collect();
+        assert_eq!(names, [("repo", "d1"), ("rootfs", "d2")]);
+        assert_eq!(e.stages[0].inputs, Some(serde_json::json!({"recipe": 1})));
+
+        // A manifest that names a path instead of a file beside it is refused.
+        value["rootfs"]["manifest"] = "../../etc/passwd".into();
+        std::fs::write(&manifest, value.to_string()).unwrap();
+        assert!(
+            load(manifest.to_str().unwrap(), "x.iso").unwrap_err().to_string().contains("is not a file name")
+        );
 
         let provenance = dir.path().join("p.json");
         std::fs::write(
             &provenance,
-            serde_json::json!({"_type": IN_TOTO_STATEMENT, "subject": [{"name": "x.iso", "digest": {"sha256": hex}}],
-                "predicate": {"runDetails": {"byproducts": [{"name": "stage:repo", "digest": {"sha256": "d1"}}]}}})
+            serde_json::json!({"_type": IN_TOTO_STATEMENT_V1, "subject": [{"name": "x.iso", "digest": {"sha256": hex}}],
+                "predicateType": "https://slsa.dev/provenance/v1",
+                "predicate": {"buildDefinition": {"buildType": "t", "externalParameters": {}},
+                              "runDetails": {"builder": {"id": "b"}, "byproducts": [{"name": "stage:repo", "digest": {"sha256": "d1"}}]}}})
             .to_string(),
         )
         .unwrap();
@@ -211,14 +291,25 @@ mod tests {
     fn first_stage_that_differs() {
         let s =
             |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
-        let expected = s(&[("repo", "1"), ("rootfs", "2"), ("iso", "3")]);
+        let expected: Vec<PublishedStage> = s(&[("repo", "1"), ("rootfs", "2"), ("iso", "3")])
+            .into_iter()
+            .map(|(name, digest)| PublishedStage { name, digest, inputs: None })
+            .collect();
         assert_eq!(
             first_differing_stage(&expected, &s(&[("repo", "1"), ("rootfs", "2"), ("iso", "3")])),
             None
         );
-        assert_eq!(
-            first_differing_stage(&expected, &s(&[("repo", "1"), ("rootfs", "X"), ("iso", "Y")])),
-            Some(("rootfs".into(), "2".into(), "X".into()))
-        );
+        let (stage, got) =
+            first_differing_stage(&expected, &s(&[("repo", "1"), ("rootfs", "X"), ("iso", "Y")])).unwrap();
+        assert_eq!((stage.name.as_str(), stage.digest.as_str(), got.as_str()), ("rootfs", "2", "X"));
+    }
+
+    #[test]
+    fn input_differences_name_the_json_path() {
+        let a = serde_json::json!({"rustc": "1.95.0", "debs": [{"name": "a", "sha256": "1"}, {"name": "b", "sha256": "2"}]});
+        let b = serde_json::json!({"rustc": "1.96.0", "debs": [{"name": "a", "sha256": "1"}, {"name": "b", "sha256": "3"}], "extra": 1});
+        let paths: Vec<String> = input_differences(&a, &b).into_iter().map(|(p, _, _)| p).collect();
+        assert_eq!(paths, ["debs[1].sha256", "extra", "rustc"]);
+        assert!(input_differences(&a, &a).is_empty());
     }
 }

@@ -1,11 +1,19 @@
-//! Verification: what a witness runs. `compare` takes two ISOs apart layer by layer (volume
-//! descriptor, boot records, file tree, the squashfs inside, the initrd's archive) and says which
-//! files differ and how; `expect` reads what was published (a digest, SHA256SUMS, an ISO, a build
-//! manifest or an in-toto provenance) and compares a rebuild with it stage by stage.
+//! Verification: what a witness runs. `rebuild` is the `verify` workflow (rebuild with no cache,
+//! compare with what was published, say where it differs); `compare` takes two ISOs apart layer by
+//! layer (volume descriptor, boot catalog, structure, file tree, the squashfs inside, every initrd
+//! segment), parsing them in-process (`isofs`, `squashfs`, `initrd`, `cpio`) within `limits`;
+//! `expect` reads what was published (a digest, SHA256SUMS, an ISO, a build manifest or an in-toto
+//! provenance).
 
 pub mod compare;
+mod cpio;
 pub mod expect;
+mod initrd;
 pub mod iso9660;
+pub mod isofs;
+pub mod limits;
+pub mod rebuild;
+mod squashfs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -19,6 +27,9 @@ pub enum VerifyError {
     Tree(#[from] ceremony_os_tree::TreeError),
     #[error("{0}")]
     Invalid(String),
+    /// A crafted or unexpectedly large image reached one of compare's limits.
+    #[error("limit reached: {0}")]
+    Limit(String),
 }
 
 impl VerifyError {
