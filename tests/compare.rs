@@ -162,7 +162,7 @@ fn one_content_and_one_mtime_change_are_named_exactly() {
 }
 
 #[test]
-fn efi_image_change_is_named_in_the_boot_records() {
+fn efi_image_change_is_named_in_the_iso_files() {
     let dir = tempfile::tempdir().unwrap();
     let a = make_iso(dir.path(), "a", BASE);
     let b = make_iso(dir.path(), "b", Variant { efi: true, ..BASE });
@@ -170,8 +170,8 @@ fn efi_image_change_is_named_in_the_boot_records() {
     assert_eq!(code, 1);
     let found = leaves(&report);
     assert!(
-        found.iter().any(|(layer, path, kind, _)| layer == "boot records"
-            && path == "/eltorito_img2_uefi.img"
+        found.iter().any(|(layer, path, kind, _)| layer == "iso files"
+            && path == "/boot/efi.img"
             && kind == "content"),
         "{found:?}"
     );
@@ -244,7 +244,202 @@ fn diffoscope_reports_are_saved_for_differing_files() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(saved, ["squashfs__live_filesystem.squashfs_etc_a.conf.txt"], "{saved:?}");
+    assert_eq!(saved, ["00-squashfs__live_filesystem.squashfs_etc_a.conf.txt"], "{saved:?}");
     let text = std::fs::read_to_string(reports.join(&saved[0])).unwrap();
     assert!(text.contains("alpha=1") && text.contains("alpha=2"), "{text}");
+}
+
+/// Compare `b` with `a` from inside their directory, by relative names (as a user types them).
+fn compare_relative(dir: &Path, a: &str, b: &str) -> (i32, Value, String) {
+    let out = support::ceremony_os(Path::new("/nonexistent"))
+        .current_dir(dir)
+        .args(["compare", a, b, "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap(), report, stderr)
+}
+
+/// An ISO of `stage` (a directory laid out like the image's ISO tree).
+fn iso_of(stage: &Path, iso: &Path) {
+    for entry in walkdir(stage) {
+        let _ = filetime::set_symlink_file_times(
+            &entry,
+            filetime::FileTime::from_unix_time(1_700_000_000, 0),
+            filetime::FileTime::from_unix_time(1_700_000_000, 0),
+        );
+    }
+    run(Command::new("xorriso")
+        .args(["-as", "mkisofs", "-o"])
+        .arg(iso)
+        .args(["-V", "CRAFTED", "-r", "-J"])
+        .arg(stage)
+        .env("SOURCE_DATE_EPOCH", "1783814400"));
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if std::fs::symlink_metadata(&out[i]).unwrap().is_dir() {
+            let mut children: Vec<PathBuf> =
+                std::fs::read_dir(&out[i]).unwrap().map(|e| e.unwrap().path()).collect();
+            children.sort();
+            out.extend(children);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Files anywhere under `dir`, to prove nothing was written there.
+fn count_files(dir: &Path) -> usize {
+    walkdir(dir).len() - 1
+}
+
+/// An initrd (gzip-compressed newc cpio) holding `evil -> target` and then `evil/planted`, as a
+/// host cpio would follow the link and write through it.
+fn escaping_initrd(work: &Path, target: &Path) -> Vec<u8> {
+    let tree = work.join("initrd-tree");
+    std::fs::create_dir_all(tree.join("evil-dir")).unwrap();
+    std::fs::write(tree.join("init"), b"#!/bin/sh\n").unwrap();
+    std::fs::write(tree.join("evil-dir/planted"), b"written outside\n").unwrap();
+    std::os::unix::fs::symlink(target, tree.join("evil")).unwrap();
+    // List `evil` (the symlink) and then a file named as if under it: rename the path in the
+    // archive by writing the cpio with a name list and patching the name.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("printf 'init\\nevil\\nevil-dir/planted\\n' | cpio -o -H newc --quiet")
+        .current_dir(&tree)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut cpio = out.stdout;
+    // "evil-dir/planted" -> "evil/////planted": same length, a path through the symlink.
+    let at = cpio.windows(16).position(|w| w == b"evil-dir/planted").unwrap();
+    cpio[at..at + 16].copy_from_slice(b"evil/////planted");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &cpio).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn crafted_images_write_nothing_outside_and_every_hidden_difference_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("host-dir");
+    std::fs::create_dir_all(&target).unwrap();
+    make_iso(dir.path(), "a", BASE);
+
+    // B: the same tree, but the initrd has an escaping symlink and a second archive appended
+    // (which the kernel unpacks over the first), and the squashfs has a link out of the tree.
+    let stage = dir.path().join("b-stage");
+    run(Command::new("cp").arg("-a").arg(dir.path().join("a/stage")).arg(&stage));
+    let mut initrd = std::fs::read(stage.join("live/initrd.img")).unwrap();
+    initrd.extend(escaping_initrd(dir.path(), &target));
+    std::fs::write(stage.join("live/initrd.img"), &initrd).unwrap();
+    let root = dir.path().join("b-rootfs");
+    run(Command::new("cp").arg("-a").arg(dir.path().join("a/rootfs")).arg(&root));
+    std::os::unix::fs::symlink(&target, root.join("usr/escape")).unwrap();
+    run(Command::new("mksquashfs")
+        .arg(&root)
+        .arg(stage.join("live/filesystem.squashfs"))
+        .args(["-noappend", "-no-xattrs", "-all-root", "-no-progress"])
+        .env("SOURCE_DATE_EPOCH", "1783814400"));
+    let b = dir.path().join("b.iso");
+    iso_of(&stage, &b);
+    // Bytes appended after the volume.
+    let mut bytes = std::fs::read(&b).unwrap();
+    bytes.extend([0x5a; 4096]);
+    std::fs::write(&b, &bytes).unwrap();
+
+    let (code, report, stderr) = compare_relative(dir.path(), "a.iso", "b.iso");
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(count_files(&target), 0, "compare wrote through a symlink of the image");
+    let found = leaves(&report);
+    let has = |layer: &str, path: &str, kind: &str| {
+        found.iter().any(|(l, p, k, _)| l.starts_with(layer) && p == path && k == kind)
+    };
+    assert!(has("iso structure", "/bytes after the volume", "only in B"), "{found:#?}");
+    assert!(has("squashfs", "/usr/escape", "only in B"), "{found:#?}");
+    assert!(has("initrd /live/initrd.img segment #1", "/evil", "only in B"), "{found:#?}");
+    assert!(has("initrd /live/initrd.img segment #1", "/evil/planted", "only in B"), "{found:#?}");
+    let symlink = report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["differences"].as_array().unwrap())
+        .find(|d| d["path"] == "/usr/escape")
+        .unwrap();
+    assert!(
+        symlink["b"].as_str().unwrap().contains(&format!("symlink to {}", target.display())),
+        "{symlink}"
+    );
+}
+
+#[test]
+fn names_that_are_path_structure_are_kept_as_names() {
+    let dir = tempfile::tempdir().unwrap();
+    make_iso(dir.path(), "a", BASE);
+    // Rock Ridge names are bytes: patch one to `..` and another to contain a `/`.
+    let stage = dir.path().join("b-stage");
+    run(Command::new("cp").arg("-a").arg(dir.path().join("a/stage")).arg(&stage));
+    std::fs::write(stage.join("QQ"), b"one").unwrap();
+    std::fs::write(stage.join("RRRRR"), b"two").unwrap();
+    let b = dir.path().join("b.iso");
+    iso_of(&stage, &b);
+    let mut bytes = std::fs::read(&b).unwrap();
+    for (from, to) in [
+        (&b"NM\x07\x01\x00QQ"[..], &b"NM\x07\x01\x00.."[..]),
+        (b"NM\x0a\x01\x00RRRRR", b"NM\x0a\x01\x00up/up"),
+    ] {
+        let at = bytes.windows(from.len()).position(|w| w == from).unwrap_or_else(|| panic!("no {from:?}"));
+        bytes[at..at + from.len()].copy_from_slice(to);
+    }
+    std::fs::write(&b, &bytes).unwrap();
+    let (code, report, stderr) = compare_relative(dir.path(), "a.iso", "b.iso");
+    assert_eq!(code, 1, "{stderr}");
+    let found = leaves(&report);
+    assert!(
+        found
+            .iter()
+            .any(|(l, p, k, _)| l == "iso files" && p == "/\\x2e\\x2e\\(invalid name)" && k == "only in B"),
+        "{found:#?}"
+    );
+    assert!(
+        found.iter().any(|(l, p, k, _)| l == "iso files" && p == "/up\\x2fup" && k == "only in B"),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn a_huge_sparse_file_and_a_too_deep_tree_stop_at_the_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    make_iso(dir.path(), "a", BASE);
+    for (name, prepare, expected) in [
+        ("sparse", 0, "more than the 8589934592 bytes compare reads of one file"),
+        ("deep", 1, "nest deeper than 256 levels"),
+    ] {
+        let stage = dir.path().join(format!("{name}-stage"));
+        run(Command::new("cp").arg("-a").arg(dir.path().join("a/stage")).arg(&stage));
+        let root = dir.path().join(format!("{name}-rootfs"));
+        run(Command::new("cp").arg("-a").arg(dir.path().join("a/rootfs")).arg(&root));
+        if prepare == 0 {
+            let f = std::fs::File::create(root.join("huge")).unwrap();
+            f.set_len(9 << 30).unwrap();
+        } else {
+            let deep: PathBuf = (0..300).map(|_| "d").collect();
+            std::fs::create_dir_all(root.join(deep)).unwrap();
+        }
+        run(Command::new("mksquashfs")
+            .arg(&root)
+            .arg(stage.join("live/filesystem.squashfs"))
+            .args(["-noappend", "-no-xattrs", "-all-root", "-no-progress"])
+            .env("SOURCE_DATE_EPOCH", "1783814400"));
+        let b = dir.path().join(format!("{name}.iso"));
+        iso_of(&stage, &b);
+        let (code, _, stderr) = compare_relative(dir.path(), "a.iso", &format!("{name}.iso"));
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("limit reached") && stderr.contains(expected), "{stderr}");
+    }
 }

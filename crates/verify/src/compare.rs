@@ -61,6 +61,8 @@ pub enum LayerSource {
     None,
     /// Paths are ISO file paths or structure labels, with `(offset, size)` in each image.
     Iso { a: Vec<(String, u64, u64)>, b: Vec<(String, u64, u64)> },
+    /// Paths are inside the squashfs member at `(offset, size)` of each image.
+    Squashfs { a: (u64, u64), b: (u64, u64) },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -220,12 +222,14 @@ pub fn compare(
             &format!("{}:{SQUASHFS_MEMBER}", b.display()),
             &mut budget,
         )?;
-        report.layers.push(tree_layer(
+        let mut layer = tree_layer(
             &format!("squashfs {SQUASHFS_MEMBER}"),
             &TreeManifest { entries: tree_a },
             &TreeManifest { entries: tree_b },
             &[],
-        ));
+        );
+        layer.source = LayerSource::Squashfs { a: (oa, sa), b: (ob, sb) };
+        report.layers.push(layer);
     }
     if let (Some((oa, sa)), Some((ob, sb))) = (member(&iso_a, INITRD_MEMBER), member(&iso_b, INITRD_MEMBER))
         && differs(INITRD_MEMBER)
@@ -249,16 +253,24 @@ pub fn compare(
     Ok(report)
 }
 
-/// Read one side's bytes of a leaf difference again, for diffoscope: ISO files and structure
-/// regions only (inner layers are parsed in memory and not kept), up to 256 MiB.
+/// Read one side's bytes of a leaf difference again, for diffoscope: ISO files, structure
+/// regions and squashfs files (initrd segments are parsed in memory and not kept), up to 256 MiB.
 pub fn member_bytes(
     report: &Report,
     layer: &Layer,
     path: &str,
     side_a: bool,
 ) -> Result<Option<Vec<u8>>, VerifyError> {
-    let LayerSource::Iso { a, b } = &layer.source else { return Ok(None) };
-    let (image, list) = if side_a { (&report.a, a) } else { (&report.b, b) };
+    let image = if side_a { &report.a } else { &report.b };
+    let (a, b) = match &layer.source {
+        LayerSource::Iso { a, b } => (a, b),
+        LayerSource::Squashfs { a, b } => {
+            let (offset, size) = if side_a { *a } else { *b };
+            return crate::squashfs::file_bytes(image, offset, size, path, 256 << 20);
+        }
+        LayerSource::None => return Ok(None),
+    };
+    let list = if side_a { a } else { b };
     let Some((_, offset, size)) = list.iter().find(|(p, _, _)| p == path) else { return Ok(None) };
     if *size > 256 << 20 {
         return Ok(None);

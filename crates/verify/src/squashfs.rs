@@ -146,6 +146,38 @@ pub fn read_tree(
     Ok(entries)
 }
 
+/// The content of the file at manifest path `path` in the squashfs at `[start, start + len)`,
+/// if it is a regular file of at most `max` bytes.
+pub fn file_bytes(
+    image: &Path,
+    start: u64,
+    len: u64,
+    path: &str,
+    max: u64,
+) -> Result<Option<Vec<u8>>, VerifyError> {
+    let window = Window::open(image, start, len)?;
+    let fs = FilesystemReader::from_reader(std::io::BufReader::new(window))
+        .map_err(|e| VerifyError::Invalid(format!("{}: {e}", image.display())))?;
+    for node in fs.files() {
+        if tree_path(&node.fullpath) != path {
+            continue;
+        }
+        let InnerNode::File(file) = &node.inner else { return Ok(None) };
+        if file.file_len() as u64 > max {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        fs.file(file)
+            .reader_checked()
+            .map_err(|e| VerifyError::Invalid(format!("{path}: {e}")))?
+            .take(max)
+            .read_to_end(&mut bytes)
+            .map_err(|e| VerifyError::Invalid(format!("{path}: {e}")))?;
+        return Ok(Some(bytes));
+    }
+    Ok(None)
+}
+
 /// backhand's full path as a manifest path (each component escaped like the ISO's names).
 fn tree_path(full: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
