@@ -12,7 +12,7 @@ HOST_PACKAGES := \
 	cpio diffoscope-minimal qemu-system-x86 ovmf \
 	apt ca-certificates debian-archive-keyring dpkg-dev mmdebstrap \
 	xorriso squashfs-tools mtools dosfstools nix-bin faketime \
-	softhsm2 opensc openssl libengine-pkcs11-openssl
+	softhsm2 opensc openssl libengine-pkcs11-openssl gpg gpg-agent
 
 .PHONY: setup toolchain build iso test bench
 

@@ -6,11 +6,14 @@ mod support;
 
 use predicates::str::contains;
 use std::path::Path;
-use support::{Behaviour, TestDeb, TestMirror, ceremony_os, make_deb, write_definition_and_lock};
+use support::{
+    Behaviour, TestArchive, TestDeb, TestMirror, ceremony_os, make_deb, write_definition_and_lock,
+};
 
 struct Setup {
     dir: tempfile::TempDir,
     debs: Vec<TestDeb>,
+    archive: TestArchive,
 }
 
 impl Setup {
@@ -21,7 +24,8 @@ impl Setup {
             make_deb(dir.path(), "bravo", "2:3.1-4", 50_000),
             make_deb(dir.path(), "charlie", "0.9-1+b1", 2_000_000),
         ];
-        Setup { dir, debs }
+        let archive = TestArchive::new(dir.path(), debs.clone());
+        Setup { dir, debs, archive }
     }
 
     fn path(&self, name: &str) -> std::path::PathBuf {
@@ -33,7 +37,7 @@ impl Setup {
     }
 
     fn definition(&self, mirrors: &[String]) -> std::path::PathBuf {
-        write_definition_and_lock(self.dir.path(), mirrors, &self.debs)
+        write_definition_and_lock(self.dir.path(), mirrors, &self.archive)
     }
 
     fn stored(&self, deb: &TestDeb) -> Option<Vec<u8>> {
@@ -61,7 +65,7 @@ fn dir_is_empty(path: &Path) -> bool {
 #[test]
 fn fetches_verifies_and_then_skips_what_is_stored() {
     let s = Setup::new();
-    let mirror = TestMirror::start(&s.debs);
+    let mirror = TestMirror::start(&s.archive);
     let def = s.definition(&[mirror.base_url()]);
 
     let out = ceremony_os(&s.store()).args(["fetch", "--json"]).arg(&def).assert().success();
@@ -71,7 +75,7 @@ fn fetches_verifies_and_then_skips_what_is_stored() {
         assert_eq!(s.stored(deb).as_deref(), Some(&deb.bytes[..]), "{} stored intact", deb.name);
     }
     let first_requests = mirror.requests().len();
-    assert_eq!(first_requests, 3, "one request per file");
+    assert_eq!(first_requests, 5, "one request per file: InRelease, the index, three packages");
 
     let out = ceremony_os(&s.store()).args(["fetch", "--json"]).arg(&def).assert().success();
     let report = json_report(&out.get_output().stdout);
@@ -82,7 +86,7 @@ fn fetches_verifies_and_then_skips_what_is_stored() {
 #[test]
 fn tampered_deb_is_rejected_and_not_stored() {
     let s = Setup::new();
-    let mirror = TestMirror::start(&s.debs);
+    let mirror = TestMirror::start(&s.archive);
     mirror.set_behaviour(&s.debs[1], Behaviour::Tamper);
     let def = s.definition(&[mirror.base_url()]);
 
@@ -112,7 +116,7 @@ fn tampered_deb_is_rejected_and_not_stored() {
 #[test]
 fn truncated_download_is_rejected() {
     let s = Setup::new();
-    let mirror = TestMirror::start(&s.debs);
+    let mirror = TestMirror::start(&s.archive);
     mirror.set_behaviour(&s.debs[2], Behaviour::Truncate);
     let def = s.definition(&[mirror.base_url()]);
 
@@ -129,9 +133,9 @@ fn truncated_download_is_rejected() {
 #[test]
 fn mirror_answering_404_falls_back_to_the_next() {
     let s = Setup::new();
-    let broken = TestMirror::start(&s.debs);
+    let broken = TestMirror::start(&s.archive);
     broken.answer_404_to_everything();
-    let good = TestMirror::start(&s.debs);
+    let good = TestMirror::start(&s.archive);
     let def = s.definition(&[broken.base_url(), good.base_url()]);
 
     let out = ceremony_os(&s.store()).args(["fetch", "--json"]).arg(&def).assert().success();
@@ -139,7 +143,7 @@ fn mirror_answering_404_falls_back_to_the_next() {
     for file in report["files"].as_array().unwrap() {
         assert_eq!(file["source"], good.base_url(), "{file}");
     }
-    assert_eq!(broken.requests().len(), 3, "the first mirror was asked first");
+    assert_eq!(broken.requests().len(), 5, "the first mirror was asked first, for every file");
     let warnings = report["warnings"].to_string();
     assert!(warnings.contains("HTTP 404"), "the fallback is reported: {warnings}");
 }
@@ -147,7 +151,7 @@ fn mirror_answering_404_falls_back_to_the_next() {
 #[test]
 fn interrupted_fetch_resumes_where_it_stopped() {
     let s = Setup::new();
-    let mirror = TestMirror::start(&s.debs);
+    let mirror = TestMirror::start(&s.archive);
     mirror.throttle(Some(8 * 1024)); // ~400 KB/s: charlie (2 MB) takes ~5 s
     let def = s.definition(&[mirror.base_url()]);
     let charlie = &s.debs[2];
@@ -187,13 +191,18 @@ fn interrupted_fetch_resumes_where_it_stopped() {
 #[test]
 fn offline_fetch_from_a_vendor_dir_needs_no_network() {
     let s = Setup::new();
-    let mirror = TestMirror::start(&s.debs);
+    let mirror = TestMirror::start(&s.archive);
     let def = s.definition(&[mirror.base_url()]);
     let vendor = s.path("vendor");
     ceremony_os(&s.store()).arg("vendor").arg(&vendor).arg(&def).assert().success();
     let sums = std::fs::read_to_string(vendor.join("SHA256SUMS")).unwrap();
     let mut expected: Vec<String> =
         s.debs.iter().map(|d| format!("{}  {}", d.sha256(), d.file_name())).collect();
+    expected.push(format!("{}  dists_bookworm_InRelease", support::sha256_hex(&s.archive.inrelease)));
+    expected.push(format!(
+        "{}  dists_bookworm_main_binary-amd64_Packages.xz",
+        support::sha256_hex(&s.archive.index)
+    ));
     expected.sort_by(|a, b| a[66..].cmp(&b[66..]));
     assert_eq!(sums.lines().collect::<Vec<_>>(), expected);
     for deb in &s.debs {
@@ -248,7 +257,7 @@ fn stale_lock_is_refused() {
 #[test]
 fn two_fetches_into_one_store_at_once_both_succeed() {
     let s = Setup::new();
-    let mirror = TestMirror::start(&s.debs);
+    let mirror = TestMirror::start(&s.archive);
     mirror.throttle(Some(32 * 1024)); // long enough for the two processes to overlap
     let def = s.definition(&[mirror.base_url()]);
     let spawn = || {
@@ -270,13 +279,13 @@ fn two_fetches_into_one_store_at_once_both_succeed() {
         assert_eq!(s.stored(deb).as_deref(), Some(&deb.bytes[..]));
     }
     let downloads = mirror.requests().len();
-    assert_eq!(downloads, 3, "the second fetch found the files the first one stored");
+    assert_eq!(downloads, 5, "the second fetch found the files the first one stored");
 }
 
 #[test]
 fn a_refusing_mirror_is_retried_then_retired_and_named_in_errors() {
     let s = Setup::new();
-    let good = TestMirror::start(&s.debs);
+    let good = TestMirror::start(&s.archive);
     // Nothing listens on port 9 of the loopback: connections are refused.
     let refused = "http://127.0.0.1:9/".to_string();
     let def = s.definition(&[refused.clone(), good.base_url()]);
@@ -296,8 +305,91 @@ fn a_refusing_mirror_is_retried_then_retired_and_named_in_errors() {
     let out =
         ceremony_os(&fresh).args(["fetch", "--jobs", "1", "--retries", "1"]).arg(&def).assert().failure();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-    assert!(stderr.contains("could not fetch 3 of 3 files"), "{stderr}");
-    assert!(stderr.contains("gave up after 2 tries"), "{stderr}");
-    assert_eq!(stderr.matches("skipped: unreachable earlier in this run").count(), 2, "{stderr}");
+    // The archive files come first: nothing else is tried once they cannot be had.
+    assert!(stderr.contains("could not fetch 2 of 2 files"), "{stderr}");
+    assert!(stderr.contains("bookworm InRelease") && stderr.contains("gave up after 2 tries"), "{stderr}");
+    assert_eq!(stderr.matches("skipped: unreachable earlier in this run").count(), 1, "{stderr}");
     assert!(!stderr.contains("offline and no vendor directory"), "{stderr}");
+}
+
+/// Edit the lock's text and expect `fetch` to refuse it, naming `expected`, having asked the
+/// mirror for nothing but the archive's signed files.
+fn refused_lock(s: &Setup, mirror: &TestMirror, edit: &dyn Fn(&str) -> String, expected: &str) {
+    let def = s.definition(&[mirror.base_url()]);
+    let lock = def.with_extension("lock");
+    std::fs::write(&lock, edit(&std::fs::read_to_string(&lock).unwrap())).unwrap();
+    let before = mirror.requests().len();
+    let out = ceremony_os(&s.store()).arg("fetch").arg(&def).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
+    let asked: Vec<String> = mirror.requests()[before..].iter().map(|r| r.path.clone()).collect();
+    assert!(
+        asked.iter().all(|p| p.contains("/dists/")),
+        "a package was fetched for a refused lock: {asked:?}"
+    );
+}
+
+#[test]
+fn hand_edited_locks_are_refused_before_any_package_is_fetched() {
+    let s = Setup::new();
+    let mirror = TestMirror::start(&s.archive);
+    let alpha = &s.debs[0];
+    // A hand-added package (its digest is real, but no signed index lists it).
+    let intruder = make_deb(s.dir.path(), "intruder", "1.0", 1000);
+    refused_lock(
+        &s,
+        &mirror,
+        &|lock| {
+            format!(
+                "{lock}\n[[image.packages]]\nname = \"intruder\"\nversion = \"1.0\"\narchitecture = \"amd64\"\nsize = {}\nsha256 = \"{}\"\npath = \"{}\"\narchive = \"bookworm\"\n",
+                intruder.bytes.len(),
+                intruder.sha256(),
+                intruder.archive_path()
+            )
+        },
+        "image.packages intruder 1.0: pool/main/i/intruder/intruder_1.0_amd64.deb is not in the signed index of bookworm",
+    );
+    // An altered digest.
+    refused_lock(
+        &s,
+        &mirror,
+        &|lock| lock.replacen(&alpha.sha256(), &"ab".repeat(32), 1),
+        "alpha 1.0-1: SHA256 is abababab",
+    );
+    // A removed package that the set asked for.
+    refused_lock(
+        &s,
+        &mirror,
+        &|lock| {
+            let start = lock.find("[[image.packages]]\nname = \"bravo\"").unwrap();
+            let end = lock[start + 1..].find("[[").map(|e| e + start + 1).unwrap_or(lock.len());
+            format!("{}{}", &lock[..start], &lock[end..])
+        },
+        "the image set is not closed: bravo (requested) is missing",
+    );
+    // A wrong InRelease digest (the store has no such object, and no mirror serves one).
+    let inrelease = support::sha256_hex(&s.archive.inrelease);
+    refused_lock(&s, &mirror, &|lock| lock.replace(&inrelease, &"cd".repeat(32)), "bookworm InRelease");
+    // Another keyring than the one the lock was made with.
+    let def = s.definition(&[mirror.base_url()]);
+    std::fs::write(def.with_file_name("keyring.pgp"), b"not the keyring").unwrap();
+    let out = ceremony_os(&s.store()).arg("fetch").arg(&def).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("but the lock was made with keyring"), "{stderr}");
+}
+
+#[test]
+fn a_keyring_value_apt_would_read_as_an_option_is_refused() {
+    let s = Setup::new();
+    let def = s.definition(&["http://127.0.0.1:9/".to_string()]);
+    let text = std::fs::read_to_string(&def)
+        .unwrap()
+        .replace("keyring = \"keyring.pgp\"", "keyring = \"k trusted=yes\"");
+    std::fs::write(&def, text).unwrap();
+    let out = ceremony_os(&s.store()).arg("lock").arg(&def).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("keyring \"k trusted=yes\" contains white space") && stderr.contains("ceremony.toml"),
+        "{stderr}"
+    );
 }

@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 use ceremony_os_definition::{
-    Architecture, ArchiveState, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile, Sha256Digest,
-    Timestamp, Variant,
+    Architecture, ArchiveState, LOCK_FORMAT_VERSION, LockedIndex, LockedPackage, LockedSet, Lockfile,
+    Sha256Digest, Timestamp, Variant,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -131,10 +131,99 @@ pub fn make_deb(work: &Path, name: &str, version: &str, payload: usize) -> TestD
     TestDeb { name: name.into(), version: version.into(), bytes: std::fs::read(out).unwrap() }
 }
 
-/// Write `<dir>/ceremony.toml` and `<dir>/ceremony.lock` for these packages and mirrors.
-pub fn write_definition_and_lock(dir: &Path, mirrors: &[String], debs: &[TestDeb]) -> PathBuf {
+/// A signed one-suite archive of test packages: a throwaway OpenPGP key (made with gpg), the
+/// keyring with its public key, a Packages index (xz) of the packages, and an InRelease that lists
+/// the index and is clearsigned by the key, as Debian's are.
+#[derive(Debug, Clone)]
+pub struct TestArchive {
+    pub debs: Vec<TestDeb>,
+    pub keyring: Vec<u8>,
+    pub index: Vec<u8>,
+    pub inrelease: Vec<u8>,
+}
+
+pub const INDEX_PATH: &str = "main/binary-amd64/Packages.xz";
+
+fn run_ok(cmd: &mut std::process::Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+impl TestArchive {
+    pub fn new(work: &Path, debs: Vec<TestDeb>) -> Self {
+        let gnupg = work.join("gnupg");
+        std::fs::create_dir_all(&gnupg).unwrap();
+        std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let gpg = || {
+            let mut c = std::process::Command::new("gpg");
+            c.env("GNUPGHOME", &gnupg).args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ]);
+            c
+        };
+        run_ok(gpg().args([
+            "--quick-gen-key",
+            "Test Archive <archive@example.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ]));
+        let keyring = run_ok(gpg().args(["--export"]));
+        let packages: String = debs
+            .iter()
+            .map(|d| {
+                format!(
+                    "Package: {}\nVersion: {}\nArchitecture: amd64\nMaintainer: Test <test@example.invalid>\nFilename: {}\nSize: {}\nSHA256: {}\nDescription: test package\n\n",
+                    d.name,
+                    d.version,
+                    d.archive_path(),
+                    d.bytes.len(),
+                    d.sha256()
+                )
+            })
+            .collect();
+        let plain = work.join("Packages");
+        std::fs::write(&plain, &packages).unwrap();
+        let index = run_ok(std::process::Command::new("xz").args(["-c", "-9"]).arg(&plain));
+        let release = format!(
+            "Origin: Test\nLabel: Test\nSuite: bookworm\nCodename: bookworm\nDate: Sat, 11 Jul 2026 10:16:37 UTC\nArchitectures: amd64\nComponents: main\nSHA256:\n {} {} {INDEX_PATH}\n",
+            sha256_hex(&index),
+            index.len()
+        );
+        let release_path = work.join("Release");
+        std::fs::write(&release_path, release).unwrap();
+        let inrelease = run_ok(
+            gpg().args(["--digest-algo", "SHA256", "--clearsign", "--output", "-"]).arg(&release_path),
+        );
+        TestArchive { debs, keyring, index, inrelease }
+    }
+
+    /// Every file a mirror serves for this archive, by path below the mirror base.
+    pub fn files(&self) -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> =
+            self.debs.iter().map(|d| (d.archive_path(), d.bytes.clone())).collect();
+        files.push(("dists/bookworm/InRelease".into(), self.inrelease.clone()));
+        files.push((
+            format!("dists/bookworm/main/binary-amd64/by-hash/SHA256/{}", sha256_hex(&self.index)),
+            self.index.clone(),
+        ));
+        files
+    }
+}
+
+/// Write `<dir>/ceremony.toml`, `<dir>/ceremony.lock` and the keyring for this archive and these
+/// mirrors.
+pub fn write_definition_and_lock(dir: &Path, mirrors: &[String], archive: &TestArchive) -> PathBuf {
+    let debs = &archive.debs;
     let names: Vec<String> = debs.iter().map(|d| format!("{:?}", d.name)).collect();
     let mirror_list: Vec<String> = mirrors.iter().map(|m| format!("{m:?}")).collect();
+    std::fs::write(dir.join("keyring.pgp"), &archive.keyring).unwrap();
     let definition = dir.join("ceremony.toml");
     std::fs::write(
         &definition,
@@ -146,9 +235,12 @@ architecture = "amd64"
 
 [debian]
 suite = "bookworm"
-components = ["main"]
 snapshot = "2026-07-12T00:00:00Z"
-keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+keyring = "keyring.pgp"
+
+[[debian.archive]]
+suite = "bookworm"
+components = ["main"]
 mirrors = [{mirrors}]
 
 [packages.image]
@@ -180,19 +272,28 @@ compression = "zstd"
         size: d.bytes.len() as u64,
         sha256: Sha256Digest::try_from(d.sha256()).unwrap(),
         path: d.archive_path(),
+        archive: "bookworm".into(),
     };
     let snapshot = Timestamp::parse_rfc3339_utc("2026-07-12T00:00:00Z").unwrap();
     let lock = Lockfile {
         lock_version: LOCK_FORMAT_VERSION,
         suite: "bookworm".into(),
-        components: vec!["main".into()],
         architecture: Architecture::Amd64,
         snapshot,
         source_date_epoch: snapshot.unix(),
-        archive: ArchiveState {
-            release_date: "test".into(),
-            inrelease_sha256: Sha256Digest::from_bytes(&[0; 32]),
-        },
+        keyring_sha256: Sha256Digest::try_from(sha256_hex(&archive.keyring)).unwrap(),
+        archives: vec![ArchiveState {
+            suite: "bookworm".into(),
+            components: vec!["main".into()],
+            release_date: "Sat, 11 Jul 2026 10:16:37 UTC".into(),
+            inrelease_sha256: Sha256Digest::try_from(sha256_hex(&archive.inrelease)).unwrap(),
+            inrelease_size: archive.inrelease.len() as u64,
+            indexes: vec![LockedIndex {
+                path: INDEX_PATH.into(),
+                size: archive.index.len() as u64,
+                sha256: Sha256Digest::try_from(sha256_hex(&archive.index)).unwrap(),
+            }],
+        }],
         image: LockedSet {
             variant: Variant::Closure,
             include: debs.iter().map(|d| d.name.clone()).collect(),
@@ -244,12 +345,12 @@ pub struct TestMirror {
 }
 
 impl TestMirror {
-    pub fn start(debs: &[TestDeb]) -> Self {
+    pub fn start(archive: &TestArchive) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut state = ServerState::default();
-        for d in debs {
-            state.files.insert(format!("/{}", d.archive_path()), d.bytes.clone());
+        for (path, bytes) in archive.files() {
+            state.files.insert(format!("/{path}"), bytes);
         }
         let state = Arc::new(Mutex::new(state));
         let stop = Arc::new(AtomicBool::new(false));

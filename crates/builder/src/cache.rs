@@ -145,10 +145,10 @@ impl StageCache {
     /// then re-seals it when it matches).
     fn verify_tree(&self, dir: &Path, out: &Path, recorded: &str) -> Result<String, BuildError> {
         let seal_path = dir.join("seal");
-        if let (Ok(seal), Ok(current)) = (std::fs::read_to_string(&seal_path), tree_seal(out)) {
-            if seal.trim() == current {
-                return Ok(recorded.to_string());
-            }
+        if let (Ok(seal), Ok(current)) = (std::fs::read_to_string(&seal_path), tree_seal(out))
+            && seal.trim() == current
+        {
+            return Ok(recorded.to_string());
         }
         let actual = match ceremony_os_tree::TreeManifest::scan(out) {
             Ok(m) => m.digest(),

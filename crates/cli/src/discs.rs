@@ -100,7 +100,12 @@ pub fn material(args: &MaterialArgs, store_root: &Path) -> Result<()> {
         (None, None) => (def.source_date_epoch(), "the definition's snapshot"),
     };
     let store = Store::open(store_root)?;
-    crate::fetch_items(&store, &def, &inputs::fetch_items(&lock.toolchain.packages), &args.sources)?;
+    crate::fetch_and_check_archives(&store, &definition.definition, &def, &lock, &args.sources)?;
+    crate::fetch_items(
+        &store,
+        &ceremony_os_store::locked::package_items(&def, &lock.toolchain.packages),
+        &args.sources,
+    )?;
     let toolchain = ceremony_os_builder::prepare_toolchain(&lock, &store, &progress::BuildProgress::new())?;
 
     let out_dir = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -1,8 +1,7 @@
-//! Loading the definition and its lockfile together, and turning the lock into fetch items.
+//! Loading the definition and its lockfile together.
 
 use anyhow::{Context, Result, bail};
 use ceremony_os_definition::{ImageDefinition, Lockfile};
-use ceremony_os_store::{Expected, FetchItem};
 use std::io::Write;
 use std::path::Path;
 
@@ -23,19 +22,6 @@ pub fn load(definition: &Path, lockfile: &Path) -> Result<(ImageDefinition, Lock
         );
     }
     Ok((def, lock))
-}
-
-pub fn fetch_items<'a>(
-    packages: impl IntoIterator<Item = &'a ceremony_os_definition::LockedPackage>,
-) -> Vec<FetchItem> {
-    packages
-        .into_iter()
-        .map(|p| FetchItem {
-            label: p.spec(),
-            path: p.path.clone(),
-            expected: Expected { sha256: p.sha256.clone(), size: p.size },
-        })
-        .collect()
 }
 
 /// Write through a temporary file in the same directory and rename, so readers never see a

@@ -151,9 +151,20 @@ struct LockArgs {
     #[command(flatten)]
     definition: DefinitionArg,
 
-    /// Do not write: exit 1 if the lockfile differs from what resolving now gives.
+    /// Do not write. Check the lock's trust chain against the archive files in the store
+    /// (fetched first unless --offline): keyring, InRelease signatures, index digests, every
+    /// locked package and the closure of each set. Then, unless --offline, resolve again and
+    /// exit 1 if the archive has moved on since the lock was made.
     #[arg(long)]
     check: bool,
+
+    /// With --check: use only the store and --vendor, and do not compare with the live archive.
+    #[arg(long, requires = "check")]
+    offline: bool,
+
+    /// With --check: a vendor directory to take the archive files from.
+    #[arg(long, value_name = "DIR", requires = "check")]
+    vendor: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -227,10 +238,27 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_error(&e));
             error_code
         }
     }
+}
+
+/// The error and its causes, each said once: a cause whose text its parent already shows (an
+/// I/O error inside "path: error") is not repeated.
+fn render_error(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(text.trim()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn init_logging(verbose: u8) {
@@ -257,11 +285,11 @@ fn run_simple(command: Command, store_root: &std::path::Path) -> Result<()> {
     let store_root = store_root.to_path_buf();
     match command {
         Command::Verify(_) | Command::Compare(_) => unreachable!("handled by run"),
-        Command::Lock(args) => lock(&args),
+        Command::Lock(args) => lock(&args, &store_root),
         Command::Fetch(args) => {
             let store = Store::open(&store_root)?;
             let (def, lock) = inputs::load(&args.definition.definition, &args.definition.lockfile())?;
-            let report = fetch_all(&store, &def, &lock, &args.sources)?;
+            let report = fetch_all(&store, &args.definition.definition, &def, &lock, &args.sources)?;
             if args.json {
                 let json = progress::report_json(&store, &report);
                 writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&json)?)?;
@@ -273,7 +301,7 @@ fn run_simple(command: Command, store_root: &std::path::Path) -> Result<()> {
             let definition = &args.definition.definition;
             let lock_path = args.definition.lockfile();
             let (def, lock) = inputs::load(definition, &lock_path)?;
-            fetch_all(&store, &def, &lock, &args.sources)?;
+            fetch_all(&store, definition, &def, &lock, &args.sources)?;
             let request = build_request(
                 &store,
                 definition,
@@ -297,8 +325,9 @@ fn run_simple(command: Command, store_root: &std::path::Path) -> Result<()> {
         Command::Vendor(args) => {
             let store = Store::open(&store_root)?;
             let (def, lock) = inputs::load(&args.definition.definition, &args.definition.lockfile())?;
-            fetch_all(&store, &def, &lock, &args.sources)?;
-            let items = inputs::fetch_items(lock.all_packages());
+            fetch_all(&store, &args.definition.definition, &def, &lock, &args.sources)?;
+            let mut items = ceremony_os_store::locked::archive_items(&def, &lock);
+            items.extend(ceremony_os_store::locked::package_items(&def, lock.all_packages()));
             let copied = ceremony_os_store::write_vendor_dir(&store, &items, &args.dir)?;
             eprintln!(
                 "vendored {} files into {} ({copied} copied, the rest already there); see {}",
@@ -347,34 +376,67 @@ fn boot(args: &BootArgs) -> Result<()> {
     Ok(())
 }
 
-fn lock(args: &LockArgs) -> Result<()> {
+fn lock(args: &LockArgs, store_root: &std::path::Path) -> Result<()> {
     let path = &args.definition.definition;
     let def = ImageDefinition::load(path)?;
     let lock_path = args.definition.lockfile();
     let keyring = def.keyring_path(path);
-    let lock = ceremony_os_debian::resolve_lock(&def, &keyring, &mut |line| eprintln!("{line}"))
+    let store = Store::open(store_root)?;
+    if args.check {
+        let (def, lock) = inputs::load(path, &lock_path)?;
+        let sources = SourceArgs { vendor: args.vendor.clone(), offline: args.offline, jobs: 4, retries: 3 };
+        let report = fetch_and_check_archives(&store, path, &def, &lock, &sources)?;
+        eprintln!(
+            "{}: trust chain holds: {} archives signed by {}, {} packages in their signed indexes, both sets closed",
+            lock_path.display(),
+            report.archives,
+            keyring.display(),
+            report.packages
+        );
+        if args.offline {
+            return Ok(());
+        }
+    }
+    let resolved = ceremony_os_debian::resolve_lock(&def, &keyring, &mut |line| eprintln!("{line}"))
         .with_context(|| format!("locking {}", path.display()))?;
-    let text = lock.render();
+    let text = resolved.lock.render();
     if args.check {
         let current = std::fs::read_to_string(&lock_path)
             .with_context(|| format!("reading {}", lock_path.display()))?;
         if current != text {
             anyhow::bail!(
-                "{} is out of date: resolving {} now gives a different lock; run `ceremony-os lock`",
+                "{} is out of date: the archive has moved on since it was made (resolving {} now gives a different lock); run `ceremony-os lock`",
                 lock_path.display(),
                 path.display()
             );
         }
-        eprintln!("{} is up to date", lock_path.display());
+        eprintln!("{} is up to date with the archive", lock_path.display());
         return Ok(());
     }
+    // The archive state goes into the store first: the lock is only written once everything its
+    // trust chain needs is kept.
+    for file in &resolved.files {
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&file.bytes).into();
+        let expected = ceremony_os_store::Expected {
+            sha256: ceremony_os_definition::Sha256Digest::from_bytes(&digest),
+            size: file.bytes.len() as u64,
+        };
+        store
+            .insert_bytes(&file.bytes, &expected)
+            .with_context(|| format!("keeping {} in the store", file.label))?;
+    }
+    let keyring_bytes = std::fs::read(&keyring).with_context(|| format!("reading {}", keyring.display()))?;
+    ceremony_os_store::locked::check_trust(&store, &resolved.lock, &keyring_bytes)
+        .context("the lock just resolved does not pass its own trust chain")?;
     inputs::write_atomically(&lock_path, text.as_bytes())?;
+    let archives: Vec<String> =
+        resolved.lock.archives.iter().map(|a| format!("{} ({})", a.suite, a.release_date)).collect();
     eprintln!(
-        "wrote {}: image {} packages, toolchain {} packages, archive Release of {}",
+        "wrote {}: image {} packages, toolchain {} packages, archives {}",
         lock_path.display(),
-        lock.image.packages.len(),
-        lock.toolchain.packages.len(),
-        lock.archive.release_date
+        resolved.lock.image.packages.len(),
+        resolved.lock.toolchain.packages.len(),
+        archives.join(", ")
     );
     Ok(())
 }
@@ -402,26 +464,40 @@ pub(crate) fn build_request<'a>(
     })
 }
 
+/// Fetch the archive files the lock names and check the lock's trust chain against them.
+pub(crate) fn fetch_and_check_archives(
+    store: &Store,
+    definition_path: &std::path::Path,
+    def: &ImageDefinition,
+    lock: &ceremony_os_definition::Lockfile,
+    args: &SourceArgs,
+) -> Result<ceremony_os_debian::trust::TrustReport> {
+    fetch_items(store, &ceremony_os_store::locked::archive_items(def, lock), args)?;
+    let keyring = def.keyring_path(definition_path);
+    let keyring_bytes =
+        std::fs::read(&keyring).with_context(|| format!("reading the keyring {}", keyring.display()))?;
+    ceremony_os_store::locked::check_trust(store, lock, &keyring_bytes)
+        .with_context(|| format!("the lock for {} does not hold", definition_path.display()))
+}
+
+/// Everything the lock names, verified: the archive state, the trust chain, then the packages.
 pub(crate) fn fetch_all(
     store: &Store,
+    definition_path: &std::path::Path,
     def: &ImageDefinition,
     lock: &ceremony_os_definition::Lockfile,
     args: &SourceArgs,
 ) -> Result<ceremony_os_store::FetchReport> {
-    fetch_items(store, def, &inputs::fetch_items(lock.all_packages()), args)
+    fetch_and_check_archives(store, definition_path, def, lock, args)?;
+    fetch_items(store, &ceremony_os_store::locked::package_items(def, lock.all_packages()), args)
 }
 
 pub(crate) fn fetch_items(
     store: &Store,
-    def: &ImageDefinition,
     items: &[ceremony_os_store::FetchItem],
     args: &SourceArgs,
 ) -> Result<ceremony_os_store::FetchReport> {
-    let sources = Sources {
-        mirrors: def.debian.mirrors.urls().iter().map(|m| m.base(def.debian.snapshot)).collect(),
-        vendor: args.vendor.clone(),
-        offline: args.offline,
-    };
+    let sources = Sources { vendor: args.vendor.clone(), offline: args.offline };
     let options = FetchOptions { jobs: args.jobs.into(), retries: args.retries, ..FetchOptions::default() };
     let observer = progress::FetchProgress::new();
     let report = ceremony_os_store::fetch(store, items, &sources, &options, &observer);

@@ -60,7 +60,7 @@ pub fn verify(args: &VerifyArgs, store_root: &Path) -> Result<ExitCode> {
     eprintln!("expecting {} from {} ({})", expected.sha256, expected.source, expected.kind);
 
     let store = Store::open(store_root)?;
-    crate::fetch_all(&store, &def, &lock, &args.sources)?;
+    crate::fetch_all(&store, definition, &def, &lock, &args.sources)?;
     let scratch = tempfile::Builder::new().prefix("ceremony-os-verify-").tempdir()?;
     let out_dir = args.keep.clone().unwrap_or_else(|| scratch.path().join("out"));
     eprintln!("rebuilding from {} with no cached stage", lock_path.display());

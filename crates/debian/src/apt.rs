@@ -1,6 +1,7 @@
 //! apt in a throwaway root: its own configuration, sources, lists, cache and an empty dpkg status,
 //! so nothing of the host's apt setup (proxies, pins, extra sources, installed packages) can change
-//! what is resolved. Release files must verify against the given keyring.
+//! what is resolved. Release files must verify against the given keyring. Package indexes are kept
+//! as the archive published them (`Packages.xz`), so their SHA-256 is the one InRelease lists.
 
 use ceremony_os_runner::{Cmd, RunError, Runner};
 use std::path::{Path, PathBuf};
@@ -12,19 +13,18 @@ pub struct AptRoot {
     runner: Runner,
 }
 
+/// What apt resolves against: one line of sources.list per archive suite.
 #[derive(Debug, Clone)]
-pub struct AptSource<'a> {
-    /// Mirror base URL, ending in `/`.
-    pub mirror_base: &'a str,
-    pub suite: &'a str,
-    pub components: &'a [String],
+pub struct AptSources<'a> {
+    /// `(mirror base URL ending in /, suite, components)`.
+    pub archives: Vec<(String, &'a str, Vec<String>)>,
     pub architecture: &'a str,
     pub keyring: &'a Path,
 }
 
 impl AptRoot {
     /// Lay out the configuration under `root` (which must exist and be empty).
-    pub fn create(root: &Path, source: &AptSource<'_>, runner: Runner) -> std::io::Result<Self> {
+    pub fn create(root: &Path, source: &AptSources<'_>, runner: Runner) -> std::io::Result<Self> {
         for dir in [
             "etc/apt.conf.d",
             "etc/preferences.d",
@@ -70,13 +70,14 @@ impl AptRoot {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// The verified InRelease file apt stored for the suite.
-    pub fn inrelease_path(&self) -> std::io::Result<PathBuf> {
+    /// The verified list file apt stored whose name ends in `suffix` (`_dists_<suite>_InRelease`,
+    /// `_dists_<suite>_main_binary-amd64_Packages.xz`): exactly one must.
+    pub fn list_file(&self, suffix: &str) -> std::io::Result<PathBuf> {
         let lists = self.root.join("state/lists");
         let mut found = Vec::new();
         for entry in std::fs::read_dir(&lists)? {
             let name = entry?.file_name();
-            if name.to_string_lossy().ends_with("_InRelease") {
+            if name.to_string_lossy().ends_with(suffix) {
                 found.push(lists.join(name));
             }
         }
@@ -84,7 +85,7 @@ impl AptRoot {
         match found.as_slice() {
             [one] => Ok(one.clone()),
             _ => Err(std::io::Error::other(format!(
-                "expected exactly one InRelease file in {}, found {}",
+                "expected exactly one file ending in {suffix} in {}, found {}",
                 lists.display(),
                 found.len()
             ))),
@@ -116,6 +117,9 @@ APT::Architectures {{ "{architecture}"; }};
 APT::Install-Recommends "false";
 APT::Install-Suggests "false";
 Acquire::Languages "none";
+Acquire::GzipIndexes "true";
+Acquire::CompressionTypes::Order {{ "xz"; }};
+Acquire::IndexTargets::deb::Packages::KeepCompressedAs "xz";
 Acquire::AllowInsecureRepositories "false";
 Acquire::AllowDowngradeToInsecureRepositories "false";
 Acquire::Retries "3";
@@ -127,13 +131,17 @@ APT::Sandbox::User "root";
     )
 }
 
-fn sources_list(source: &AptSource<'_>) -> String {
-    format!(
-        "deb [arch={} signed-by={}] {} {} {}\n",
-        source.architecture,
-        source.keyring.display(),
-        source.mirror_base,
-        source.suite,
-        source.components.join(" ")
-    )
+fn sources_list(source: &AptSources<'_>) -> String {
+    source
+        .archives
+        .iter()
+        .map(|(base, suite, components)| {
+            format!(
+                "deb [arch={} signed-by={}] {base} {suite} {}\n",
+                source.architecture,
+                source.keyring.display(),
+                components.join(" ")
+            )
+        })
+        .collect()
 }

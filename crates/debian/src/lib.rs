@@ -5,7 +5,10 @@
 pub mod apt;
 pub mod deb;
 pub mod deb822;
+pub mod openpgp;
 pub mod print_uris;
 pub mod resolve;
+pub mod trust;
+pub mod version;
 
-pub use resolve::{LockError, resolve_lock};
+pub use resolve::{ArchiveFile, LockError, Resolved, resolve_lock};

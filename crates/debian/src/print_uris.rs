@@ -5,8 +5,8 @@
 pub enum PrintUrisError {
     #[error("print-uris line {line}: expected `'URI' file size hash`, got {text:?}")]
     Malformed { line: usize, text: String },
-    #[error("print-uris line {line}: {uri} is not under mirror {mirror}")]
-    ForeignUri { line: usize, uri: String, mirror: String },
+    #[error("print-uris line {line}: {uri} is not under any of the mirrors {mirrors}")]
+    ForeignUri { line: usize, uri: String, mirrors: String },
 }
 
 /// One line of the output.
@@ -15,10 +15,12 @@ pub struct PlannedDownload {
     /// Archive path relative to the mirror base, percent-decoded.
     pub path: String,
     pub size: u64,
+    /// Which of the given mirror bases the URI is under.
+    pub base: usize,
 }
 
-/// Parse the output of `apt-get install --print-uris -qq` for a mirror base ending in `/`.
-pub fn parse(text: &str, mirror_base: &str) -> Result<Vec<PlannedDownload>, PrintUrisError> {
+/// Parse the output of `apt-get install --print-uris -qq` for mirror bases ending in `/`.
+pub fn parse(text: &str, mirror_bases: &[&str]) -> Result<Vec<PlannedDownload>, PrintUrisError> {
     let mut out = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -27,17 +29,22 @@ pub fn parse(text: &str, mirror_base: &str) -> Result<Vec<PlannedDownload>, Prin
         let malformed = || PrintUrisError::Malformed { line: index + 1, text: line.to_string() };
         let rest = line.strip_prefix('\'').ok_or_else(malformed)?;
         let (uri, rest) = rest.split_once('\'').ok_or_else(malformed)?;
+        // The hash field is empty for archives whose Release lists no MD5.
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let [_file, size, _hash] = fields[..] else {
+        let (&[_file, size] | &[_file, size, _]) = &fields[..] else {
             return Err(malformed());
         };
         let size = size.parse::<u64>().map_err(|_| malformed())?;
-        let relative = uri.strip_prefix(mirror_base).ok_or_else(|| PrintUrisError::ForeignUri {
-            line: index + 1,
-            uri: uri.to_string(),
-            mirror: mirror_base.to_string(),
-        })?;
-        out.push(PlannedDownload { path: percent_decode(relative), size });
+        let (base, relative) = mirror_bases
+            .iter()
+            .enumerate()
+            .find_map(|(i, b)| uri.strip_prefix(b).map(|r| (i, r)))
+            .ok_or_else(|| PrintUrisError::ForeignUri {
+                line: index + 1,
+                uri: uri.to_string(),
+                mirrors: mirror_bases.join(", "),
+            })?;
+        out.push(PlannedDownload { path: percent_decode(relative), size, base });
     }
     Ok(out)
 }
@@ -69,8 +76,11 @@ mod tests {
 
     #[test]
     fn recorded_output_parses_and_decodes() {
-        let planned = parse(FIXTURE, "http://deb.debian.org/debian/").unwrap();
+        let planned =
+            parse(FIXTURE, &["http://deb.debian.org/debian-security/", "http://deb.debian.org/debian/"])
+                .unwrap();
         assert_eq!(planned.len(), FIXTURE.lines().count());
+        assert!(planned.iter().all(|p| p.base == 1), "the second base matched");
         let squashfs = planned.iter().find(|p| p.path.contains("squashfs-tools")).unwrap();
         assert_eq!(squashfs.path, "pool/main/s/squashfs-tools/squashfs-tools_4.5.1-1_amd64.deb");
         assert!(planned.iter().any(|p| p.path == "pool/main/g/glibc/libc6_2.36-9+deb12u14_amd64.deb"));
@@ -79,9 +89,9 @@ mod tests {
 
     #[test]
     fn rejects_foreign_and_malformed() {
-        let err = parse(FIXTURE, "http://other.example/debian/").unwrap_err();
+        let err = parse(FIXTURE, &["http://other.example/debian/"]).unwrap_err();
         assert!(matches!(err, PrintUrisError::ForeignUri { line: 1, .. }), "{err}");
-        let err = parse("'http://x/pool/a.deb' a.deb notanumber MD5Sum:1\n", "http://x/").unwrap_err();
+        let err = parse("'http://x/pool/a.deb' a.deb notanumber MD5Sum:1\n", &["http://x/"]).unwrap_err();
         assert!(matches!(err, PrintUrisError::Malformed { line: 1, .. }));
     }
 

@@ -2,7 +2,7 @@
 
 use crate::error::SpecError;
 use crate::timestamp::Timestamp;
-use crate::values::{Architecture, Mirrors, PackageList, Sha256Digest, Token};
+use crate::values::{Architecture, KeyringPath, Mirrors, PackageList, Sha256Digest, Token};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -162,13 +162,26 @@ pub struct ImageSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DebianSection {
+    /// The release's codename: the suite the image's own package repository is named after.
     pub suite: Token,
-    pub components: Vec<Token>,
     /// The archive state the image is built from; also the image's SOURCE_DATE_EPOCH.
     pub snapshot: Timestamp,
-    /// OpenPGP keyring that must have signed the archive's Release file. A relative path is
+    /// OpenPGP keyring that must have signed every archive's Release file. A relative path is
     /// relative to the definition file.
-    pub keyring: PathBuf,
+    pub keyring: KeyringPath,
+    /// The archives packages come from (for example the release, its updates and its security
+    /// archive); apt picks the highest version of a package among them.
+    #[serde(rename = "archive")]
+    pub archives: Vec<ArchiveSpec>,
+}
+
+/// One signed Debian archive suite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSpec {
+    /// The suite, e.g. `bookworm`, `bookworm-updates`, `bookworm-security`.
+    pub suite: Token,
+    pub components: Vec<Token>,
     /// Tried in order, for locking and for fetching.
     pub mirrors: Mirrors,
 }
@@ -231,11 +244,21 @@ impl ImageDefinition {
                 message: format!("hsm_bundle {} is declared twice", dup.name),
             });
         }
-        if def.debian.components.is_empty() {
-            return Err(SpecError::Invalid {
-                path: origin.to_path_buf(),
-                message: "debian.components is empty: name at least one (usually \"main\")".into(),
-            });
+        let invalid = |message: String| SpecError::Invalid { path: origin.to_path_buf(), message };
+        if def.debian.archives.is_empty() {
+            return Err(invalid("no [[debian.archive]]: name at least the release's own archive".into()));
+        }
+        let mut suites = std::collections::BTreeSet::new();
+        for archive in &def.debian.archives {
+            if archive.components.is_empty() {
+                return Err(invalid(format!(
+                    "debian.archive {}: components is empty: name at least one (usually \"main\")",
+                    archive.suite
+                )));
+            }
+            if !suites.insert(archive.suite.as_str()) {
+                return Err(invalid(format!("debian.archive {} is declared twice", archive.suite)));
+            }
         }
         Ok(def)
     }
@@ -256,7 +279,7 @@ impl ImageDefinition {
 
     /// The keyring path, resolved against the directory of the definition file.
     pub fn keyring_path(&self, definition_path: &Path) -> PathBuf {
-        relative_to(definition_path, &self.debian.keyring)
+        relative_to(definition_path, Path::new(self.debian.keyring.as_str()))
     }
 
     /// ISO 9660 volume id: the name and version in upper case, at most 32 characters.
@@ -289,9 +312,12 @@ architecture = "amd64"
 
 [debian]
 suite = "bookworm"
-components = ["main"]
 snapshot = "2026-07-12T00:00:00Z"
-keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+keyring = "keyring/debian-archive-keyring.pgp"
+
+[[debian.archive]]
+suite = "bookworm"
+components = ["main"]
 mirrors = ["http://snapshot.debian.org/archive/debian/{snapshot}/", "http://deb.debian.org/debian/"]
 
 [packages.image]
@@ -334,7 +360,7 @@ compression = "xz"
 
     #[test]
     fn unknown_key_names_file_position_and_key() {
-        let text = VALID.replace("suite = \"bookworm\"", "suite = \"bookworm\"\nsuit = \"x\"");
+        let text = VALID.replacen("suite = \"bookworm\"", "suite = \"bookworm\"\nsuit = \"x\"", 1);
         let err = error_of(&text);
         assert!(err.starts_with("image/ceremony.toml:9:1: unknown field `suit`"), "{err}");
         assert!(err.contains("expected one of"), "{err}");
@@ -344,7 +370,7 @@ compression = "xz"
     fn wrong_type_is_positioned() {
         let err = error_of(&VALID.replace("components = [\"main\"]", "components = \"main\""));
         assert!(
-            err.starts_with("image/ceremony.toml:9:14: invalid type: string \"main\", expected a sequence"),
+            err.starts_with("image/ceremony.toml:14:14: invalid type: string \"main\", expected a sequence"),
             "{err}"
         );
     }
@@ -359,7 +385,7 @@ compression = "xz"
     #[test]
     fn bad_values_are_positioned_with_expectation() {
         let err = error_of(&VALID.replace("2026-07-12T00:00:00Z", "yesterday"));
-        assert!(err.starts_with("image/ceremony.toml:10:12: expected a UTC timestamp"), "{err}");
+        assert!(err.starts_with("image/ceremony.toml:9:12: expected a UTC timestamp"), "{err}");
         let err = error_of(&VALID.replace("architecture = \"amd64\"", "architecture = \"arm64\""));
         assert!(err.contains("unknown variant `arm64`, expected `amd64`"), "{err}");
         let err = error_of(&VALID.replace("\"live-boot\"]", "\"Live Boot\"]"));
@@ -380,7 +406,11 @@ compression = "xz"
         ));
         assert!(err.contains("must be a relative path"), "{err}");
         let err = error_of(&VALID.replace("components = [\"main\"]", "components = []"));
-        assert!(err.contains("debian.components is empty"), "{err}");
+        assert!(err.contains("debian.archive bookworm: components is empty"), "{err}");
+        let err = error_of(&VALID.replace("keyring/debian-archive-keyring.pgp", "k trusted=yes"));
+        assert!(err.contains("keyring") && err.contains("white space"), "{err}");
+        let err = error_of(&VALID.replace("keyring/debian-archive-keyring.pgp", "k]"));
+        assert!(err.contains("keyring"), "{err}");
     }
 
     #[test]

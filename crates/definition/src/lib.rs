@@ -13,10 +13,12 @@ mod timestamp;
 mod values;
 
 pub use definition::{
-    Compression, CustomizeSection, DebianSection, HsmBundle, ImageDefinition, ImageSection, KernelSection,
-    ModuleTree, PackageSet, PackageSets, SquashfsSection, Variant, relative_to,
+    ArchiveSpec, Compression, CustomizeSection, DebianSection, HsmBundle, ImageDefinition, ImageSection,
+    KernelSection, ModuleTree, PackageSet, PackageSets, SquashfsSection, Variant, relative_to,
 };
 pub use error::SpecError;
-pub use lockfile::{ArchiveState, LOCK_FORMAT_VERSION, LockedPackage, LockedSet, Lockfile};
+pub use lockfile::{ArchiveState, LOCK_FORMAT_VERSION, LockedIndex, LockedPackage, LockedSet, Lockfile};
 pub use timestamp::Timestamp;
-pub use values::{Architecture, MirrorUrl, Mirrors, PackageList, PackageName, Sha256Digest, Token};
+pub use values::{
+    Architecture, KeyringPath, MirrorUrl, Mirrors, PackageList, PackageName, Sha256Digest, Token,
+};

@@ -183,6 +183,11 @@ impl TryFrom<String> for MirrorUrl {
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!("mirror {url:?} contains white space"));
         }
+        if url.contains(['[', ']', '#']) {
+            return Err(format!(
+                "mirror {url:?} contains [, ] or #, which apt's sources.list gives a meaning"
+            ));
+        }
         Ok(MirrorUrl(url))
     }
 }
@@ -223,6 +228,40 @@ impl TryFrom<Vec<MirrorUrl>> for Mirrors {
 impl From<Mirrors> for Vec<MirrorUrl> {
     fn from(m: Mirrors) -> Self {
         m.0
+    }
+}
+
+/// The path of an OpenPGP keyring file. It ends up inside apt's `signed-by=` option, so it may
+/// not hold anything apt's option syntax gives a meaning (white space, `[`, `]`, `=`, `,`, `#`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeyringPath(String);
+
+impl KeyringPath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for KeyringPath {
+    type Error = String;
+    fn try_from(path: String) -> Result<Self, String> {
+        if path.is_empty() {
+            return Err("the keyring path is empty".into());
+        }
+        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("keyring {path:?} contains white space"));
+        }
+        if path.contains(['[', ']', '=', ',', '#']) {
+            return Err(format!("keyring {path:?} contains one of [ ] = , # (apt option syntax)"));
+        }
+        Ok(KeyringPath(path))
+    }
+}
+
+impl From<KeyringPath> for String {
+    fn from(k: KeyringPath) -> String {
+        k.0
     }
 }
 

@@ -16,21 +16,18 @@ pub struct FetchItem {
     pub label: String,
     /// Path relative to a mirror base, e.g. `pool/main/x/xorriso/xorriso_1.5.4-4_amd64.deb`.
     pub path: String,
+    /// Mirror base URLs ending in `/` (`http://`, `https://` or `file:///`), tried in order.
+    pub mirrors: Vec<String>,
+    /// The file's name in a vendor directory: unique among the items (a .deb's file name;
+    /// `dists_<suite>_InRelease` for an InRelease file).
+    pub vendor_name: String,
     pub expected: Expected,
 }
 
-impl FetchItem {
-    pub fn file_name(&self) -> &str {
-        self.path.rsplit('/').next().unwrap_or(&self.path)
-    }
-}
-
-/// Where files may come from, in the order they are tried.
+/// Where files may come from besides each item's mirrors.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
-    /// Mirror base URLs ending in `/` (`http://`, `https://` or `file:///`).
-    pub mirrors: Vec<String>,
-    /// A directory of files named as in the archive (see `ceremony-os vendor`).
+    /// A directory of files named by their `vendor_name` (see `ceremony-os vendor`).
     pub vendor: Option<PathBuf>,
     /// Never use the network: only the store and the vendor directory.
     pub offline: bool,
@@ -230,7 +227,7 @@ impl Fetcher<'_> {
         }
         let mut attempts = Vec::new();
         if !self.sources.offline {
-            for base in &self.sources.mirrors {
+            for base in &item.mirrors {
                 let url = format!("{base}{}", item.path);
                 if self.dead_mirrors.lock().expect("dead lock").contains(base) {
                     attempts.push(Attempt {
@@ -254,7 +251,7 @@ impl Fetcher<'_> {
             }
         }
         if let Some(dir) = &self.sources.vendor {
-            let candidate = dir.join(item.file_name());
+            let candidate = dir.join(&item.vendor_name);
             match self.store.insert_file(&candidate, &item.expected) {
                 Ok(_) => {
                     self.observer.bytes(item.expected.size);

@@ -9,9 +9,10 @@
 //! (`fetch.lock`): a second process waits, then finds what the first fetched.
 
 mod fetch;
+pub mod locked;
 mod store;
 mod vendor;
 
 pub use fetch::{FetchError, FetchItem, FetchObserver, FetchOptions, FetchReport, Origin, Sources, fetch};
-pub use store::{Expected, Store, StoreError};
+pub use store::{Expected, Store, StoreError, open_regular};
 pub use vendor::{SHA256SUMS, VendorError, write_vendor_dir};

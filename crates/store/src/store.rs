@@ -111,9 +111,10 @@ impl Store {
         result
     }
 
-    /// Copy `source` into the store through a temporary file, verifying as it copies.
+    /// Copy `source` into the store through a temporary file, verifying as it copies. Only a
+    /// regular file is read: a FIFO, device or socket is refused without blocking on it.
     pub fn insert_file(&self, source: &Path, expected: &Expected) -> Result<PathBuf, StoreError> {
-        let mut input = File::open(source).map_err(|e| StoreError::io(source, e))?;
+        let mut input = open_regular(source)?;
         let tmp_dir = self.root.join("tmp");
         let tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| StoreError::io(&tmp_dir, e))?;
         let (file, tmp_path) = tmp.keep().map_err(|e| StoreError::io(&tmp_dir, e.error))?;
@@ -126,6 +127,37 @@ impl Store {
         }
         self.adopt(&tmp_path, expected)
     }
+
+    /// Add `bytes` as the object `expected` names, after checking them.
+    pub fn insert_bytes(&self, bytes: &[u8], expected: &Expected) -> Result<PathBuf, StoreError> {
+        let tmp_dir = self.root.join("tmp");
+        let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| StoreError::io(&tmp_dir, e))?;
+        tmp.write_all(bytes).map_err(|e| StoreError::io(tmp.path(), e))?;
+        let (_, tmp_path) = tmp.keep().map_err(|e| StoreError::io(&tmp_dir, e.error))?;
+        self.adopt(&tmp_path, expected)
+    }
+}
+
+/// Open a file for reading only if it is a regular file (opened without blocking, then checked,
+/// so a FIFO cannot hang the caller).
+pub fn open_regular(path: &Path) -> Result<File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| StoreError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| StoreError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(StoreError::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a FIFO, device, socket or directory)",
+            ),
+        ));
+    }
+    Ok(file)
 }
 
 /// Check a file's size and SHA-256.

@@ -29,7 +29,7 @@ pub fn write_vendor_dir(store: &Store, items: &[FetchItem], dir: &Path) -> Resul
         move |source| VendorError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let mut entries: Vec<(&str, &FetchItem)> = items.iter().map(|i| (i.file_name(), i)).collect();
+    let mut entries: Vec<(&str, &FetchItem)> = items.iter().map(|i| (i.vendor_name.as_str(), i)).collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     entries.dedup_by(|a, b| a.0 == b.0 && a.1.expected == b.1.expected);
     if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {

@@ -314,7 +314,7 @@ fn parse_record(
         recorded: seven_byte_time(&rec[18..25]),
         ..Default::default()
     };
-    let su_start = name_end + usize::from(name_len % 2 == 0);
+    let su_start = name_end + usize::from(name_len.is_multiple_of(2));
     if su_start < rec.len() {
         parse_susp(reader, rec[su_start..].to_vec(), susp_skip, &mut record, structure)?;
     }
