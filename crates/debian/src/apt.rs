@@ -54,12 +54,6 @@ impl AptRoot {
         self.apt("apt-get").args(["update", "--error-on=any"]).run_streaming(on_line)
     }
 
-    /// Every package stanza of the updated indices (`apt-cache dumpavail`).
-    pub fn dumpavail(&self) -> Result<String, RunError> {
-        let out = self.apt("apt-cache").arg("dumpavail").output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
     /// What `apt-get install` of `packages` into an empty system would download.
     pub fn print_uris(&self, packages: &[String]) -> Result<String, RunError> {
         let out = self

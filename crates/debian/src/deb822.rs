@@ -21,8 +21,8 @@ pub struct Deb822Error {
     pub message: String,
 }
 
-/// Parse every paragraph of a deb822 document. An OpenPGP clear-signed wrapper (as in InRelease)
-/// must be removed first: see [`strip_clearsign`].
+/// Parse every paragraph of a deb822 document. An InRelease file's clear-signed wrapper is removed
+/// (and the signature checked) by `crate::openpgp` first.
 pub fn parse(text: &str) -> Result<Vec<Paragraph>, Deb822Error> {
     let mut paragraphs = Vec::new();
     let mut current = Paragraph::default();
@@ -65,19 +65,6 @@ pub fn parse(text: &str) -> Result<Vec<Paragraph>, Deb822Error> {
     Ok(paragraphs)
 }
 
-/// The signed text of an OpenPGP clear-signed message (without the signature); the input itself
-/// when it is not clear-signed. Verifying the signature is apt's job, not this function's.
-pub fn strip_clearsign(text: &str) -> &str {
-    const BEGIN: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
-    const SIG: &str = "\n-----BEGIN PGP SIGNATURE-----";
-    let Some(rest) = text.strip_prefix(BEGIN) else {
-        return text;
-    };
-    // Armor headers ("Hash: ...") end at the first blank line.
-    let body = rest.split_once("\n\n").map_or(rest, |(_, b)| b);
-    body.split_once(SIG).map_or(body, |(b, _)| b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,13 +84,5 @@ mod tests {
     fn errors_name_the_line() {
         assert_eq!(parse("Package: a\nnonsense\n").unwrap_err().line, 2);
         assert_eq!(parse(" leading continuation\n").unwrap_err().line, 1);
-    }
-
-    #[test]
-    fn clearsign_is_stripped() {
-        let signed = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nOrigin: Debian\nDate: x\n-----BEGIN PGP SIGNATURE-----\nabc\n-----END PGP SIGNATURE-----\n";
-        let ps = parse(strip_clearsign(signed)).unwrap();
-        assert_eq!(ps.len(), 1);
-        assert_eq!(ps[0].get("Date"), Some("x"));
     }
 }

@@ -169,3 +169,175 @@ pub(crate) fn copy_tree(runner: &Runner, from: &Path, to: &Path) -> Result<(), B
     runner.cmd("cp", "/").args(["-a", "--reflink=auto", "--"]).arg(from.join(".")).arg(to).output()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every definition, lock or environment value that reaches a stage's output is in that
+    //! stage's inputs, so changing it changes the stage's key; and nothing else's. (A change also
+    //! reaches later stages through the upstream digests in their inputs, which these tests fix.)
+
+    use super::*;
+    use crate::cache::KeyedInputs;
+    use crate::compiler::Compiler;
+    use crate::toolchain::Toolchain;
+    use ceremony_os_definition::{ImageDefinition, Lockfile};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::PathBuf;
+
+    const DEFINITION: &str = include_str!("../../../../image/ceremony.toml");
+    const LOCK: &str = include_str!("../../../../image/ceremony.lock");
+
+    struct World {
+        def: ImageDefinition,
+        lock: Lockfile,
+        compiler: Compiler,
+        sources: String,
+        overlay: Option<String>,
+    }
+
+    fn world() -> World {
+        World {
+            def: ImageDefinition::parse(DEFINITION, std::path::Path::new("ceremony.toml")).unwrap(),
+            lock: Lockfile::parse(LOCK, std::path::Path::new("ceremony.lock")).unwrap(),
+            compiler: Compiler {
+                sysroot: PathBuf::from("/sysroot"),
+                cargo: PathBuf::from("/sysroot/bin/cargo"),
+                rustc_version: "rustc 1.95.0\nrelease: 1.95.0\n".into(),
+                cargo_version: "cargo 1.95.0".into(),
+            },
+            sources: "sources-digest".into(),
+            overlay: Some("overlay-digest".into()),
+        }
+    }
+
+    fn upstream(stage: &str) -> StageOutput {
+        StageOutput {
+            key: String::new(),
+            digest: format!("digest-of-{stage}"),
+            path: PathBuf::from("/nonexistent"),
+            cached: false,
+        }
+    }
+
+    /// Every stage's key for a world, with upstream digests fixed.
+    fn keys(w: &World) -> BTreeMap<&'static str, String> {
+        let (repo, tc, tools, rootfs, customized, normalized, squash, boot_out) = (
+            upstream("repo"),
+            upstream("toolchain"),
+            upstream("tools"),
+            upstream("rootfs"),
+            upstream("customize"),
+            upstream("normalize"),
+            upstream("squashfs"),
+            upstream("boot"),
+        );
+        let toolchain = Toolchain::from_stage(&tc);
+        let sde = w.def.source_date_epoch();
+        let mut out = BTreeMap::new();
+        out.insert("repo", KeyedInputs::new(&repo::inputs(&w.lock)).key);
+        out.insert("toolchain", KeyedInputs::new(&toolchain::inputs(&w.lock)).key);
+        out.insert("tools", KeyedInputs::new(&tools::inputs(sde, &toolchain, &w.sources, &w.compiler)).key);
+        out.insert("rootfs", KeyedInputs::new(&rootfs::inputs(&w.def, &w.lock, &repo, &toolchain)).key);
+        out.insert(
+            "customize",
+            KeyedInputs::new(&customize::inputs(&w.def, &rootfs, &tools, w.overlay.as_deref())).key,
+        );
+        out.insert("normalize", KeyedInputs::new(&normalize::inputs(sde, &customized)).key);
+        out.insert(
+            "squashfs",
+            KeyedInputs::new(&squashfs::inputs(sde, w.def.squashfs.compression, &normalized, &toolchain)).key,
+        );
+        out.insert("boot", KeyedInputs::new(&boot::inputs(&w.def, &normalized, &toolchain)).key);
+        out.insert("iso", KeyedInputs::new(&iso::inputs(&w.def, &squash, &boot_out, &toolchain)).key);
+        out
+    }
+
+    fn changed_by(change: impl FnOnce(&mut World)) -> BTreeSet<&'static str> {
+        let base = keys(&world());
+        let mut w = world();
+        change(&mut w);
+        let after = keys(&w);
+        base.iter().filter(|(stage, key)| after[*stage] != **key).map(|(stage, _)| *stage).collect()
+    }
+
+    fn set(stages: &[&'static str]) -> BTreeSet<&'static str> {
+        stages.iter().copied().collect()
+    }
+
+    fn redefine(w: &mut World, from: &str, to: &str) {
+        let text = DEFINITION.replace(from, to);
+        assert_ne!(text, DEFINITION, "{from:?} is not in the definition");
+        w.def = ImageDefinition::parse(&text, std::path::Path::new("ceremony.toml")).unwrap();
+    }
+
+    #[test]
+    fn the_snapshot_reaches_every_stage() {
+        let all = set(&[
+            "repo",
+            "toolchain",
+            "tools",
+            "rootfs",
+            "customize",
+            "normalize",
+            "squashfs",
+            "boot",
+            "iso",
+        ]);
+        assert_eq!(
+            changed_by(|w| {
+                redefine(w, "2026-07-12T00:00:00Z", "2026-07-13T00:00:00Z");
+                w.lock.snapshot = w.def.debian.snapshot;
+                w.lock.source_date_epoch = w.def.source_date_epoch();
+            }),
+            all
+        );
+    }
+
+    #[test]
+    fn each_input_changes_exactly_the_stages_that_read_it() {
+        assert_eq!(
+            changed_by(|w| w.lock.image.packages[0].sha256 =
+                ceremony_os_definition::Sha256Digest::from_bytes(&[1; 32])),
+            set(&["repo"])
+        );
+        assert_eq!(changed_by(|w| w.lock.image.packages[0].version.push_str("+x")), set(&["repo", "rootfs"]));
+        assert_eq!(
+            changed_by(|w| w.lock.toolchain.packages[0].sha256 =
+                ceremony_os_definition::Sha256Digest::from_bytes(&[1; 32])),
+            set(&["toolchain"])
+        );
+        assert_eq!(changed_by(|w| w.compiler.rustc_version = "rustc 1.95.1\n".into()), set(&["tools"]));
+        assert_eq!(changed_by(|w| w.compiler.cargo_version = "cargo 1.95.1".into()), set(&["tools"]));
+        assert_eq!(changed_by(|w| w.sources = "other".into()), set(&["tools"]));
+        assert_eq!(changed_by(|w| w.overlay = None), set(&["customize"]));
+        assert_eq!(changed_by(|w| redefine(w, "\"uas\",", "")), set(&["rootfs"]));
+        assert_eq!(
+            changed_by(|w| redefine(w, "hostname = \"ceremony\"", "hostname = \"other\"")),
+            set(&["rootfs", "customize"])
+        );
+        assert_eq!(changed_by(|w| redefine(w, "  \"fs/9p\",\n", "")), set(&["customize"]));
+        assert_eq!(
+            changed_by(|w| redefine(w, "autologin = [\"tty1\", \"ttyS0\"]", "autologin = [\"ttyS0\"]")),
+            set(&["customize"])
+        );
+        assert_eq!(changed_by(|w| redefine(w, "quiet console", "console")), set(&["boot"]));
+        assert_eq!(
+            changed_by(|w| redefine(w, "compression = \"xz\"", "compression = \"zstd\"")),
+            set(&["squashfs"])
+        );
+        assert_eq!(
+            changed_by(|w| redefine(w, "version = \"0.1.0\"", "version = \"0.1.1\"")),
+            set(&["customize", "boot", "iso"])
+        );
+        assert_eq!(
+            changed_by(|w| {
+                let text = format!(
+                    "{DEFINITION}\n[[hsm_bundle]]\nname = \"v\"\narchive = \"v.tar\"\nsha256 = \"{}\"\nmodule = \"lib/p11.so\"\n",
+                    "ab".repeat(32)
+                );
+                w.def = ImageDefinition::parse(&text, std::path::Path::new("ceremony.toml")).unwrap();
+            }),
+            set(&["customize"])
+        );
+    }
+}
