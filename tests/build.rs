@@ -322,6 +322,14 @@ fn overlay_change_interrupted_then_rebuilt_changes_only_that_file() {
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     text.push_str(&format!("Changed for the test ({nonce}).\n"));
     std::fs::write(&readme, text).unwrap();
+    // An overlay file under the image's absolute symlink usr/lib/ssl/certs -> /etc/ssl/certs: it
+    // must land in the image's /etc/ssl/certs, never in the build host's.
+    let host_target = Path::new("/etc/ssl/certs/ceremony-overlay-test.pem");
+    assert!(!host_target.exists());
+    let through_link =
+        definition.parent().unwrap().join("overlay/usr/lib/ssl/certs/ceremony-overlay-test.pem");
+    std::fs::create_dir_all(through_link.parent().unwrap()).unwrap();
+    std::fs::write(&through_link, b"not a certificate\n").unwrap();
     // A vendor PKCS#11 bundle, declared by path and SHA-256.
     let image_dir = definition.parent().unwrap().to_path_buf();
     let sha = vendor_bundle(&image_dir);
@@ -396,11 +404,13 @@ fn overlay_change_interrupted_then_rebuilt_changes_only_that_file() {
             (c.path(), kind)
         })
         .collect();
+    assert!(!host_target.exists(), "the overlay wrote through an image symlink onto the build host");
     assert_eq!(
         summary,
         [
             ("/etc/ceremony/README", "content"),
             ("/etc/pkcs11/modules/vendor.module", "added"),
+            ("/etc/ssl/certs/ceremony-overlay-test.pem", "added"),
             ("/opt/hsm", "added"),
             ("/opt/hsm/vendor", "added"),
             ("/opt/hsm/vendor/usr", "added"),
@@ -409,6 +419,116 @@ fn overlay_change_interrupted_then_rebuilt_changes_only_that_file() {
         ],
         "exactly the changed file and the bundle differ"
     );
+}
+
+/// A cached output altered after it was recorded (a flipped byte in the ISO, a same-size edit
+/// with its mtime set back in a tree stage, a forged NAR hash file) is found, named, discarded and
+/// built again; what `out/` publishes is computed from the bytes, as `sha256sum -c` confirms.
+#[test]
+fn altered_cache_entries_are_discarded_rebuilt_and_never_published() {
+    let (_guard, s) = shared();
+    let entry =
+        |stage: &str| s.store.join("stages").join(stage).join(s.first.stage(stage)["key"].as_str().unwrap());
+    let keep_mtime = |path: &Path, edit: &dyn Fn(&mut Vec<u8>)| {
+        let mtime = filetime::FileTime::from_last_modification_time(&std::fs::metadata(path).unwrap());
+        let mut bytes = std::fs::read(path).unwrap();
+        edit(&mut bytes);
+        std::fs::write(path, bytes).unwrap();
+        filetime::set_file_mtime(path, mtime).unwrap();
+    };
+    keep_mtime(&entry("iso").join("out"), &|b| {
+        let middle = b.len() / 2;
+        b[middle] ^= 0x01;
+    });
+    keep_mtime(&entry("boot").join("out/tree/isolinux/isolinux.cfg"), &|b| b[0] ^= 0x20);
+    std::fs::write(
+        entry("normalize").join("out/rootfs.nar-hash"),
+        "sha256-forged/forged/forged/forged/forged/forged=\n",
+    )
+    .unwrap();
+
+    let again = build(&s.store, &s.root.join("image/ceremony.toml"), &s.root.join("out-after-tamper"), &[]);
+    for stage in ["iso", "boot", "normalize"] {
+        let record = again.stage(stage);
+        assert_eq!(record["cached"], false, "{stage} was reused: {record}");
+        assert!(
+            record["discarded"].as_str().is_some_and(|d| d.contains("does not hold what was recorded")),
+            "{record}"
+        );
+    }
+    for stage in ["repo", "toolchain", "tools", "rootfs", "customize", "squashfs"] {
+        assert_eq!(again.stage(stage)["cached"], true, "{stage} should have been reused");
+    }
+    assert_eq!(again.iso_sha256(), s.first.iso_sha256(), "the rebuilt ISO is the genuine one");
+    assert_eq!(again.report["nar_hash"], s.first.report["nar_hash"]);
+    let check = std::process::Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(&again.out)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "sha256sum -c:\n{}", String::from_utf8_lossy(&check.stdout));
+    let names: Vec<String> = std::fs::read_dir(&again.out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with('.')), "a temporary file was left in out/: {names:?}");
+}
+
+/// Killed while publishing, a build leaves either no output set or a complete one that
+/// `sha256sum -c` accepts, and never a temporary file.
+#[test]
+fn a_build_killed_while_publishing_leaves_all_or_nothing() {
+    let (_guard, s) = shared();
+    let definition = s.root.join("image/ceremony.toml");
+    for (attempt, delay_ms) in [0u64, 30, 120, 400].into_iter().enumerate() {
+        let out = s.root.join(format!("out-killed-{attempt}"));
+        // A previous set to replace, so a kill can also fall between removing and writing.
+        build(&s.store, &definition, &out, &[]);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ceremony-os"))
+            .env("CEREMONY_OS_STORE", &s.store)
+            .arg("build")
+            .arg(&definition)
+            .arg("--output")
+            .arg(&out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        loop {
+            let Some(Ok(line)) = lines.next() else { panic!("the build ended before publishing") };
+            if line.contains("publish: writing") {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with('.')),
+            "after {delay_ms} ms: a temporary file survived: {names:?}"
+        );
+        if names.iter().any(|n| n == "SHA256SUMS") {
+            let check = std::process::Command::new("sha256sum")
+                .args(["-c", "SHA256SUMS"])
+                .current_dir(&out)
+                .output()
+                .unwrap();
+            assert!(
+                check.status.success(),
+                "after {delay_ms} ms: {}",
+                String::from_utf8_lossy(&check.stdout)
+            );
+            assert_eq!(names.len(), 6, "after {delay_ms} ms: {names:?}");
+        } else {
+            assert!(names.is_empty(), "after {delay_ms} ms: files without SHA256SUMS: {names:?}");
+        }
+    }
 }
 
 #[test]

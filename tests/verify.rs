@@ -72,6 +72,8 @@ fn verify_against_a_wrong_manifest_names_the_first_differing_stage_and_paths() {
     for stage in manifest["stages"].as_array_mut().unwrap() {
         if stage["name"] == "customize" {
             stage["digest"] = Value::from("11".repeat(32));
+            // The publisher's customize stage had another host name among its inputs.
+            stage["inputs"]["hostname"] = Value::from("publisher-host");
         }
     }
     let rootfs_name = manifest["rootfs"]["manifest"].as_str().unwrap().to_string();
@@ -88,6 +90,11 @@ fn verify_against_a_wrong_manifest_names_the_first_differing_stage_and_paths() {
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(verdict["match"], false);
     assert_eq!(verdict["first_differing_stage"]["stage"], "customize", "{verdict:#}");
+    let inputs = &verdict["first_differing_stage"]["input_differences"];
+    assert_eq!(inputs.as_array().unwrap().len(), 1, "{inputs:#}");
+    assert_eq!(inputs[0]["path"], "hostname");
+    assert_eq!(inputs[0]["expected"], "publisher-host");
+    assert_eq!(inputs[0]["rebuilt"], "ceremony");
     let paths: Vec<&str> = verdict["rootfs_differences"]
         .as_array()
         .unwrap()
@@ -96,7 +103,10 @@ fn verify_against_a_wrong_manifest_names_the_first_differing_stage_and_paths() {
         .collect();
     assert_eq!(paths, ["/etc/hostname"]);
     assert!(
-        stderr.contains("first stage that differs: customize") && stderr.contains("MISMATCH"),
+        stderr.contains("first stage that differs: customize")
+            && stderr.contains("its inputs differ:")
+            && stderr.contains("hostname")
+            && stderr.contains("MISMATCH"),
         "{stderr}"
     );
 }
@@ -112,4 +122,25 @@ fn verify_with_unreadable_expectation_is_an_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither a SHA-256"));
+}
+
+#[test]
+fn verify_and_compare_take_relative_paths() {
+    // No rebuild: an expectation that cannot be read fails before it, with the path as given.
+    let p = published();
+    let out = support::ceremony_os(&support::shared_image_store())
+        .current_dir(&p.out)
+        .args(["compare", "ceremony-os-0.1.0-amd64.iso", "./ceremony-os-0.1.0-amd64.iso"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = support::ceremony_os(&support::shared_image_store())
+        .current_dir(&p.out)
+        .arg("verify")
+        .arg(&p.definition)
+        .args(["--expect", "SHA256SUMS.missing"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"SHA256SUMS.missing\""));
 }

@@ -131,11 +131,16 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
     let compiler = compiler::find(&runner, &workspace_dir)?;
     let workspace_sources: Vec<(PathBuf, &str)> =
         tools::WORKSPACE_SOURCES.iter().map(|name| (workspace_dir.join(name), *name)).collect();
-    let workspace = sources::snapshot(&workspace_sources, &scratch.path().join("workspace"))?;
+    let workspace = sources::snapshot(
+        &workspace_sources,
+        &scratch.path().join("workspace"),
+        sources::Keep::CompilerInputs,
+    )?;
     let overlay = match &def.customize.overlay {
         Some(dir) => Some(sources::snapshot(
             &[(relative_to(request.definition_path, dir), "overlay")],
             &scratch.path().join("overlay"),
+            sources::Keep::Everything,
         )?),
         None => None,
     };
@@ -176,10 +181,13 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
         &normalized,
         &toolchain,
     )?;
-    let boot = boot::run(&ctx, &boot::inputs(def, &normalized, &toolchain), &normalized, &toolchain)?;
+    let kernel = (stages::file_digest(&tree.vmlinuz)?, stages::file_digest(&tree.initrd)?);
+    let boot =
+        boot::run(&ctx, &boot::inputs(def, (&kernel.0, &kernel.1), &toolchain), &normalized, &toolchain)?;
     let iso = iso::run(&ctx, &iso::inputs(def, &squashfs, &boot, &toolchain), &squashfs, &boot, &toolchain)?;
 
     let records = ctx.records.borrow().clone();
+    observer.progress("publish", &format!("writing {}", request.out_dir.display()));
     outputs::write_outputs(
         &request.out_dir,
         &outputs::OutputInputs {

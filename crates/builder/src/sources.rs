@@ -5,8 +5,9 @@
 //!
 //! A snapshot holds directories (0755), regular files (0644, or 0755 when any execute bit is set
 //! in the checkout) and symlinks, all owned by root; device nodes, FIFOs and sockets are refused.
-//! Hidden entries and directories named `target` are left out: cargo's build output and editor or
-//! VCS state are not sources.
+//! An overlay is taken whole; of the workspace, hidden entries, directories named `target` and
+//! Markdown files are left out: cargo's build output, editor or VCS state and documentation are
+//! not what the compiler reads.
 
 use crate::error::BuildError;
 use ceremony_os_tree::Kind;
@@ -19,16 +20,33 @@ pub struct SourceSnapshot {
     pub digest: String,
 }
 
+/// What a snapshot leaves out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Everything,
+    /// Hidden entries, `target` directories and `*.md` files are left out.
+    CompilerInputs,
+}
+
+impl Keep {
+    fn keeps(self, name: &str) -> bool {
+        match self {
+            Keep::Everything => true,
+            Keep::CompilerInputs => !name.starts_with('.') && name != "target" && !name.ends_with(".md"),
+        }
+    }
+}
+
 /// Copy each `(source, name)` to `dest/name` under the rules above and digest the result.
-pub fn snapshot(sources: &[(PathBuf, &str)], dest: &Path) -> Result<SourceSnapshot, BuildError> {
+pub fn snapshot(sources: &[(PathBuf, &str)], dest: &Path, keep: Keep) -> Result<SourceSnapshot, BuildError> {
     std::fs::create_dir_all(dest).map_err(|e| BuildError::io(dest, e))?;
     for (source, name) in sources {
-        copy_entry(source, &dest.join(name))?;
+        copy_entry(source, &dest.join(name), keep)?;
     }
     Ok(SourceSnapshot { dir: dest.to_path_buf(), digest: content_digest(dest)? })
 }
 
-fn copy_entry(from: &Path, to: &Path) -> Result<(), BuildError> {
+fn copy_entry(from: &Path, to: &Path, keep: Keep) -> Result<(), BuildError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::symlink_metadata(from).map_err(|e| BuildError::io(from, e))?;
     if meta.is_dir() {
@@ -36,10 +54,10 @@ fn copy_entry(from: &Path, to: &Path) -> Result<(), BuildError> {
         crate::stages::set_mode(to, 0o755)?;
         for entry in crate::cache::read_dir_sorted(from)? {
             let name = entry.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            if name.starts_with('.') || name == "target" {
+            if !keep.keeps(&name) {
                 continue;
             }
-            copy_entry(&entry, &to.join(&name))?;
+            copy_entry(&entry, &to.join(&name), keep)?;
         }
     } else if meta.is_symlink() {
         let target = std::fs::read_link(from).map_err(|e| BuildError::io(from, e))?;
@@ -105,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_leaves_out_hidden_entries_and_build_output_and_refuses_fifos() {
+    fn snapshots_keep_what_they_should_and_refuse_fifos() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         std::fs::create_dir_all(src.join("target/release")).unwrap();
@@ -113,14 +131,23 @@ mod tests {
         std::fs::write(src.join("lib.rs"), b"fn main() {}").unwrap();
         std::fs::write(src.join("target/release/x"), b"built").unwrap();
         std::fs::write(src.join(".git/HEAD"), b"ref").unwrap();
-        let snap = snapshot(&[(src.clone(), "crate")], &dir.path().join("snap")).unwrap();
+        std::fs::write(src.join("README.md"), b"docs").unwrap();
+        let snap =
+            snapshot(&[(src.clone(), "crate")], &dir.path().join("snap"), Keep::CompilerInputs).unwrap();
         assert!(snap.dir.join("crate/lib.rs").is_file());
         assert!(!snap.dir.join("crate/target").exists());
         assert!(!snap.dir.join("crate/.git").exists());
+        assert!(!snap.dir.join("crate/README.md").exists());
+        let whole =
+            snapshot(&[(src.clone(), "overlay")], &dir.path().join("whole"), Keep::Everything).unwrap();
+        assert!(
+            whole.dir.join("overlay/.git/HEAD").is_file() && whole.dir.join("overlay/README.md").is_file()
+        );
 
         let status = std::process::Command::new("mkfifo").arg(src.join("pipe")).status().unwrap();
         assert!(status.success());
-        let err = snapshot(&[(src, "crate")], &dir.path().join("snap2")).unwrap_err().to_string();
+        let err =
+            snapshot(&[(src, "crate")], &dir.path().join("snap2"), Keep::Everything).unwrap_err().to_string();
         assert!(err.contains("pipe") && err.contains("FIFO"), "{err}");
     }
 }

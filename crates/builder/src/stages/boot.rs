@@ -15,7 +15,7 @@ use crate::error::BuildError;
 use crate::toolchain::Toolchain;
 use std::path::Path;
 
-const RECIPE: u32 = 2;
+const RECIPE: u32 = 3;
 
 /// GRUB modules built into BOOTX64.EFI.
 const GRUB_EFI_MODULES: &[&str] = &[
@@ -46,7 +46,9 @@ pub const MARKER: &str = ".ceremony-os";
 pub struct Inputs {
     pub recipe: u32,
     pub source_date_epoch: i64,
-    pub normalize: String,
+    /// The kernel and initrd the normalize stage moved out of the tree: all this stage reads of it.
+    pub vmlinuz: String,
+    pub initrd: String,
     pub toolchain: String,
     /// The files the stage writes from the definition, as written.
     pub marker: String,
@@ -58,16 +60,18 @@ pub struct Inputs {
     pub fat_label: &'static str,
 }
 
+/// `kernel` is the `(vmlinuz, initrd)` SHA-256 pair of the normalize stage's output.
 pub fn inputs(
     def: &ceremony_os_definition::ImageDefinition,
-    normalized: &StageOutput,
+    kernel: (&str, &str),
     toolchain: &Toolchain,
 ) -> Inputs {
     let title = format!("{} {}", def.image.name, def.image.version);
     Inputs {
         recipe: RECIPE,
         source_date_epoch: def.source_date_epoch(),
-        normalize: normalized.digest.clone(),
+        vmlinuz: kernel.0.to_string(),
+        initrd: kernel.1.to_string(),
         toolchain: toolchain.digest().to_string(),
         marker: format!("{}\n", def.artifact_stem()),
         disk_info: format!("{title} ({}) {}\n", def.image.architecture, def.debian.snapshot),
@@ -90,6 +94,15 @@ pub(crate) fn run(
     let tree = super::normalize::NormalizedTree::at(&normalized.path)?;
     let (vmlinuz, initrd) = (tree.vmlinuz, tree.initrd);
     ctx.stage("boot", inputs, OutputKind::Tree, |out| {
+        for (path, recorded) in [(&vmlinuz, &inputs.vmlinuz), (&initrd, &inputs.initrd)] {
+            let actual = super::file_digest(path)?;
+            if actual != *recorded {
+                return Err(BuildError::stage(
+                    "boot",
+                    format!("{} changed since its digest was taken", path.display()),
+                ));
+            }
+        }
         let tree = out.join("tree");
         let work = out.parent().expect("out has a parent");
         copy(&vmlinuz, &tree.join("live/vmlinuz"))?;

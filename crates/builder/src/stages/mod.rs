@@ -247,7 +247,10 @@ mod tests {
             "squashfs",
             KeyedInputs::new(&squashfs::inputs(sde, w.def.squashfs.compression, &normalized, &toolchain)).key,
         );
-        out.insert("boot", KeyedInputs::new(&boot::inputs(&w.def, &normalized, &toolchain)).key);
+        out.insert(
+            "boot",
+            KeyedInputs::new(&boot::inputs(&w.def, ("vmlinuz-digest", "initrd-digest"), &toolchain)).key,
+        );
         out.insert("iso", KeyedInputs::new(&iso::inputs(&w.def, &squash, &boot_out, &toolchain)).key);
         out
     }
