@@ -25,8 +25,11 @@ fn malformed_definition_is_reported_with_file_line_and_field() {
     let definition = dir.path().join("bad.toml");
     let good =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../image/ceremony.toml")).unwrap();
-    std::fs::write(&definition, good.replace("suite = \"bookworm\"", "suite = \"bookworm\"\ncodename = 1"))
-        .unwrap();
+    std::fs::write(
+        &definition,
+        good.replacen("suite = \"bookworm\"", "suite = \"bookworm\"\ncodename = 1", 1),
+    )
+    .unwrap();
     let out = support::ceremony_os(&dir.path().join("store")).arg("lock").arg(&definition).assert().code(1);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     let line = good.lines().position(|l| l.starts_with("suite =")).unwrap() + 2;
@@ -56,4 +59,14 @@ fn nix_expressions_parse() {
         let out = std::process::Command::new("nix-instantiate").arg("--parse").arg(&path).output().unwrap();
         assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+#[test]
+fn each_cause_of_an_error_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-definition.toml");
+    let out = support::ceremony_os(&dir.path().join("store")).arg("lock").arg(&missing).assert().code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+    assert!(stderr.contains(missing.to_str().unwrap()), "{stderr}");
 }

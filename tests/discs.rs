@@ -117,16 +117,49 @@ fn material_disc_is_reproducible_and_carries_its_sums() {
 }
 
 #[test]
-fn material_refuses_special_files_and_escaping_symlinks() {
+fn material_refuses_special_files_symlinks_bad_names_and_bad_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("m");
     material_folder(&folder, false, 1_600_000_000);
-    std::os::unix::fs::symlink("../../etc/shadow", folder.join("csr/evil")).unwrap();
-    let out = make_material(&folder, &dir.path().join("x.iso"), "022", &["--date", "2026-07-12T00:00:00Z"]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("csr/evil") && stderr.contains("points outside the folder"), "{stderr}");
-    std::fs::remove_file(folder.join("csr/evil")).unwrap();
+    let date = ["--date", "2026-07-12T00:00:00Z"];
+    let refused = |output: &Path, expected: &[&str]| {
+        let out = make_material(&folder, output, "022", &date);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        for e in expected {
+            assert!(stderr.contains(e), "expected {e:?} in:\n{stderr}");
+        }
+    };
+    // A chain of two relative links, each harmless-looking: a/b/up -> ../.., a/b/x -> up/../../../etc/passwd.
+    std::fs::create_dir_all(folder.join("a/b")).unwrap();
+    std::os::unix::fs::symlink("../..", folder.join("a/b/up")).unwrap();
+    std::os::unix::fs::symlink("up/../../../etc/passwd", folder.join("a/b/x")).unwrap();
+    refused(&dir.path().join("x.iso"), &["a/b/up", "is a symlink"]);
+    std::fs::remove_dir_all(folder.join("a")).unwrap();
+
+    // A name with a newline would forge a SHA256SUMS line; invalid UTF-8 cannot be carried.
+    let forged = folder.join("x\nd41d8cd98f00b204e9800998ecf8427e00000000000000000000000000000000  README");
+    std::fs::write(&forged, b"x").unwrap();
+    refused(&dir.path().join("x.iso"), &["control character"]);
+    std::fs::remove_file(&forged).unwrap();
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = folder.join(std::ffi::OsStr::from_bytes(b"caf\xe9.toml"));
+    std::fs::write(&latin1, b"x").unwrap();
+    refused(&dir.path().join("x.iso"), &["not valid UTF-8"]);
+    std::fs::remove_file(&latin1).unwrap();
+
+    // -o naming a device node, or a file inside the folder itself.
+    let node = dir.path().join("node");
+    let status = std::process::Command::new("mknod").arg(&node).args(["c", "1", "3"]).status().unwrap();
+    assert!(status.success());
+    refused(&node, &["is not a regular file"]);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&node).unwrap().file_type().is_char_device(),
+        "the device node was replaced"
+    );
+    refused(&folder.join("scripts/disc.iso"), &["is inside the folder"]);
+    assert!(!folder.join("scripts/disc.iso").exists());
 
     let status = std::process::Command::new("mkfifo").arg(folder.join("pipe")).status().unwrap();
     assert!(status.success());
@@ -217,6 +250,84 @@ fn burn_writes_reads_back_and_catches_a_changed_byte() {
         .assert()
         .success()
         .stdout(contains(digest.as_str()));
+}
+
+/// Detaches a loop device (unmounting it first) when dropped.
+struct LoopDevice {
+    device: String,
+    mount: Option<PathBuf>,
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        if let Some(mount) = &self.mount {
+            let _ = std::process::Command::new("umount").arg(mount).status();
+        }
+        let _ = std::process::Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+#[test]
+fn burn_refuses_a_fifo_source_and_a_mounted_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (iso, target, digest) = iso_and_target(dir.path());
+
+    // A FIFO could serve the checked bytes to one reader and other bytes to the next.
+    let fifo = dir.path().join("iso.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    support::ceremony_os(store())
+        .arg("burn")
+        .arg(&fifo)
+        .arg("--device")
+        .arg(&target)
+        .args(["--expect", &digest])
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .code(1)
+        .stderr(contains("is not a regular file or a block device"));
+
+    // A stick with a mounted, writable ext4 file system on it.
+    let image = dir.path().join("stick-with-fs.img");
+    std::fs::write(&image, vec![0u8; 32 << 20]).unwrap();
+    assert!(
+        std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image).status().unwrap().success()
+    );
+    let device =
+        std::process::Command::new("losetup").args(["--find", "--show"]).arg(&image).output().unwrap();
+    assert!(device.status.success(), "{}", String::from_utf8_lossy(&device.stderr));
+    let mut lo =
+        LoopDevice { device: String::from_utf8(device.stdout).unwrap().trim().to_string(), mount: None };
+    let mount_point = dir.path().join("mounted");
+    std::fs::create_dir_all(&mount_point).unwrap();
+    assert!(
+        std::process::Command::new("mount").arg(&lo.device).arg(&mount_point).status().unwrap().success()
+    );
+    lo.mount = Some(mount_point.clone());
+    let before = std::fs::read(&image).unwrap();
+    for device in [PathBuf::from(&lo.device), image.clone()] {
+        support::ceremony_os(store())
+            .arg("burn")
+            .arg(&iso)
+            .arg("--device")
+            .arg(&device)
+            .args(["--expect", &digest])
+            .assert()
+            .code(1)
+            .stderr(contains("is in use"))
+            .stderr(contains(mount_point.to_str().unwrap()))
+            .stderr(contains("(rw)"));
+    }
+    assert!(std::fs::read(&image).unwrap() == before, "a mounted file system was written over");
+    // Checking a disc by reading it back does not write, so a mounted one may be read.
+    support::ceremony_os(store())
+        .arg("burn")
+        .arg(&iso)
+        .arg("--device")
+        .arg(&lo.device)
+        .args(["--expect", &digest, "--verify-only"])
+        .assert()
+        .code(1)
+        .stderr(contains("MISMATCH"));
 }
 
 #[test]

@@ -393,3 +393,23 @@ fn a_keyring_value_apt_would_read_as_an_option_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_fifo_in_the_vendor_directory_is_refused_without_hanging() {
+    let s = Setup::new();
+    let def = s.definition(&["http://127.0.0.1:9/".to_string()]);
+    let vendor = s.path("vendor-with-fifo");
+    std::fs::create_dir_all(&vendor).unwrap();
+    let status =
+        std::process::Command::new("mkfifo").arg(vendor.join("dists_bookworm_InRelease")).status().unwrap();
+    assert!(status.success());
+    let out = ceremony_os(&s.store())
+        .args(["fetch", "--offline", "--vendor"])
+        .arg(&vendor)
+        .arg(&def)
+        .timeout(std::time::Duration::from_secs(60))
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+}

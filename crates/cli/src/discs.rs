@@ -56,6 +56,10 @@ pub struct BurnArgs {
     /// How to write: xorriso (optical default), cdrecord, wodim, or direct (stick/file default).
     #[arg(long, value_parser = ["xorriso", "cdrecord", "wodim", "direct"])]
     tool: Option<String>,
+    /// Write even though file systems on the target's disk are mounted. Never overrides the
+    /// system's own disk or a digest mismatch.
+    #[arg(long)]
+    force: bool,
     /// Print a JSON report on standard output.
     #[arg(long)]
     json: bool,
@@ -85,7 +89,7 @@ fn print_json(value: &serde_json::Value) -> Result<()> {
 }
 
 pub fn material(args: &MaterialArgs, store_root: &Path) -> Result<()> {
-    let label = material::validate_label(&args.label)?;
+    material::validate_label(&args.label)?;
     let definition = DefinitionArg { definition: args.definition.clone(), lockfile: None };
     let (def, lock) = inputs::load(&definition.definition, &definition.lockfile())?;
     let (epoch, source) = match (args.date, std::env::var("SOURCE_DATE_EPOCH").ok()) {
@@ -107,31 +111,25 @@ pub fn material(args: &MaterialArgs, store_root: &Path) -> Result<()> {
         &args.sources,
     )?;
     let toolchain = ceremony_os_builder::prepare_toolchain(&lock, &store, &progress::BuildProgress::new())?;
-
-    let out_dir = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let work = tempfile::Builder::new().prefix(".material-").tempdir_in(out_dir)?;
-    let staging = work.path().join("disc");
-    let files = material::stage(&args.dir, &staging, epoch)?;
-    let partial = work.path().join("material.iso");
     let runner = Runner::new(epoch);
-    let cmd = toolchain.cmd(&runner, "xorriso", work.path());
-    material::xorriso_args(cmd, &staging, &partial, &label, epoch).output()?;
-    let (sha256, size) = ceremony_os_media::sha256_prefix(&partial, None)?;
-    std::fs::rename(&partial, &args.output).with_context(|| format!("writing {}", args.output.display()))?;
-
+    let request =
+        material::MaterialRequest { dir: &args.dir, output: &args.output, label: &args.label, epoch };
+    let report = material::make(&request, &|dir| toolchain.cmd(&runner, "xorriso", dir))?;
     eprintln!(
-        "wrote {} ({size} bytes, {} files, label {label}, dates from {source}: {})",
+        "wrote {} ({} bytes, {} files, label {}, dates from {source}: {})",
         args.output.display(),
-        files.len(),
+        report.size,
+        report.files.len(),
+        report.label,
         Timestamp::from_unix(epoch)
     );
-    eprintln!("{}", show_digest("material disc", &sha256));
+    eprintln!("{}", show_digest("material disc", &report.sha256));
     if args.json {
         print_json(&serde_json::json!({
-            "iso": args.output, "sha256": sha256, "size": size, "label": label,
+            "iso": args.output, "sha256": report.sha256, "size": report.size, "label": report.label,
             "source_date_epoch": epoch,
-            "words": ceremony_os_pgpwords::encode_hex(&sha256),
-            "files": files.iter().map(|f| serde_json::json!({"path": f.path, "sha256": f.sha256, "size": f.size})).collect::<Vec<_>>(),
+            "words": ceremony_os_pgpwords::encode_hex(&report.sha256),
+            "files": report.files.iter().map(|f| serde_json::json!({"path": f.path, "sha256": f.sha256, "size": f.size})).collect::<Vec<_>>(),
         }))?;
     }
     Ok(())
@@ -140,7 +138,8 @@ pub fn material(args: &MaterialArgs, store_root: &Path) -> Result<()> {
 pub fn burn(args: &BurnArgs) -> Result<()> {
     let expected = burn::expected_digest(&args.expect, &args.iso)?;
     let tool = args.tool.as_deref().and_then(burn::Tool::parse);
-    let plan = burn::plan(&args.iso, &args.device, &expected, tool)?;
+    let options = burn::PlanOptions { tool, writes: !args.verify_only, force: args.force };
+    let plan = burn::plan(&args.iso, &args.device, &expected, options)?;
     eprintln!(
         "{}",
         show_digest(

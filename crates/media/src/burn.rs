@@ -1,9 +1,14 @@
 //! Burning an ISO to a CD-R or a USB stick, and checking the result by reading it back.
 //!
-//! The ISO's SHA-256 must equal the expected digest before anything is written. Optical drives are
-//! written by xorriso (or cdrecord/wodim when asked); USB sticks and image files are written
-//! directly and synced. Then the first ISO-size bytes of the device are read back and hashed: a
-//! CD-R read-back carries padding after the image, so only the prefix is compared.
+//! The ISO is opened once (a regular file or a block device; a FIFO or socket is refused) and
+//! copied into a private directory while it is hashed: what is written is that private copy, so
+//! the bytes checked against the expected digest are the bytes written, even if the source changes
+//! or serves other bytes to a second reader. The digest must match before the target is opened.
+//! A target that is mounted, holds a mounted partition, is used as swap or is the disk the system
+//! runs from is refused, naming what is mounted where (`device`). Optical drives are written by
+//! xorriso (or cdrecord/wodim when asked); USB sticks and image files are written directly and
+//! synced. Then the first ISO-size bytes of the device are read back and hashed: a CD-R read-back
+//! carries padding after the image, so only the prefix is compared.
 
 use crate::{MediaError, sha256_prefix};
 use ceremony_os_runner::Runner;
@@ -43,9 +48,12 @@ impl Tool {
 }
 
 /// Everything decided before the device is touched.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BurnPlan {
+    /// The ISO as given.
     pub iso: PathBuf,
+    /// The private copy that was hashed and is what gets written.
+    private: tempfile::TempDir,
     pub iso_size: u64,
     pub iso_sha256: String,
     pub device: PathBuf,
@@ -57,12 +65,18 @@ impl BurnPlan {
     /// The write step as a command line, for `--dry-run` and the log.
     pub fn describe_write(&self) -> String {
         let (iso, dev) = (self.iso.display(), self.device.display());
+        let iso = format!("{iso} (its verified private copy)");
         match self.tool {
             Tool::Direct => format!("write {} bytes of {iso} to {dev}, then fsync", self.iso_size),
             Tool::Xorriso => format!("xorriso -as cdrecord -v dev={} -dao {iso}", self.xorriso_dev()),
             Tool::Cdrecord => format!("cdrecord -v dev={dev} -dao {iso}"),
             Tool::Wodim => format!("wodim -v dev={dev} -dao {iso}"),
         }
+    }
+
+    /// The verified copy of the ISO.
+    pub fn private_iso(&self) -> PathBuf {
+        self.private.path().join("image.iso")
     }
 
     fn xorriso_dev(&self) -> String {
@@ -120,9 +134,58 @@ pub fn device_kind(device: &Path) -> Result<DeviceKind, MediaError> {
     Ok(if optical { DeviceKind::Optical } else { DeviceKind::Block })
 }
 
-/// Check the ISO against `expected` and decide how to write. Nothing is written here.
-pub fn plan(iso: &Path, device: &Path, expected: &str, tool: Option<Tool>) -> Result<BurnPlan, MediaError> {
-    let (iso_sha256, iso_size) = sha256_prefix(iso, None)?;
+/// Copy the ISO (opened once; a regular file or block device) into a private directory, hashing
+/// what is copied.
+fn private_copy(iso: &Path) -> Result<(tempfile::TempDir, String, u64), MediaError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut source = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(iso)
+        .map_err(|e| MediaError::io(iso, e))?;
+    let kind = source.metadata().map_err(|e| MediaError::io(iso, e))?.file_type();
+    if !kind.is_file() && !kind.is_block_device() {
+        return Err(MediaError::Refused {
+            path: iso.to_path_buf(),
+            message: "is not a regular file or a block device (a FIFO, socket or character device); burn reads an ISO once, from a file".into(),
+        });
+    }
+    let private =
+        tempfile::Builder::new().prefix("ceremony-os-burn-").tempdir().map_err(|e| MediaError::io(iso, e))?;
+    let copy_path = private.path().join("image.iso");
+    let mut copy = std::fs::File::create(&copy_path).map_err(|e| MediaError::io(&copy_path, e))?;
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = source.read(&mut buf).map_err(|e| MediaError::io(iso, e))?;
+        if n == 0 {
+            break;
+        }
+        sha2::Digest::update(&mut hasher, &buf[..n]);
+        copy.write_all(&buf[..n]).map_err(|e| MediaError::io(&copy_path, e))?;
+        size += n as u64;
+    }
+    copy.sync_all().map_err(|e| MediaError::io(&copy_path, e))?;
+    Ok((private, hex::encode(sha2::Digest::finalize(hasher)), size))
+}
+
+/// How `plan` decides.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    pub tool: Option<Tool>,
+    /// The target will be written (not only read back): it must not be in use.
+    pub writes: bool,
+    /// Write a disk whose file systems are mounted (never the system's own disk, never after a
+    /// digest mismatch).
+    pub force: bool,
+}
+
+/// Check the ISO against `expected` and the target, and decide how to write. Nothing is written
+/// to the target here.
+pub fn plan(iso: &Path, device: &Path, expected: &str, options: PlanOptions) -> Result<BurnPlan, MediaError> {
+    let PlanOptions { tool, writes, force } = options;
+    let (private, iso_sha256, iso_size) = private_copy(iso)?;
     if iso_sha256 != expected {
         return Err(MediaError::Refused {
             path: iso.to_path_buf(),
@@ -132,6 +195,23 @@ pub fn plan(iso: &Path, device: &Path, expected: &str, tool: Option<Tool>) -> Re
         });
     }
     let kind = device_kind(device)?;
+    let uses = if writes { crate::device::uses(device)? } else { Vec::new() };
+    if let Some(system) = uses.iter().find(|u| u.system) {
+        return Err(MediaError::Refused {
+            path: device.to_path_buf(),
+            message: format!("is the disk this system runs from ({}); nothing was written", system.what),
+        });
+    }
+    if !uses.is_empty() && !force {
+        let list: Vec<&str> = uses.iter().map(|u| u.what.as_str()).collect();
+        return Err(MediaError::Refused {
+            path: device.to_path_buf(),
+            message: format!(
+                "is in use: {}; unmount it first (or --force, if you are sure); nothing was written",
+                list.join("; ")
+            ),
+        });
+    }
     let tool = match (tool, kind) {
         (Some(t), _) => t,
         (None, DeviceKind::Optical) => Tool::Xorriso,
@@ -145,7 +225,15 @@ pub fn plan(iso: &Path, device: &Path, expected: &str, tool: Option<Tool>) -> Re
     if kind != DeviceKind::Optical && matches!(tool, Tool::Cdrecord | Tool::Wodim) {
         return Err(MediaError::Invalid(format!("{} writes optical drives only", tool_name(tool))));
     }
-    Ok(BurnPlan { iso: iso.to_path_buf(), iso_size, iso_sha256, device: device.to_path_buf(), kind, tool })
+    Ok(BurnPlan {
+        iso: iso.to_path_buf(),
+        private,
+        iso_size,
+        iso_sha256,
+        device: device.to_path_buf(),
+        kind,
+        tool,
+    })
 }
 
 fn tool_name(tool: Tool) -> &'static str {
@@ -169,14 +257,15 @@ pub fn write(plan: &BurnPlan, runner: &Runner, progress: &mut dyn FnMut(&str)) -
                 }
                 _ => cmd.arg("-v").arg(format!("dev={}", plan.device.display())),
             };
-            cmd.arg("-dao").arg(&plan.iso).run_merged(|line| progress(line))?;
+            cmd.arg("-dao").arg(plan.private_iso()).run_merged(|line| progress(line))?;
             Ok(())
         }
     }
 }
 
 fn write_direct(plan: &BurnPlan, progress: &mut dyn FnMut(&str)) -> Result<(), MediaError> {
-    let mut input = std::fs::File::open(&plan.iso).map_err(|e| MediaError::io(&plan.iso, e))?;
+    let private = plan.private_iso();
+    let mut input = std::fs::File::open(&private).map_err(|e| MediaError::io(&private, e))?;
     // No truncation: a stick (or its image) is larger than the ISO and keeps its size.
     let mut output = std::fs::OpenOptions::new()
         .write(true)
@@ -186,7 +275,7 @@ fn write_direct(plan: &BurnPlan, progress: &mut dyn FnMut(&str)) -> Result<(), M
     let mut written = 0u64;
     let mut next_report = plan.iso_size / 10;
     loop {
-        let n = input.read(&mut buf).map_err(|e| MediaError::io(&plan.iso, e))?;
+        let n = input.read(&mut buf).map_err(|e| MediaError::io(&private, e))?;
         if n == 0 {
             break;
         }

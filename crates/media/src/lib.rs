@@ -2,6 +2,7 @@
 //! `SHA256SUMS` inside) and burning any ISO to a CD-R or USB stick with read-back verification.
 
 pub mod burn;
+pub mod device;
 pub mod material;
 
 use sha2::{Digest, Sha256};
@@ -24,6 +25,24 @@ impl MediaError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         MediaError::Io { path: path.to_path_buf(), source }
     }
+}
+
+/// Open a file for reading only if it is a regular file (opened without blocking, then checked,
+/// so a FIFO cannot hang the caller).
+pub fn open_regular(path: &Path) -> Result<std::fs::File, MediaError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| MediaError::io(path, e))?;
+    if !file.metadata().map_err(|e| MediaError::io(path, e))?.is_file() {
+        return Err(MediaError::Refused {
+            path: path.to_path_buf(),
+            message: "is not a regular file".into(),
+        });
+    }
+    Ok(file)
 }
 
 /// SHA-256 (hex) of the first `limit` bytes of `path` (all of it if `None`), and how many bytes
