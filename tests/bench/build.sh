@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make bench`: build benchmarks, reported and never asserted.
 #
-# ceremony-os cold build (empty stage cache, inputs already fetched), warm no-change rebuild and
-# one-overlay-file rebuild, seconds per stage and ISO size; beside the plain shell pipeline of the
-# same package set (mmdebstrap -> mksquashfs xz -> xorriso) run on this machine in this run.
+# ceremony-os cold build (empty stage cache, inputs already fetched), warm no-change rebuild,
+# one-overlay-file rebuild and a witness's `verify` (a no-cache rebuild compared with the published
+# manifest: what a witness waits for), seconds per stage and ISO size; beside the plain shell
+# pipeline of the same package set (mmdebstrap -> mksquashfs xz -> xorriso) run on this machine in
+# this run.
 # Targets (issue "Build"): cold <= 0.5 x plain, warm <= 15 s, ISO <= 120 MB.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,6 +36,9 @@ cold=$(run_build cold)
 warm=$(run_build warm)
 echo "bench: $(date -u +%s)" >>"$work/image/overlay/etc/ceremony/README"
 overlay=$(run_build overlay)
+start=$(now)
+"$bin" verify "$def" --expect "$work/out-overlay/ceremony-os.manifest.json" --json >"$work/verify.json" 2>"$work/verify.log"
+verify=$(secs "$start" "$(now)")
 
 echo "plain pipeline: mmdebstrap -> mksquashfs xz -> xorriso (same package set, same local repo)"
 repo=$(python3 -c "import json;r=json.load(open('$work/cold.json'));print([s for s in r['stages'] if s['name']=='repo'][0]['key'])")
@@ -54,9 +59,9 @@ xorriso -as mkisofs -o "$plain/plain.iso" -r -J "$plain/iso" 2>/dev/null
 t3=$(now)
 plain_total=$(secs "$t0" "$t3")
 
-python3 - "$work" "$cold" "$warm" "$overlay" "$plain_total" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(secs "$t2" "$t3")" "$plain/plain.iso" <<'PY'
+python3 - "$work" "$cold" "$warm" "$overlay" "$verify" "$plain_total" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(secs "$t2" "$t3")" "$plain/plain.iso" <<'PY'
 import json, os, sys
-work, cold, warm, overlay, plain, p_mm, p_sq, p_iso, plain_iso = sys.argv[1:]
+work, cold, warm, overlay, verify, plain, p_mm, p_sq, p_iso, plain_iso = sys.argv[1:]
 runs = {n: json.load(open(f"{work}/{n}.json")) for n in ("cold", "warm", "overlay")}
 print()
 print(f"{'stage':<11}{'cold s':>9}{'warm s':>9}{'1 file s':>10}")
@@ -71,6 +76,7 @@ plain_size = os.path.getsize(plain_iso)
 print(f"cold build            {float(cold):8.1f} s   ({float(cold)/float(plain):.2f} x plain; target <= 0.5)")
 print(f"warm no-change        {float(warm):8.1f} s   (target <= 15)")
 print(f"one overlay file      {float(overlay):8.1f} s")
+print(f"witness verify        {float(verify):8.1f} s   (no-cache rebuild + compare; {float(verify)/float(plain):.2f} x plain)")
 print(f"plain pipeline        {float(plain):8.1f} s   (mmdebstrap {p_mm}, mksquashfs xz {p_sq}, xorriso {p_iso})")
 print(f"ISO                   {size/1e6:8.1f} MB  (target <= 120; plain pipeline {plain_size/1e6:.1f} MB)")
 PY
