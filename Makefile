@@ -12,14 +12,24 @@ HOST_PACKAGES := \
 	cpio diffoscope-minimal qemu-system-x86 ovmf \
 	apt ca-certificates debian-archive-keyring dpkg-dev mmdebstrap \
 	xorriso squashfs-tools mtools dosfstools nix-bin faketime \
-	softhsm2 opensc openssl libengine-pkcs11-openssl gpg gpg-agent
+	softhsm2 opensc openssl libengine-pkcs11-openssl gpg gpg-agent python3-venv
 
-.PHONY: setup toolchain build iso test bench
+# Oracles from PyPI, pinned by hash (tests/oracles/requirements.txt), in a venv under target/.
+PYVENV := target/pyvenv
+
+.PHONY: setup toolchain pyvenv build iso test bench
 
 ## setup: install the host packages (needs root and the Debian archive)
 setup: toolchain
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(HOST_PACKAGES)
+	$(MAKE) pyvenv
+
+pyvenv: $(PYVENV)/.installed
+$(PYVENV)/.installed: tests/oracles/requirements.txt
+	/usr/bin/python3 -m venv $(PYVENV)
+	$(PYVENV)/bin/pip install --quiet --require-hashes --only-binary :all: -r tests/oracles/requirements.txt
+	touch $@
 
 # rust-toolchain.toml pins $(RUST_VERSION); when the installed stable toolchain is that version,
 # register it under its number so rustup never tries to download it.

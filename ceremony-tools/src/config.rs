@@ -1,6 +1,10 @@
 //! Ceremony step configurations: one reviewed TOML file per step, parsed strictly (unknown keys
-//! are errors, with file, line and column).
+//! are errors, with file, line and column), and the rules for outputs: checked before the HSM is
+//! touched, created with O_EXCL, never overwritten.
 
+use crate::hsm::GeneratedKey;
+use crate::x509::SubjectSection;
+use crate::x509::keys::KeyKind;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -9,30 +13,18 @@ use std::path::{Path, PathBuf};
 pub struct HsmSection {
     /// The PKCS#11 module (`--module` overrides it).
     pub module: Option<PathBuf>,
-    /// Label of the token to use (exactly one token must have it).
+    /// Label of the token to use (exactly one initialized token must have it).
     pub token_label: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum KeyType {
-    #[serde(rename = "rsa-3072")]
-    Rsa3072,
-    #[serde(rename = "rsa-4096")]
-    Rsa4096,
-    #[serde(rename = "ec-p256")]
-    EcP256,
-    #[serde(rename = "ec-p384")]
-    EcP384,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySection {
     pub label: String,
-    /// CKA_ID as hex.
+    /// CKA_ID as hex; no other object of the token may have it.
     pub id: String,
     #[serde(rename = "type")]
-    pub key_type: KeyType,
+    pub key_type: GeneratedKey,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -54,18 +46,8 @@ pub struct KeyGenerateConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignerSection {
-    /// Label of the signing key pair in the token.
+    /// Label of the key pair in the token.
     pub label: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubjectSection {
-    pub common_name: String,
-    #[serde(default)]
-    pub organization: Option<String>,
-    #[serde(default)]
-    pub country: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +94,10 @@ pub struct IssuerSection {
     pub certificate: PathBuf,
     /// Label of the issuer's key pair in the token; its public key must match the certificate's.
     pub key_label: String,
+    /// Certificates that may have signed the issuer's (when it is not self-signed): its
+    /// signature must verify with one of them.
+    #[serde(default)]
+    pub chain: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,23 +105,32 @@ pub struct IssuerSection {
 pub struct CsrSection {
     /// The certificate signing request (PEM).
     pub path: PathBuf,
+    /// SHA-256 (hex) the CSR file must have: a swapped CSR is refused before the HSM is used.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
+/// The profile of a CA certificate issued to another key (an intermediate, a cross-certificate).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IntermediateProfile {
+pub struct CaProfile {
     pub max_validity_days: u32,
-    /// basicConstraints pathLenConstraint of the intermediate.
+    /// basicConstraints pathLenConstraint of the new CA certificate.
     pub path_len: u8,
+    /// An http:// URI.
     #[serde(default)]
     pub crl_distribution_point: Option<String>,
-    /// caIssuers URI for the Authority Information Access extension.
+    /// caIssuers URI (http://) for the Authority Information Access extension.
     #[serde(default)]
     pub authority_info_access: Option<String>,
+    /// The kinds of key the profile certifies [default: rsa-2048, rsa-3072, rsa-4096, ec-p256,
+    /// ec-p384; RSA only with exponent 65537].
+    #[serde(default = "crate::x509::keys::default_allowed")]
+    pub allowed_keys: Vec<KeyKind>,
 }
 
 /// `ceremony sign-csr CONFIG`: an intermediate CA certificate; the profile, not the CSR, decides
-/// validity, extensions and path length.
+/// validity, extensions and path length; the subject is the CSR's, byte for byte.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignCsrConfig {
@@ -143,8 +138,48 @@ pub struct SignCsrConfig {
     pub issuer: IssuerSection,
     pub csr: CsrSection,
     pub validity: ValiditySection,
-    pub profile: IntermediateProfile,
+    pub profile: CaProfile,
     pub outputs: CertificateOutputs,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrossSubjectSection {
+    /// The certificate of the CA to cross-certify: its subject and public key (and subject key
+    /// identifier) go into the cross-certificate.
+    pub certificate: PathBuf,
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// `ceremony cross CONFIG`: a cross-certificate for an existing CA, signed by this CA's key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrossConfig {
+    pub hsm: HsmSection,
+    pub issuer: IssuerSection,
+    pub subject: CrossSubjectSection,
+    pub validity: ValiditySection,
+    pub profile: CaProfile,
+    pub outputs: CertificateOutputs,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestOutputs {
+    /// Where the certificate signing request is written (PEM). Must not exist.
+    pub csr: PathBuf,
+}
+
+/// `ceremony request CONFIG`: a CSR for a key in the HSM (an intermediate whose key is made in its
+/// own HSM), to be signed by another CA.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestConfig {
+    pub hsm: HsmSection,
+    pub key: SignerSection,
+    pub subject: SubjectSection,
+    pub outputs: RequestOutputs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -160,10 +195,26 @@ pub enum RevocationReason {
     PrivilegeWithdrawn,
 }
 
+impl RevocationReason {
+    /// The CRLReason code (RFC 5280 5.3.1).
+    pub fn code(self) -> u8 {
+        match self {
+            RevocationReason::Unspecified => 0,
+            RevocationReason::KeyCompromise => 1,
+            RevocationReason::CaCompromise => 2,
+            RevocationReason::AffiliationChanged => 3,
+            RevocationReason::Superseded => 4,
+            RevocationReason::CessationOfOperation => 5,
+            RevocationReason::CertificateHold => 6,
+            RevocationReason::PrivilegeWithdrawn => 9,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevokedEntry {
-    /// The revoked certificate's serial number, hex.
+    /// Hex, as printed by openssl (`8a01`, `00:8A:01`, `0x8a01` are the same serial).
     pub serial: String,
     pub revoked_at: String,
     pub reason: RevocationReason,
@@ -172,6 +223,7 @@ pub struct RevokedEntry {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrlSection {
+    /// crlNumber: must grow from one CRL to the next.
     pub number: u64,
     pub this_update: String,
     pub next_update: String,
@@ -240,8 +292,23 @@ pub fn check_outputs(paths: &[&Path]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Read an input file whose SHA-256 the step pins, if it does.
+pub fn read_pinned(path: &Path, pinned: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    if let Some(expected) = pinned {
+        let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        if !actual.eq_ignore_ascii_case(expected.trim()) {
+            anyhow::bail!(
+                "{} has SHA-256 {actual}, the step expects {expected}: it is not the reviewed file",
+                path.display()
+            );
+        }
+    }
+    Ok(bytes)
+}
+
 /// Create an output with O_EXCL: never overwrite, even if it appeared since the check.
-pub fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<String> {
+pub fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -250,8 +317,7 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -1,16 +1,19 @@
-//! The HSM through PKCS#11 (cryptoki): find the token by label, log in, list objects with the
-//! attributes that matter for a ceremony, and generate key pairs that never leave the token.
+//! The HSM through PKCS#11 (cryptoki): find the token by label (refusing a locked PIN, and a PIN
+//! on its final try unless the operator says so), log in, list tokens and objects with the
+//! attributes that matter for a ceremony, generate key pairs that never leave the token, and sign
+//! with a key found by label and public key ([`HsmSigner`]).
 
-use crate::config::{KeySection, KeyType};
-use crate::der;
+use crate::x509::der;
+use crate::x509::keys::{self, KeyKind};
 use anyhow::{Context, Result, anyhow, bail};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
+use sha2::{Digest, Sha256, Sha384};
 use std::path::Path;
 
 pub struct Hsm {
@@ -23,6 +26,30 @@ impl std::fmt::Debug for Hsm {
     }
 }
 
+/// Key types the ceremony generates in a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum GeneratedKey {
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+    #[serde(rename = "ec-p256")]
+    EcP256,
+    #[serde(rename = "ec-p384")]
+    EcP384,
+}
+
+impl GeneratedKey {
+    pub fn kind(self) -> KeyKind {
+        match self {
+            GeneratedKey::Rsa3072 => KeyKind::Rsa3072,
+            GeneratedKey::Rsa4096 => KeyKind::Rsa4096,
+            GeneratedKey::EcP256 => KeyKind::EcP256,
+            GeneratedKey::EcP384 => KeyKind::EcP384,
+        }
+    }
+}
+
 impl Hsm {
     pub fn open(module: &Path) -> Result<Hsm> {
         let ctx = Pkcs11::new(module)
@@ -32,19 +59,32 @@ impl Hsm {
         Ok(Hsm { ctx })
     }
 
-    /// The one slot whose token has `label`.
-    pub fn slot_for(&self, label: &str) -> Result<Slot> {
+    /// The one slot whose initialized token has `label`, after checking its user PIN's state.
+    pub fn slot_for(&self, label: &str, allow_final_pin_try: bool) -> Result<Slot> {
         let mut found = Vec::new();
         for slot in self.ctx.get_slots_with_token()? {
-            if self.ctx.get_token_info(slot)?.label().trim_end() == label {
-                found.push(slot);
+            let info = self.ctx.get_token_info(slot)?;
+            if info.token_initialized() && info.label().trim_end() == label {
+                found.push((slot, info));
             }
         }
-        match found.as_slice() {
-            [one] => Ok(*one),
-            [] => bail!("no token labelled {label:?}"),
+        let (slot, info) = match found.as_slice() {
+            [one] => one,
+            [] => bail!("no initialized token is labelled {label:?}"),
             _ => bail!("{} tokens are labelled {label:?}; exactly one must be", found.len()),
+        };
+        if info.user_pin_locked() {
+            bail!("token {label:?}: the user PIN is locked; nothing was tried");
         }
+        if info.user_pin_final_try() && !allow_final_pin_try {
+            bail!(
+                "token {label:?}: the next wrong PIN locks it (final try); nothing was tried. Check the PIN, then pass --allow-final-pin-try"
+            );
+        }
+        if info.user_pin_count_low() {
+            eprintln!("warning: token {label:?} has counted failed PIN entries; few tries are left");
+        }
+        Ok(*slot)
     }
 
     /// A read-write session logged in as the user.
@@ -60,26 +100,42 @@ impl Hsm {
         }
     }
 
-    /// Every token, with its objects (all objects when logged in, public ones otherwise).
-    pub fn list(&self, pin: Option<&str>) -> Result<String> {
+    /// Every slot with a token, and the objects of each initialized token: public ones, and all
+    /// of them for the token `login` names (a PIN is tried on that token only).
+    pub fn list(&self, login: Option<(&str, &str)>) -> Result<String> {
         let mut out = String::new();
+        let mut logged_in = false;
         for slot in self.ctx.get_slots_with_token()? {
             let info = self.ctx.get_token_info(slot)?;
+            if !info.token_initialized() {
+                out.push_str(&format!("slot {}: uninitialized token (a free slot)\n", slot.id()));
+                continue;
+            }
+            let label = info.label().trim_end().to_string();
             out.push_str(&format!(
-                "slot {}: token {:?} ({} {}, serial {})\n",
+                "slot {}: token {label:?} ({} {}, serial {}){}{}\n",
                 slot.id(),
-                info.label().trim_end(),
                 info.manufacturer_id().trim_end(),
                 info.model().trim_end(),
-                info.serial_number().trim_end()
+                info.serial_number().trim_end(),
+                if info.user_pin_count_low() { ", PIN count low" } else { "" },
+                if info.user_pin_locked() { ", PIN locked" } else { "" },
             ));
-            let session = match pin {
-                Some(pin) => self.login(slot, pin)?,
-                None => self.ctx.open_ro_session(slot)?,
+            let session = match login {
+                Some((wanted, pin)) if wanted == label => {
+                    logged_in = true;
+                    self.login(self.slot_for(&label, false)?, pin)?
+                }
+                _ => self.ctx.open_ro_session(slot)?,
             };
             for object in session.find_objects(&[])? {
                 out.push_str(&format!("  {}\n", describe_object(&session, object)?));
             }
+        }
+        if let Some((wanted, _)) = login
+            && !logged_in
+        {
+            bail!("no initialized token is labelled {wanted:?}");
         }
         Ok(out)
     }
@@ -97,6 +153,10 @@ fn describe_object(session: &Session, object: ObjectHandle) -> Result<String> {
         AttributeType::Extractable,
         AttributeType::NeverExtractable,
         AttributeType::AlwaysSensitive,
+        AttributeType::Decrypt,
+        AttributeType::Unwrap,
+        AttributeType::Modifiable,
+        AttributeType::Copyable,
     ];
     let mut parts = Vec::new();
     for attribute in session.get_attributes(object, &wanted)? {
@@ -111,6 +171,10 @@ fn describe_object(session: &Session, object: ObjectHandle) -> Result<String> {
             Attribute::Extractable(b) => format!("extractable={b}"),
             Attribute::NeverExtractable(b) => format!("never_extractable={b}"),
             Attribute::AlwaysSensitive(b) => format!("always_sensitive={b}"),
+            Attribute::Decrypt(b) => format!("decrypt={b}"),
+            Attribute::Unwrap(b) => format!("unwrap={b}"),
+            Attribute::Modifiable(b) => format!("modifiable={b}"),
+            Attribute::Copyable(b) => format!("copyable={b}"),
             _ => continue,
         });
     }
@@ -118,90 +182,153 @@ fn describe_object(session: &Session, object: ObjectHandle) -> Result<String> {
 }
 
 fn curve_name(params: &[u8]) -> &'static str {
-    if params == der::named_curve(der::OID_P256) {
+    if params == der::named_curve(der::P256) {
         "P-256"
-    } else if params == der::named_curve(der::OID_P384) {
+    } else if params == der::named_curve(der::P384) {
         "P-384"
     } else {
         "other"
     }
 }
 
-/// Generate a key pair inside the token; refuse an existing label; read the public key back,
-/// check it and the private key's protection; return the SubjectPublicKeyInfo (DER).
-pub fn generate(session: &Session, key: &KeySection) -> Result<Vec<u8>> {
-    let label = key.label.as_bytes().to_vec();
-    let existing = session.find_objects(&[Attribute::Label(label.clone())])?;
-    if !existing.is_empty() {
+/// The private key's protection: asked for in the template and checked after generation.
+const PROTECTION: &[(AttributeType, bool, &str)] = &[
+    (AttributeType::Sensitive, true, "CKA_SENSITIVE"),
+    (AttributeType::Extractable, false, "CKA_EXTRACTABLE"),
+    (AttributeType::Decrypt, false, "CKA_DECRYPT"),
+    (AttributeType::Unwrap, false, "CKA_UNWRAP"),
+    (AttributeType::Derive, false, "CKA_DERIVE"),
+    (AttributeType::Modifiable, false, "CKA_MODIFIABLE"),
+    (AttributeType::Copyable, false, "CKA_COPYABLE"),
+];
+
+fn protection_attribute(kind: AttributeType, value: bool) -> Attribute {
+    match kind {
+        AttributeType::Sensitive => Attribute::Sensitive(value),
+        AttributeType::Extractable => Attribute::Extractable(value),
+        AttributeType::Decrypt => Attribute::Decrypt(value),
+        AttributeType::Unwrap => Attribute::Unwrap(value),
+        AttributeType::Derive => Attribute::Derive(value),
+        AttributeType::Modifiable => Attribute::Modifiable(value),
+        _ => Attribute::Copyable(value),
+    }
+}
+
+fn attribute_bool(attribute: &Attribute) -> Option<(AttributeType, bool)> {
+    Some(match attribute {
+        Attribute::Sensitive(b) => (AttributeType::Sensitive, *b),
+        Attribute::Extractable(b) => (AttributeType::Extractable, *b),
+        Attribute::Decrypt(b) => (AttributeType::Decrypt, *b),
+        Attribute::Unwrap(b) => (AttributeType::Unwrap, *b),
+        Attribute::Derive(b) => (AttributeType::Derive, *b),
+        Attribute::Modifiable(b) => (AttributeType::Modifiable, *b),
+        Attribute::Copyable(b) => (AttributeType::Copyable, *b),
+        _ => return None,
+    })
+}
+
+/// Refuse a label or CKA_ID any object of the token already has.
+pub fn check_unused(session: &Session, label: &str, id: &[u8]) -> Result<()> {
+    let by_label = session.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?;
+    if !by_label.is_empty() {
         bail!(
-            "the token already has {} object(s) labelled {:?}; labels are never reused",
-            existing.len(),
-            key.label
+            "the token already has {} object(s) labelled {label:?}; labels are never reused",
+            by_label.len()
         );
     }
-    let id = hex::decode(&key.id).map_err(|_| anyhow!("key.id {:?} is not hex", key.id))?;
-    let (mechanism, mut public) = match key.key_type {
-        KeyType::Rsa3072 | KeyType::Rsa4096 => {
-            let bits: u64 = if key.key_type == KeyType::Rsa3072 { 3072 } else { 4096 };
+    let by_id = session.find_objects(&[Attribute::Id(id.to_vec())])?;
+    if !by_id.is_empty() {
+        bail!(
+            "the token already has {} object(s) with CKA_ID {}; ids are never reused",
+            by_id.len(),
+            hex::encode(id)
+        );
+    }
+    Ok(())
+}
+
+/// Generate a key pair inside the token: the private key sensitive, never extractable, for
+/// signing only and not modifiable or copyable; read the public key back and check it; return
+/// its SubjectPublicKeyInfo (DER). A token that refuses one of the protection attributes in the
+/// template is asked again without the optional ones, and the result checked attribute by
+/// attribute: sensitive and not extractable are required, the others reported.
+pub fn generate(session: &Session, label: &str, id: &[u8], key: GeneratedKey) -> Result<Vec<u8>> {
+    check_unused(session, label, id)?;
+    let (mechanism, mut public) = match key {
+        GeneratedKey::Rsa3072 | GeneratedKey::Rsa4096 => {
+            let bits: u64 = if key == GeneratedKey::Rsa3072 { 3072 } else { 4096 };
             (
                 Mechanism::RsaPkcsKeyPairGen,
                 vec![Attribute::ModulusBits(bits.into()), Attribute::PublicExponent(vec![0x01, 0x00, 0x01])],
             )
         }
-        KeyType::EcP256 => {
-            (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(der::named_curve(der::OID_P256))])
+        GeneratedKey::EcP256 => {
+            (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(der::named_curve(der::P256))])
         }
-        KeyType::EcP384 => {
-            (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(der::named_curve(der::OID_P384))])
+        GeneratedKey::EcP384 => {
+            (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(der::named_curve(der::P384))])
         }
     };
     public.extend([
         Attribute::Token(true),
         Attribute::Private(false),
         Attribute::Verify(true),
-        Attribute::Label(label.clone()),
-        Attribute::Id(id.clone()),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
     ]);
-    let mut private = vec![
+    let base = vec![
         Attribute::Token(true),
         Attribute::Private(true),
-        Attribute::Sensitive(true),
         Attribute::Sign(true),
-        Attribute::Label(label.clone()),
-        Attribute::Id(id),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
     ];
-    let with_extractable = [private.clone(), vec![Attribute::Extractable(false)]].concat();
-    let (public_handle, private_handle) = match session.generate_key_pair(
-        &mechanism,
-        &public,
-        &with_extractable,
-    ) {
+    let full: Vec<Attribute> = base
+        .iter()
+        .cloned()
+        .chain(PROTECTION.iter().map(|(kind, value, _)| protection_attribute(*kind, *value)))
+        .collect();
+    let (public_handle, private_handle) = match session.generate_key_pair(&mechanism, &public, &full) {
         Ok(pair) => pair,
-        // Some tokens refuse an explicit CKA_EXTRACTABLE; their keys must then not be extractable
-        // by default, which is checked below.
-        Err(CkError::Pkcs11(RvError::AttributeTypeInvalid | RvError::TemplateInconsistent, _)) => {
+        Err(CkError::Pkcs11(
+            RvError::AttributeTypeInvalid | RvError::TemplateInconsistent | RvError::AttributeValueInvalid,
+            _,
+        )) => {
             eprintln!(
-                "note: the token refuses CKA_EXTRACTABLE in the template; generating without it and checking"
+                "note: the token refuses part of the protection template; generating with CKA_SENSITIVE only and checking"
             );
-            private.retain(|a| !matches!(a, Attribute::Extractable(_)));
-            session.generate_key_pair(&mechanism, &public, &private)?
+            let minimal = [base, vec![Attribute::Sensitive(true)]].concat();
+            session.generate_key_pair(&mechanism, &public, &minimal)?
         }
         Err(e) => return Err(anyhow!(e).context("key generation failed")),
     };
-    for attribute in
-        session.get_attributes(private_handle, &[AttributeType::Sensitive, AttributeType::Extractable])?
-    {
-        match attribute {
-            Attribute::Sensitive(false) => bail!("the new private key is not CKA_SENSITIVE"),
-            Attribute::Extractable(true) => bail!("the new private key is CKA_EXTRACTABLE"),
+    let wanted: Vec<AttributeType> = PROTECTION.iter().map(|(kind, _, _)| *kind).collect();
+    let actual = session.get_attributes(private_handle, &wanted)?;
+    for (kind, expected, name) in PROTECTION {
+        let value = actual.iter().filter_map(attribute_bool).find(|(k, _)| k == kind).map(|(_, v)| v);
+        match (kind, value) {
+            (AttributeType::Sensitive | AttributeType::Extractable, Some(v)) if v != *expected => {
+                bail!("the new private key has {name} = {v}; the ceremony requires {expected}")
+            }
+            (_, Some(v)) if v != *expected => {
+                eprintln!("warning: the new private key has {name} = {v} (the token ignored the template)")
+            }
+            (_, None) => eprintln!("note: the token does not report {name} for the new private key"),
             _ => {}
         }
     }
-    public_key_info(session, public_handle, key.key_type)
+    let spki = public_key_info(session, public_handle)?;
+    let kind = keys::kind(&spki)?;
+    if kind != key.kind() {
+        bail!("the public key read back is {}, {} was asked for", kind.name(), key.kind().name());
+    }
+    Ok(spki)
 }
 
-/// Read a public key back and check its size, exponent or curve.
-pub fn public_key_info(session: &Session, handle: ObjectHandle, expected: KeyType) -> Result<Vec<u8>> {
+/// Read a public key object back as a SubjectPublicKeyInfo (DER).
+pub fn public_key_info(session: &Session, handle: ObjectHandle) -> Result<Vec<u8>> {
     let attributes = session.get_attributes(
         handle,
         &[
@@ -209,48 +336,109 @@ pub fn public_key_info(session: &Session, handle: ObjectHandle, expected: KeyTyp
             AttributeType::Modulus,
             AttributeType::PublicExponent,
             AttributeType::EcPoint,
+            AttributeType::EcParams,
         ],
     )?;
     let mut key_type = None;
-    let (mut modulus, mut exponent, mut point) = (None, None, None);
+    let (mut modulus, mut exponent, mut point, mut params) = (None, None, None, None);
     for a in attributes {
         match a {
             Attribute::KeyType(t) => key_type = Some(t),
             Attribute::Modulus(m) => modulus = Some(m),
             Attribute::PublicExponent(e) => exponent = Some(e),
             Attribute::EcPoint(p) => point = Some(p),
+            Attribute::EcParams(p) => params = Some(p),
             _ => {}
         }
     }
-    match expected {
-        KeyType::Rsa3072 | KeyType::Rsa4096 => {
-            let (Some(CkKeyType::RSA), Some(n), Some(e)) = (key_type, modulus, exponent) else {
-                bail!("the public key read back is not an RSA key");
+    match (key_type, modulus, exponent, point, params) {
+        (Some(CkKeyType::RSA), Some(n), Some(e), _, _) => Ok(der::rsa_spki(&n, &e)),
+        (Some(CkKeyType::EC), _, _, Some(p), Some(params)) => {
+            let curve = if params == der::named_curve(der::P256) {
+                der::P256
+            } else if params == der::named_curve(der::P384) {
+                der::P384
+            } else {
+                bail!("an EC key on a curve other than P-256 or P-384");
             };
-            let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
-            let want = if expected == KeyType::Rsa3072 { 3072 } else { 4096 };
-            if bits != want {
-                bail!("the public key read back has {bits} bits, {want} were asked for");
-            }
-            if e.iter().skip_while(|b| **b == 0).copied().collect::<Vec<_>>() != [1, 0, 1] {
-                bail!("the public exponent read back is {}, not 65537", hex::encode(&e));
-            }
-            Ok(der::rsa_spki(&n, &e))
+            Ok(der::ec_spki(curve, &der::unwrap_ec_point(&p)))
         }
-        KeyType::EcP256 | KeyType::EcP384 => {
-            let (Some(CkKeyType::EC), Some(p)) = (key_type, point) else {
-                bail!("the public key read back is not an EC key");
-            };
-            let point = der::unwrap_ec_point(&p);
-            let (oid, len) =
-                if expected == KeyType::EcP256 { (der::OID_P256, 65) } else { (der::OID_P384, 97) };
-            if point.len() != len || point[0] != 0x04 {
-                bail!(
-                    "the EC point read back has {} bytes, an uncompressed point on the curve has {len}",
-                    point.len()
-                );
-            }
-            Ok(der::ec_spki(oid, &point))
+        _ => bail!("the public key object is neither an RSA nor an EC key"),
+    }
+}
+
+/// A private key in the token, with its public half read back.
+pub struct HsmSigner<'a> {
+    session: &'a Session,
+    private: ObjectHandle,
+    kind: KeyKind,
+    spki: Vec<u8>,
+}
+
+impl std::fmt::Debug for HsmSigner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HsmSigner({})", self.kind.name())
+    }
+}
+
+impl<'a> HsmSigner<'a> {
+    /// The signing key by label: exactly one private key, and its public key (same label). With
+    /// `expected_spki`, the public key must also be that one (the issuer certificate's).
+    pub fn find(session: &'a Session, label: &str, expected_spki: Option<&[u8]>) -> Result<HsmSigner<'a>> {
+        let by = |class: ObjectClass| {
+            session.find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+        };
+        let privates = by(ObjectClass::PRIVATE_KEY)?;
+        let [private] = privates.as_slice() else {
+            bail!("{} private keys are labelled {label:?}; exactly one must be", privates.len());
+        };
+        let publics = by(ObjectClass::PUBLIC_KEY)?;
+        let [public] = publics.as_slice() else {
+            bail!("{} public keys are labelled {label:?}; exactly one must be", publics.len());
+        };
+        let spki = public_key_info(session, *public)?;
+        if let Some(expected) = expected_spki
+            && expected != spki.as_slice()
+        {
+            bail!("the key labelled {label:?} does not match the issuer certificate's public key");
         }
+        let kind = keys::kind(&spki)?;
+        Ok(HsmSigner { session, private: *private, kind, spki })
+    }
+
+    pub fn spki(&self) -> &[u8] {
+        &self.spki
+    }
+
+    /// 20 random bytes from the token's RNG, positive and not starting with zero: a serial.
+    pub fn random_serial(&self) -> Result<Vec<u8>> {
+        let mut serial =
+            self.session.generate_random_vec(20).context("the HSM's random number generator failed")?;
+        serial[0] &= 0x7f;
+        if serial[0] == 0 {
+            serial[0] = 0x01;
+        }
+        Ok(serial)
+    }
+}
+
+impl crate::x509::Signer for HsmSigner<'_> {
+    fn algorithm(&self) -> &'static [u64] {
+        self.kind.signature_algorithm()
+    }
+
+    fn public_key_info(&self) -> &[u8] {
+        &self.spki
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let signed = match self.kind {
+            KeyKind::EcP256 => self.session.sign(&Mechanism::Ecdsa, self.private, &Sha256::digest(message)),
+            KeyKind::EcP384 => self.session.sign(&Mechanism::Ecdsa, self.private, &Sha384::digest(message)),
+            _ => self.session.sign(&Mechanism::Sha256RsaPkcs, self.private, message),
+        };
+        let raw = signed.context("the HSM refused to sign")?;
+        // PKCS#11 returns ECDSA signatures as r || s; X.509 wants an ECDSA-Sig-Value.
+        Ok(if self.kind.is_rsa() { raw } else { der::ecdsa_signature(&raw) })
     }
 }

@@ -1,9 +1,10 @@
 //! `ceremony`: the tool the ceremony administrator runs on the air-gapped laptop. It talks to the
-//! HSM through PKCS#11, splits secrets among keyholders, and appends every command to a
-//! hash-chained transcript whose head the witnesses write down.
+//! HSM through PKCS#11, splits secrets among keyholders, and records every command in a
+//! hash-chained transcript whose head the witnesses write down. This file is the command line:
+//! parsing, the transcript around each command, and printing; the steps live in `ca`.
 
+mod ca;
 mod config;
-mod der;
 mod hsm;
 mod shamir;
 mod transcript;
@@ -15,26 +16,32 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use zeroize::Zeroizing;
 
 /// Key-ceremony tool for HSMs over PKCS#11, with Shamir backups and a hash-chained transcript.
 ///
-/// Every command except `transcript verify` appends a record to the transcript and prints its
-/// new head hash as hex and PGP words, for the witnesses to write down. PINs are read from the
-/// terminal without echo, or from --pin-fd; never from the command line.
+/// Every command except `transcript verify` first opens and verifies the transcript (nothing is
+/// done when it does not verify), then appends a record of what it did (also when it failed)
+/// and prints the new head as hex and PGP words for the witnesses to write down. Digests of
+/// outputs are of their DER content, as printed and as recorded. PINs are read from the terminal
+/// without echo, or from --pin-fd; never from the command line.
 #[derive(Parser, Debug)]
 #[command(name = "ceremony", version, max_term_width = 100)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// The transcript (JSON lines, append-only).
+    /// The transcript (JSON lines, append-only); its directory must exist.
     #[arg(long, global = true, env = "CEREMONY_TRANSCRIPT", default_value = "ceremony-transcript.jsonl")]
     transcript: PathBuf,
-    /// PKCS#11 module (overrides the step configuration).
+    /// PKCS#11 module (overrides the step file's).
     #[arg(long, global = true, value_name = "PATH")]
     module: Option<PathBuf>,
     /// Read the PIN from this file descriptor (first line) instead of the terminal.
     #[arg(long, global = true, value_name = "FD")]
     pin_fd: Option<u32>,
+    /// Use a token whose next wrong PIN would lock it (refused otherwise, before any try).
+    #[arg(long, global = true)]
+    allow_final_pin_try: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,23 +54,35 @@ enum Command {
     Key(KeyCommand),
     /// Issue a self-signed root CA certificate with a key in the HSM: serial from the HSM's RNG,
     /// validity bounded by the profile, basicConstraints CA and keyUsage keyCertSign+cRLSign
-    /// (both critical), subject key identifier. Verified and linted after signing.
+    /// (both critical), key identifiers. Linted before signing, verified and linted after.
     Root {
-        /// The step configuration (TOML: [hsm], [key], [subject], [validity], [profile], [outputs]).
+        /// The step file (TOML: [hsm], [key], [subject], [validity], [profile], [outputs]).
         config: PathBuf,
     },
-    /// Issue an intermediate CA certificate for a CSR. The CSR's signature is verified; its
-    /// subject and key are used, nothing else: the profile decides validity, path length, CRL
-    /// distribution point and AIA. The signing key is found by label and must match the issuer
-    /// certificate's public key.
+    /// Issue an intermediate CA certificate for a CSR. The CSR's signature and key are checked;
+    /// its subject is copied byte for byte; the profile decides validity, path length, CRL
+    /// distribution point and AIA. The issuer certificate is verified (signature, CA, path
+    /// length, validity) and the signing key must match it.
     SignCsr {
-        /// The step configuration (TOML: [hsm], [issuer], [csr], [validity], [profile], [outputs]).
+        /// The step file (TOML: [hsm], [issuer], [csr], [validity], [profile], [outputs]).
         config: PathBuf,
     },
-    /// Sign a CRL with the issuer's key: thisUpdate/nextUpdate within the issuer's validity and at
-    /// most the profile's span, revoked serials with reasons; verified after signing.
+    /// Cross-certify an existing CA: its subject, public key and key identifier, signed by this
+    /// CA's key, with the same checks as sign-csr.
+    Cross {
+        /// The step file (TOML: [hsm], [issuer], [subject], [validity], [profile], [outputs]).
+        config: PathBuf,
+    },
+    /// A certificate signing request for a key in the HSM (an intermediate whose key lives in
+    /// its own HSM), to be signed by another CA.
+    Request {
+        /// The step file (TOML: [hsm], [key], [subject], [outputs]).
+        config: PathBuf,
+    },
+    /// Sign a CRL with the issuer's key: thisUpdate/nextUpdate within the issuer's validity and
+    /// at most the profile's span, serials normalised and unique, AKI copied from the issuer.
     Crl {
-        /// The step configuration (TOML: [hsm], [issuer], [crl], [profile], [outputs]).
+        /// The step file (TOML: [hsm], [issuer], [crl], [profile], [outputs]).
         config: PathBuf,
     },
     /// k-of-n secret sharing (for example a token PIN among keyholders).
@@ -76,31 +95,37 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum HsmCommand {
-    /// Slots, tokens and objects (with the protection attributes of keys). With a PIN, private
-    /// objects too.
+    /// Slots, tokens and objects (with the protection attributes of keys). Uninitialized tokens
+    /// are shown as such.
     List {
-        /// Token whose objects need a login; without it only public objects are listed.
-        #[arg(long)]
+        /// Also list the private objects of the token --token names (asks for its PIN).
+        #[arg(long, requires = "token")]
         login: bool,
+        /// The token to log in to.
+        #[arg(long, value_name = "LABEL")]
+        token: Option<String>,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum KeyCommand {
     /// Generate a key pair inside the HSM (RSA 3072/4096, EC P-256/P-384): sensitive, never
-    /// extractable; write the public key as PEM and print its SPKI SHA-256.
+    /// extractable, signing only, neither modifiable nor copyable; write the public key as PEM.
     Generate {
-        /// The step configuration (TOML: [hsm], [key], [outputs]).
+        /// The step file (TOML: [hsm], [key], [outputs]).
         config: PathBuf,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum ShamirCommand {
-    /// Split a secret (read without echo, or from --secret-fd) into N shares, K of which recover it.
+    /// Split a secret (read without echo, or from --secret-fd) into N shares, K of which recover
+    /// it; one share per line on standard output.
     Split(SplitArgs),
-    /// Recover a secret from K shares typed or piped in, one per line.
-    Combine,
+    /// Recover a secret from K shares: typed without echo (or read one per line from
+    /// --shares-fd), never shown. The secret goes to the standard input of COMMAND (for example
+    /// `-- ceremony key generate step.toml --pin-fd 0`), or is printed with --print.
+    Combine(CombineArgs),
 }
 
 #[derive(Args, Debug)]
@@ -114,70 +139,150 @@ struct SplitArgs {
     secret_fd: Option<u32>,
 }
 
+#[derive(Args, Debug)]
+struct CombineArgs {
+    /// Read the shares, one per line, from this file descriptor instead of asking on the
+    /// terminal.
+    #[arg(long, value_name = "FD")]
+    shares_fd: Option<u32>,
+    /// Print the recovered secret (only when it must be read by a person).
+    #[arg(long, conflicts_with = "command")]
+    print: bool,
+    /// The command that gets the secret on its standard input.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum TranscriptCommand {
-    /// Check the chain; name the first record that was edited, removed, inserted or moved.
+    /// Check the chain (naming the first broken record) and the heads the witnesses wrote down,
+    /// as hex or PGP words, in the order they were written: each must be a head of this
+    /// transcript, and no record may follow the last one unless --prefix is given.
     Verify {
-        /// The head hash the witnesses wrote down: records appended after it are reported.
-        #[arg(long, value_name = "HEX")]
-        head: Option<String>,
+        /// A witnessed head (64 hex digits, or 32 PGP words in quotes); repeat for heads written
+        /// down at several points of the ceremony.
+        #[arg(long, value_name = "HEAD")]
+        head: Vec<String>,
+        /// Records after the last witnessed head are allowed (the ceremony went on after it).
+        #[arg(long)]
+        prefix: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = run(&cli);
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(&cli) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_error(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-/// What a command did, for its transcript record.
-#[derive(Default)]
-struct Effects {
-    config_sha256: Option<String>,
-    inputs: BTreeMap<String, String>,
-    outputs: BTreeMap<String, String>,
+/// The error and its causes, each said once.
+fn render_error(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(text.trim()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
-fn run(cli: &Cli) -> Result<()> {
-    let (name, result) = match &cli.command {
-        Command::Transcript(TranscriptCommand::Verify { head }) => {
-            return verify_transcript(&cli.transcript, head.as_deref());
+fn run(cli: &Cli) -> Result<ExitCode> {
+    let (name, config) = match &cli.command {
+        Command::Transcript(TranscriptCommand::Verify { head, prefix }) => {
+            verify_transcript(&cli.transcript, head, *prefix)?;
+            return Ok(ExitCode::SUCCESS);
         }
-        Command::Hsm(HsmCommand::List { login }) => ("hsm list", hsm_list(cli, *login)),
-        Command::Key(KeyCommand::Generate { config }) => ("key generate", key_generate(cli, config)),
-        Command::Root { config } => ("root", root(cli, config)),
-        Command::SignCsr { config } => ("sign-csr", sign_csr(cli, config)),
-        Command::Crl { config } => ("crl", crl(cli, config)),
-        Command::Shamir(ShamirCommand::Split(args)) => ("shamir split", shamir_split(args)),
-        Command::Shamir(ShamirCommand::Combine) => ("shamir combine", shamir_combine()),
+        Command::Hsm(_) => ("hsm list", None),
+        Command::Key(KeyCommand::Generate { config }) => ("key generate", Some(config)),
+        Command::Root { config } => ("root", Some(config)),
+        Command::SignCsr { config } => ("sign-csr", Some(config)),
+        Command::Cross { config } => ("cross", Some(config)),
+        Command::Request { config } => ("request", Some(config)),
+        Command::Crl { config } => ("crl", Some(config)),
+        Command::Shamir(ShamirCommand::Split(_)) => ("shamir split", None),
+        Command::Shamir(ShamirCommand::Combine(_)) => ("shamir combine", None),
     };
-    let (effects, outcome) = match &result {
-        Ok(effects) => (effects, "ok".to_string()),
-        Err(e) => (&Effects::default(), format!("error: {e:#}")),
+    // The gate: nothing happens unless the transcript opens and verifies.
+    let transcript = transcript::Transcript::open(&cli.transcript)
+        .with_context(|| format!("the transcript {} (nothing was done)", cli.transcript.display()))?;
+    let pin = |token: &str| read_pin(cli, token);
+    let access = ca::HsmAccess {
+        module: cli.module.as_deref(),
+        pin: &pin,
+        allow_final_pin_try: cli.allow_final_pin_try,
     };
+    let mut handoff = None;
+    let result: Result<ca::Outcome> = match &cli.command {
+        Command::Hsm(HsmCommand::List { login, token }) => {
+            ca::list(&access, if *login { token.as_deref() } else { None }).and_then(|listing| {
+                write!(std::io::stdout(), "{listing}")?;
+                Ok(ca::Outcome::default())
+            })
+        }
+        Command::Key(_) => ca::key_generate(&access, config.expect("has a step file")),
+        Command::Root { .. } => ca::root(&access, config.expect("has a step file")),
+        Command::SignCsr { .. } => ca::sign_csr(&access, config.expect("has a step file")),
+        Command::Cross { .. } => ca::cross(&access, config.expect("has a step file")),
+        Command::Request { .. } => ca::request(&access, config.expect("has a step file")),
+        Command::Crl { .. } => ca::crl(&access, config.expect("has a step file")),
+        Command::Shamir(ShamirCommand::Split(args)) => shamir_split(args),
+        Command::Shamir(ShamirCommand::Combine(args)) => shamir_combine(args).map(|(outcome, secret)| {
+            handoff = secret;
+            outcome
+        }),
+        Command::Transcript(_) => unreachable!("handled above"),
+    };
+    let (outcome, status) = match &result {
+        Ok(outcome) => (outcome, "ok".to_string()),
+        Err(e) => (&ca::Outcome::default(), format!("error: {}", render_error(e))),
+    };
+    for written in &outcome.outputs {
+        show_digest(
+            &format!("{} written to {}", written.what, written.path.display()),
+            &ca::sha256_hex(&written.der),
+        );
+    }
     let record = transcript::Record {
         seq: 0,
         prev: String::new(),
         time: now_utc(),
         command: name.into(),
-        config_sha256: effects.config_sha256.clone(),
-        inputs: effects.inputs.clone(),
-        outputs: effects.outputs.clone(),
-        outcome,
+        config_sha256: outcome.config_sha256.clone(),
+        inputs: outcome.inputs.clone(),
+        outputs: outcome
+            .outputs
+            .iter()
+            .map(|w| (w.path.display().to_string(), ca::sha256_hex(&w.der)))
+            .collect::<BTreeMap<_, _>>(),
+        outcome: status,
     };
-    let head = transcript::append(&cli.transcript, record).context("appending to the transcript")?;
+    let head = transcript.append(record).context("appending to the transcript")?;
+    show_digest(&format!("transcript {} head", cli.transcript.display()), &head);
+    result?;
+    match (handoff, &cli.command) {
+        (Some(secret), Command::Shamir(ShamirCommand::Combine(args))) => {
+            hand_secret_to(&args.command, &secret)
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// A digest for people: hex, then PGP words.
+fn show_digest(title: &str, hex: &str) {
     eprintln!(
-        "transcript {} head:\n  sha256 {head}\n  words  {}",
-        cli.transcript.display(),
-        ceremony_os_pgpwords::format_hex(&head).replace('\n', "\n         ")
+        "{title}\n  sha256 {hex}\n  words  {}",
+        ceremony_os_pgpwords::format_hex(hex).replace('\n', "\n         ")
     );
-    result.map(|_| ())
 }
 
 /// The laptop's clock, for the transcript only (the record says when the step happened).
@@ -189,351 +294,150 @@ fn now_utc() -> String {
     ceremony_os_definition::Timestamp::from_unix(secs).to_string()
 }
 
-fn read_fd_line(fd: u32, what: &str) -> Result<String> {
+fn read_fd_lines(fd: u32, what: &str) -> Result<Vec<Zeroizing<String>>> {
     let path = format!("/proc/self/fd/{fd}");
     let file = std::fs::File::open(&path)
         .with_context(|| format!("cannot read the {what} from file descriptor {fd}"))?;
-    let mut line = String::new();
-    std::io::BufReader::new(file).read_line(&mut line)?;
-    let value = line.trim_end_matches(['\n', '\r']).to_string();
-    if value.is_empty() {
-        bail!("the {what} read from file descriptor {fd} is empty");
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        lines.push(Zeroizing::new(line?.trim_end_matches('\r').to_string()));
     }
-    Ok(value)
+    Ok(lines)
 }
 
-fn read_pin(cli: &Cli, token: &str) -> Result<String> {
+fn read_fd_line(fd: u32, what: &str) -> Result<Zeroizing<String>> {
+    let first = read_fd_lines(fd, what)?.into_iter().next().unwrap_or_default();
+    if first.is_empty() {
+        bail!("the {what} read from file descriptor {fd} is empty");
+    }
+    Ok(first)
+}
+
+fn read_pin(cli: &Cli, token: &str) -> Result<Zeroizing<String>> {
     match cli.pin_fd {
         Some(fd) => read_fd_line(fd, "PIN"),
         None => rpassword::prompt_password(format!("PIN for token {token:?}: "))
+            .map(Zeroizing::new)
             .context("no terminal to ask for the PIN on: use --pin-fd"),
     }
 }
 
-fn module_for(cli: &Cli, configured: Option<&Path>) -> Result<PathBuf> {
-    cli.module
-        .clone()
-        .or_else(|| configured.map(Path::to_path_buf))
-        .context("no PKCS#11 module: give --module or set hsm.module in the configuration")
-}
-
-/// Load the step's PKCS#11 module, find its token by label and log in with the PIN.
-fn open_session(cli: &Cli, section: &config::HsmSection) -> Result<cryptoki::session::Session> {
-    let module = module_for(cli, section.module.as_deref())?;
-    let token = hsm::Hsm::open(&module)?;
-    let slot = token.slot_for(&section.token_label)?;
-    let pin = read_pin(cli, &section.token_label)?;
-    token.login(slot, &pin)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
-}
-
-fn hsm_list(cli: &Cli, login: bool) -> Result<Effects> {
-    let module = module_for(cli, None)?;
-    let hsm = hsm::Hsm::open(&module)?;
-    let pin = if login { Some(read_pin(cli, "any")?) } else { None };
-    write!(std::io::stdout(), "{}", hsm.list(pin.as_deref())?)?;
-    Ok(Effects::default())
-}
-
-fn key_generate(cli: &Cli, config_path: &Path) -> Result<Effects> {
-    let (config, digest): (config::KeyGenerateConfig, String) = config::load(config_path)?;
-    let public_key_path = config.outputs.public_key.clone();
-    config::check_outputs(&[&public_key_path])?;
-    let session = open_session(cli, &config.hsm)?;
-    let spki = hsm::generate(&session, &config.key)?;
-    let spki_sha256 = sha256_hex(&spki);
-    let written = config::write_new(&public_key_path, der::pem("PUBLIC KEY", &spki).as_bytes())?;
-    eprintln!(
-        "generated {:?} in token {:?}; public key written to {}\n  SPKI sha256 {spki_sha256}\n  words       {}",
-        config.key.label,
-        config.hsm.token_label,
-        public_key_path.display(),
-        ceremony_os_pgpwords::format_hex(&spki_sha256).replace('\n', "\n              ")
-    );
-    Ok(Effects {
-        config_sha256: Some(digest),
-        inputs: BTreeMap::new(),
-        outputs: BTreeMap::from([(public_key_path.display().to_string(), written)]),
-    })
-}
-
-fn parse_time(text: &str, field: &str) -> Result<i64> {
-    ceremony_os_definition::Timestamp::parse_rfc3339_utc(text)
-        .map(|t| t.unix())
-        .map_err(|e| anyhow::anyhow!("{field}: {e}"))
-}
-
-/// The validity as Unix times, checked against the profile's limit.
-fn checked_validity(validity: &config::ValiditySection, max_days: u32) -> Result<(i64, i64)> {
-    let not_before = parse_time(&validity.not_before, "validity.not_before")?;
-    let not_after = parse_time(&validity.not_after, "validity.not_after")?;
-    if not_after <= not_before {
-        bail!("validity.not_after must be after validity.not_before");
-    }
-    let days = (not_after - not_before) as f64 / 86_400.0;
-    if days > f64::from(max_days) {
-        bail!("the validity is {days:.0} days; the profile allows at most {max_days}");
-    }
-    Ok((not_before, not_after))
-}
-
-fn print_written(what: &str, path: &Path, der: &[u8]) {
-    let sha256 = sha256_hex(der);
-    eprintln!(
-        "{what} written to {}\n  sha256 {sha256}\n  words  {}",
-        path.display(),
-        ceremony_os_pgpwords::format_hex(&sha256).replace('\n', "\n         ")
-    );
-}
-
-fn sign_csr(cli: &Cli, config_path: &Path) -> Result<Effects> {
-    use x509_parser::prelude::{FromDer, X509Certificate, X509CertificationRequest};
-    let (config, digest): (config::SignCsrConfig, String) = config::load(config_path)?;
-    let output = config.outputs.certificate.clone();
-    config::check_outputs(&[&output])?;
-    let (not_before, not_after) = checked_validity(&config.validity, config.profile.max_validity_days)?;
-    let issuer_cert = x509::IssuerCertificate::load(&config.issuer.certificate)?;
-    if not_before < issuer_cert.not_before || not_after > issuer_cert.not_after {
-        bail!("the validity must lie within the issuer certificate's");
-    }
-    let csr_der = x509::read_pem(&config.csr.path, "CERTIFICATE REQUEST")?;
-    let (_, csr) = X509CertificationRequest::from_der(&csr_der)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.csr.path.display()))?;
-    csr.verify_signature().map_err(|e| {
-        anyhow::anyhow!(
-            "{}: the CSR's signature does not verify ({e}): it was altered or not signed by its key",
-            config.csr.path.display()
-        )
-    })?;
-    if csr.requested_extensions().is_some_and(|mut e| e.next().is_some()) {
-        eprintln!("note: the CSR requests extensions; they are ignored, the profile decides");
-    }
-    let subject = x509::subject_from_csr(&csr.certification_request_info.subject)?;
-    let subject_spki = csr.certification_request_info.subject_pki.raw.to_vec();
-    let subject_key = rcgen::SubjectPublicKeyInfo::from_der(&subject_spki)
-        .map_err(|e| anyhow::anyhow!("the CSR's public key: {e}"))?;
-
-    let session = open_session(cli, &config.hsm)?;
-    let issuer_spki = &issuer_cert.spki;
-    let signer = x509::find_signer(&session, &config.issuer.key_label, Some(issuer_spki))?;
-    let serial = x509::random_serial(&session)?;
-    let subject_key_id = x509::key_identifier(&subject_spki)?;
-
-    let mut params = rcgen::CertificateParams::default();
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
-    params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before)?;
-    params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after)?;
-    params.distinguished_name = subject;
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(config.profile.path_len));
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(subject_key_id.clone());
-    params.use_authority_key_identifier_extension = true;
-    if let Some(uri) = &config.profile.crl_distribution_point {
-        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint { uris: vec![uri.clone()] }];
-    }
-    if let Some(uri) = &config.profile.authority_info_access {
-        params.custom_extensions.push(x509::authority_info_access(uri));
-    }
-    let issuer = issuer_cert.issuer(&signer)?;
-    let certificate =
-        params.signed_by(&subject_key, &issuer).context("signing the certificate in the HSM")?;
-    x509::check_issued(
-        certificate.der(),
-        issuer_spki,
-        &x509::Expectations {
-            serial,
-            not_before,
-            not_after,
-            path_len: Some(u32::from(config.profile.path_len)),
-            subject_key_id,
-        },
-    )?;
-    let (_, issued) = X509Certificate::from_der(certificate.der()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if issued.issuer().as_raw() != issuer_cert.subject.as_slice() {
-        bail!("the certificate's issuer name is not the issuer certificate's subject");
-    }
-    let written = config::write_new(&output, certificate.pem().as_bytes())?;
-    print_written("intermediate certificate", &output, certificate.der());
-    Ok(Effects {
-        config_sha256: Some(digest),
-        inputs: BTreeMap::from([
-            (config.csr.path.display().to_string(), sha256_hex(&csr_der)),
-            (config.issuer.certificate.display().to_string(), sha256_hex(&issuer_cert.der)),
-        ]),
-        outputs: BTreeMap::from([(output.display().to_string(), written)]),
-    })
-}
-
-fn crl(cli: &Cli, config_path: &Path) -> Result<Effects> {
-    let (config, digest): (config::CrlConfig, String) = config::load(config_path)?;
-    let output = config.outputs.crl.clone();
-    config::check_outputs(&[&output])?;
-    let this_update = parse_time(&config.crl.this_update, "crl.this_update")?;
-    let next_update = parse_time(&config.crl.next_update, "crl.next_update")?;
-    if next_update <= this_update {
-        bail!("crl.next_update must be after crl.this_update");
-    }
-    let span = (next_update - this_update) as f64 / 86_400.0;
-    if span > f64::from(config.profile.max_span_days) {
-        bail!("the CRL spans {span:.0} days; the profile allows at most {}", config.profile.max_span_days);
-    }
-    let issuer_cert = x509::IssuerCertificate::load(&config.issuer.certificate)?;
-    if this_update < issuer_cert.not_before || next_update > issuer_cert.not_after {
-        bail!("thisUpdate and nextUpdate must lie within the issuer certificate's validity");
-    }
-    let mut revoked = Vec::new();
-    let mut serials = Vec::new();
-    for (i, entry) in config.crl.revoked.iter().enumerate() {
-        let serial = hex::decode(entry.serial.trim_start_matches("0x"))
-            .map_err(|_| anyhow::anyhow!("crl.revoked[{i}].serial is not hex"))?;
-        let at = parse_time(&entry.revoked_at, &format!("crl.revoked[{i}].revoked_at"))?;
-        use config::RevocationReason as R;
-        let reason = match entry.reason {
-            R::Unspecified => rcgen::RevocationReason::Unspecified,
-            R::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
-            R::CaCompromise => rcgen::RevocationReason::CaCompromise,
-            R::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
-            R::Superseded => rcgen::RevocationReason::Superseded,
-            R::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
-            R::CertificateHold => rcgen::RevocationReason::CertificateHold,
-            R::PrivilegeWithdrawn => rcgen::RevocationReason::PrivilegeWithdrawn,
-        };
-        revoked.push(rcgen::RevokedCertParams {
-            serial_number: rcgen::SerialNumber::from_slice(&serial),
-            revocation_time: time::OffsetDateTime::from_unix_timestamp(at)?,
-            reason_code: Some(reason),
-            invalidity_date: None,
-        });
-        serials.push(serial);
-    }
-
-    let session = open_session(cli, &config.hsm)?;
-    let issuer_spki = &issuer_cert.spki;
-    let signer = x509::find_signer(&session, &config.issuer.key_label, Some(issuer_spki))?;
-    let issuer = issuer_cert.issuer(&signer)?;
-    let params = rcgen::CertificateRevocationListParams {
-        this_update: time::OffsetDateTime::from_unix_timestamp(this_update)?,
-        next_update: time::OffsetDateTime::from_unix_timestamp(next_update)?,
-        crl_number: rcgen::SerialNumber::from(config.crl.number.to_be_bytes().to_vec()),
-        issuing_distribution_point: None,
-        revoked_certs: revoked,
-        key_identifier_method: rcgen::KeyIdMethod::PreSpecified(x509::key_identifier(issuer_spki)?),
-    };
-    let list = params.signed_by(&issuer).context("signing the CRL in the HSM")?;
-    x509::check_crl(list.der(), issuer_spki, &serials)?;
-    let written = config::write_new(&output, list.pem().context("PEM encoding the CRL")?.as_bytes())?;
-    print_written("CRL", &output, list.der());
-    Ok(Effects {
-        config_sha256: Some(digest),
-        inputs: BTreeMap::from([(
-            config.issuer.certificate.display().to_string(),
-            sha256_hex(&issuer_cert.der),
-        )]),
-        outputs: BTreeMap::from([(output.display().to_string(), written)]),
-    })
-}
-
-fn root(cli: &Cli, config_path: &Path) -> Result<Effects> {
-    let (config, digest): (config::RootConfig, String) = config::load(config_path)?;
-    let output = config.outputs.certificate.clone();
-    config::check_outputs(&[&output])?;
-    // Profile rules, before the HSM is touched.
-    let (not_before, not_after) = checked_validity(&config.validity, config.profile.max_validity_days)?;
-
-    let session = open_session(cli, &config.hsm)?;
-    let signer = x509::find_signer(&session, &config.key.label, None)?;
-    let serial = x509::random_serial(&session)?;
-    let subject_key_id = x509::key_identifier(&signer.spki)?;
-
-    let mut params = rcgen::CertificateParams::default();
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
-    params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before)?;
-    params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after)?;
-    let mut name = rcgen::DistinguishedName::new();
-    if let Some(country) = &config.subject.country {
-        name.push(rcgen::DnType::CountryName, country.as_str());
-    }
-    if let Some(organization) = &config.subject.organization {
-        name.push(rcgen::DnType::OrganizationName, organization.as_str());
-    }
-    name.push(rcgen::DnType::CommonName, config.subject.common_name.as_str());
-    params.distinguished_name = name;
-    params.is_ca = rcgen::IsCa::Ca(match config.profile.path_len {
-        Some(n) => rcgen::BasicConstraints::Constrained(n),
-        None => rcgen::BasicConstraints::Unconstrained,
-    });
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(subject_key_id.clone());
-    let certificate = params.self_signed(&signer).context("signing the root certificate in the HSM")?;
-
-    x509::check_issued(
-        certificate.der(),
-        &signer.spki,
-        &x509::Expectations {
-            serial,
-            not_before,
-            not_after,
-            path_len: config.profile.path_len.map(u32::from),
-            subject_key_id,
-        },
-    )?;
-    let written = config::write_new(&output, certificate.pem().as_bytes())?;
-    print_written("root certificate", &output, certificate.der());
-    Ok(Effects {
-        config_sha256: Some(digest),
-        inputs: BTreeMap::new(),
-        outputs: BTreeMap::from([(output.display().to_string(), written)]),
-    })
-}
-
-fn shamir_split(args: &SplitArgs) -> Result<Effects> {
+fn shamir_split(args: &SplitArgs) -> Result<ca::Outcome> {
     let secret = match args.secret_fd {
         Some(fd) => read_fd_line(fd, "secret")?,
         None => {
-            let first =
-                rpassword::prompt_password("secret to split: ").context("no terminal: use --secret-fd")?;
-            let again = rpassword::prompt_password("the same secret again: ")?;
+            let first = Zeroizing::new(
+                rpassword::prompt_password("secret to split: ").context("no terminal: use --secret-fd")?,
+            );
+            let again = Zeroizing::new(rpassword::prompt_password("the same secret again: ")?);
             if first != again {
                 bail!("the two entries differ");
             }
             first
         }
     };
-    let shares = shamir::split(secret.as_bytes(), args.threshold, args.shares)?;
+    let mut split_id = [0u8; 8];
+    getrandom::getrandom(&mut split_id).context("the system's random number generator failed")?;
+    let shares = shamir::split(secret.as_bytes(), args.threshold, args.shares, split_id)?;
     let mut out = std::io::stdout();
     for share in &shares {
         writeln!(out, "{}", share.to_text())?;
     }
-    eprintln!("{} shares written, one per line; any {} recover the secret", shares.len(), args.threshold);
-    Ok(Effects::default())
+    eprintln!(
+        "{} shares of split {} written, one per line; any {} recover the secret",
+        shares.len(),
+        hex::encode(split_id),
+        args.threshold
+    );
+    Ok(ca::Outcome::default())
 }
 
-fn shamir_combine() -> Result<Effects> {
-    let mut shares = Vec::new();
-    for (i, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+/// Read and combine the shares; the secret is returned to be handed on, never shown unless
+/// `--print`.
+fn shamir_combine(args: &CombineArgs) -> Result<(ca::Outcome, Option<Zeroizing<Vec<u8>>>)> {
+    if !args.print && args.command.is_empty() {
+        bail!(
+            "say where the secret goes: `-- COMMAND ...` (it gets the secret on its standard input) or --print"
+        );
+    }
+    let lines: Vec<Zeroizing<String>> = match args.shares_fd {
+        Some(fd) => read_fd_lines(fd, "shares")?,
+        None => {
+            let mut lines = Vec::new();
+            loop {
+                let prompt = format!("share {} (empty when done): ", lines.len() + 1);
+                let line = Zeroizing::new(
+                    rpassword::prompt_password(prompt).context("no terminal: use --shares-fd")?,
+                );
+                if line.trim().is_empty() {
+                    break;
+                }
+                lines.push(line);
+            }
+            lines
         }
-        shares.push(shamir::TextShare::parse(&line, i + 1)?);
+    };
+    let mut shares = Vec::new();
+    for (i, line) in lines.iter().filter(|l| !l.trim().is_empty()).enumerate() {
+        shares.push(shamir::TextShare::parse(line, i + 1)?);
     }
     let secret = shamir::combine(&shares)?;
-    std::io::stdout().write_all(&secret)?;
-    writeln!(std::io::stdout())?;
-    Ok(Effects::default())
+    if args.print {
+        eprintln!("warning: printing the secret, as --print asks");
+        std::io::stdout().write_all(&secret)?;
+        writeln!(std::io::stdout())?;
+        return Ok((ca::Outcome::default(), None));
+    }
+    eprintln!("{} shares combined; handing the secret to `{}`", shares.len(), args.command.join(" "));
+    Ok((ca::Outcome::default(), Some(secret)))
 }
 
-fn verify_transcript(path: &Path, head: Option<&str>) -> Result<()> {
+/// Run `command` with `secret` (and a newline) on its standard input; its exit status is ours.
+fn hand_secret_to(command: &[String], secret: &[u8]) -> Result<ExitCode> {
+    let Some((program, rest)) = command.split_first() else { bail!("no command given") };
+    let mut child = std::process::Command::new(program)
+        .args(rest)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {program}"))?;
+    {
+        let mut stdin = child.stdin.take().context("the command has no standard input")?;
+        stdin.write_all(secret)?;
+        stdin.write_all(b"\n")?;
+    }
+    let status = child.wait()?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
+fn verify_transcript(path: &Path, heads: &[String], prefix: bool) -> Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (records, computed) = transcript::verify_against(&text, head)
+    let heads: Vec<String> = heads.iter().map(|h| transcript::parse_head(h)).collect::<Result<_, _>>()?;
+    let (records, computed, witnessed) = transcript::verify_heads(&text, &heads, prefix)
         .with_context(|| format!("{} does not verify", path.display()))?;
+    println!("{}: {} records, chain intact", path.display(), records.len());
+    for (head, at) in heads.iter().zip(&witnessed.at) {
+        println!("  witnessed head {}... is record {at} of {}", &head[..16], witnessed.total);
+    }
+    if let Some(last) = witnessed.at.last()
+        && *last < witnessed.total
+    {
+        println!(
+            "  records {}..{} follow the last witnessed head: no witness vouches for them",
+            last + 1,
+            witnessed.total
+        );
+    }
+    if heads.is_empty() {
+        println!(
+            "  no witnessed head given: the chain alone does not show the file was not rewritten or cut short"
+        );
+    }
     println!(
-        "{}: {} records, chain intact\n  head sha256 {computed}\n  words       {}",
-        path.display(),
-        records.len(),
+        "  head sha256 {computed}\n  words       {}",
         ceremony_os_pgpwords::format_hex(&computed).replace('\n', "\n              ")
     );
     Ok(())

@@ -1,10 +1,16 @@
 //! k-of-n secret sharing over GF(256) (Shamir), with blahaj for the field arithmetic and the
-//! dealing, and our own share format: printable, typeable, and checksummed, so a mistyped share
-//! is caught before combining.
+//! dealing, and our own share format: printable, typeable, checksummed, and tied to its split.
 //!
-//! Share text: `cs1-<k>-<x>-<y as hex>-<check>`, where `x` is the share's index (1..=n) and
-//! `check` is the first 4 bytes of SHA-256("ceremony-share-v1" | k | x | y) in hex. Case and
-//! white space do not matter when typing a share back in.
+//! Share text: `cs2-<split>-<k>-<x>-<y as hex>-<check>`, where `split` is 8 random bytes (hex)
+//! naming the dealing, `x` is the share's index (1..=n) and `check` is the first 4 bytes of
+//! SHA-256("ceremony-share-v2" | split | k | x | y): a mistyped share is named before combining,
+//! and shares of different splits are refused. Case and white space do not matter.
+//!
+//! What is shared is not the secret alone but `secret || tag`, with `tag` the first 8 bytes of
+//! SHA-256("ceremony-secret-v2" | split | secret). Combining checks the tag, so a wrong
+//! combination (an altered share whose checksum was recomputed, a share of another split carrying
+//! this split's name) is refused instead of returned. The tag is inside the shared data: no share,
+//! and no k-1 shares, reveal anything about it, so a short PIN cannot be guessed from one share.
 //!
 //! blahaj draws every coefficient from 0..=255, so a top coefficient can be zero, which lowers the
 //! polynomial's degree for that byte: then k-1 shares would reveal it. We check each dealing and
@@ -13,8 +19,10 @@
 use blahaj::{Share, Sharks};
 use sha2::{Digest, Sha256};
 
-const PREFIX: &str = "cs1";
-const CHECK_CONTEXT: &[u8] = b"ceremony-share-v1";
+const PREFIX: &str = "cs2";
+const CHECK_CONTEXT: &[u8] = b"ceremony-share-v2";
+const SECRET_CONTEXT: &[u8] = b"ceremony-secret-v2";
+const TAG_LEN: usize = 8;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ShamirError {
@@ -28,11 +36,16 @@ pub enum ShamirError {
     Checksum { position: usize, index: u8 },
     #[error("{0}")]
     Combine(String),
+    #[error(
+        "the shares combine to a value whose check fails: one of them is wrong (altered, or from another split)"
+    )]
+    Verifier,
 }
 
-/// A share: threshold, index and value.
+/// A share: its split, threshold, index and value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextShare {
+    pub split: [u8; 8],
     pub threshold: u8,
     pub index: u8,
     pub value: Vec<u8>,
@@ -42,13 +55,21 @@ impl TextShare {
     fn check(&self) -> String {
         let mut h = Sha256::new();
         h.update(CHECK_CONTEXT);
+        h.update(self.split);
         h.update([self.threshold, self.index]);
         h.update(&self.value);
         hex::encode(&h.finalize()[..4])
     }
 
     pub fn to_text(&self) -> String {
-        format!("{PREFIX}-{}-{}-{}-{}", self.threshold, self.index, hex::encode(&self.value), self.check())
+        format!(
+            "{PREFIX}-{}-{}-{}-{}-{}",
+            hex::encode(self.split),
+            self.threshold,
+            self.index,
+            hex::encode(&self.value),
+            self.check()
+        )
     }
 
     /// Parse a typed share; `position` (1-based) names it in errors.
@@ -57,19 +78,23 @@ impl TextShare {
         let compact: String =
             text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
         let parts: Vec<&str> = compact.split('-').collect();
-        let [prefix, k, x, y, check] = parts[..] else {
-            return Err(bad("expected cs1-<k>-<index>-<value>-<check>"));
+        let [prefix, split, k, x, y, check] = parts[..] else {
+            return Err(bad("expected cs2-<split>-<k>-<index>-<value>-<check>"));
         };
         if prefix != PREFIX {
-            return Err(bad("does not start with cs1-"));
+            return Err(bad("does not start with cs2- (a share of this tool's format)"));
         }
+        let split: [u8; 8] = hex::decode(split)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| bad("the split name is not 16 hex digits"))?;
         let threshold: u8 = k.parse().map_err(|_| bad("the threshold is not a number"))?;
         let index: u8 = x.parse().map_err(|_| bad("the index is not a number from 1 to 255"))?;
         let value = hex::decode(y).map_err(|_| bad("the value is not hex"))?;
         if index == 0 || value.is_empty() {
             return Err(bad("index 0 or an empty value"));
         }
-        let share = TextShare { threshold, index, value };
+        let share = TextShare { split, threshold, index, value };
         if share.check() != check {
             return Err(ShamirError::Checksum { position, index });
         }
@@ -77,8 +102,17 @@ impl TextShare {
     }
 }
 
-/// Split `secret` into `n` shares, any `k` of which recover it.
-pub fn split(secret: &[u8], k: u32, n: u32) -> Result<Vec<TextShare>, ShamirError> {
+fn tag(split: &[u8; 8], secret: &[u8]) -> [u8; TAG_LEN] {
+    let mut h = Sha256::new();
+    h.update(SECRET_CONTEXT);
+    h.update(split);
+    h.update(secret);
+    h.finalize()[..TAG_LEN].try_into().expect("8 bytes")
+}
+
+/// Split `secret` into `n` shares, any `k` of which recover it. `split` names the dealing (8
+/// random bytes).
+pub fn split(secret: &[u8], k: u32, n: u32, split: [u8; 8]) -> Result<Vec<TextShare>, ShamirError> {
     if !(2..=255).contains(&k) || k > n || n > 255 {
         return Err(ShamirError::Parameters { k, n });
     }
@@ -86,14 +120,15 @@ pub fn split(secret: &[u8], k: u32, n: u32) -> Result<Vec<TextShare>, ShamirErro
         return Err(ShamirError::EmptySecret);
     }
     let (k, n) = (k as u8, n as u8);
+    let dealt = zeroize::Zeroizing::new([secret, &tag(&split, secret)[..]].concat());
     for _ in 0..1000 {
-        let shares: Vec<Share> = Sharks(k).dealer(secret).take(n as usize).collect();
+        let shares: Vec<Share> = Sharks(k).dealer(&dealt).take(n as usize).collect();
         if full_degree(&shares, k) {
             return Ok(shares
                 .iter()
                 .map(|s| {
                     let bytes = Vec::from(s);
-                    TextShare { threshold: k, index: bytes[0], value: bytes[1..].to_vec() }
+                    TextShare { split, threshold: k, index: bytes[0], value: bytes[1..].to_vec() }
                 })
                 .collect());
         }
@@ -124,13 +159,21 @@ fn share_from(x: u8, y: &[u8]) -> Share {
     Share::try_from(bytes.as_slice()).expect("a share has an index and at least one byte")
 }
 
-/// Recover the secret from at least k valid shares (all from the same split).
-pub fn combine(shares: &[TextShare]) -> Result<Vec<u8>, ShamirError> {
+/// Recover the secret from at least k valid shares of one split, and check it.
+pub fn combine(shares: &[TextShare]) -> Result<zeroize::Zeroizing<Vec<u8>>, ShamirError> {
     let Some(first) = shares.first() else { return Err(ShamirError::Combine("no shares given".into())) };
     let k = first.threshold;
+    if let Some(other) = shares.iter().find(|s| s.split != first.split) {
+        return Err(ShamirError::Combine(format!(
+            "share with index {} is from split {}, the first share from split {}: shares of different splits never combine",
+            other.index,
+            hex::encode(other.split),
+            hex::encode(first.split)
+        )));
+    }
     if let Some(other) = shares.iter().find(|s| s.threshold != k || s.value.len() != first.value.len()) {
         return Err(ShamirError::Combine(format!(
-            "share with index {} is from another split (threshold or length differs)",
+            "share with index {} does not match the others (threshold or length differs)",
             other.index
         )));
     }
@@ -144,7 +187,16 @@ pub fn combine(shares: &[TextShare]) -> Result<Vec<u8>, ShamirError> {
         )));
     }
     let raw: Vec<Share> = shares.iter().map(|s| share_from(s.index, &s.value)).collect();
-    Sharks(k).recover(&raw).map_err(|e| ShamirError::Combine(e.to_string()))
+    let dealt =
+        zeroize::Zeroizing::new(Sharks(k).recover(&raw).map_err(|e| ShamirError::Combine(e.to_string()))?);
+    if dealt.len() <= TAG_LEN {
+        return Err(ShamirError::Verifier);
+    }
+    let (secret, check) = dealt.split_at(dealt.len() - TAG_LEN);
+    if tag(&first.split, secret) != check {
+        return Err(ShamirError::Verifier);
+    }
+    Ok(zeroize::Zeroizing::new(secret.to_vec()))
 }
 
 #[cfg(test)]
@@ -155,13 +207,13 @@ mod tests {
     #[test]
     fn every_three_of_five_recombine_and_two_do_not() {
         let secret = b"123456 correct horse";
-        let shares = split(secret, 3, 5).unwrap();
+        let shares = split(secret, 3, 5, [7; 8]).unwrap();
         assert_eq!(shares.iter().map(|s| s.index).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         for a in 0..5 {
             for b in a + 1..5 {
                 for c in b + 1..5 {
                     let subset = [shares[a].clone(), shares[b].clone(), shares[c].clone()];
-                    assert_eq!(combine(&subset).unwrap(), secret);
+                    assert_eq!(combine(&subset).unwrap().as_slice(), secret);
                 }
                 let two = [shares[a].clone(), shares[b].clone()];
                 assert!(combine(&two).unwrap_err().to_string().contains("needs 3 different shares"));
@@ -171,12 +223,12 @@ mod tests {
 
     #[test]
     fn text_round_trip_and_checksum() {
-        let shares = split(b"pin", 2, 3).unwrap();
+        let shares = split(b"pin", 2, 3, [0xab; 8]).unwrap();
         let text = shares[1].to_text();
-        assert!(text.starts_with("cs1-2-2-"));
+        assert!(text.starts_with("cs2-abababababababab-2-2-"), "{text}");
         assert_eq!(TextShare::parse(&format!("  {}\n", text.to_uppercase()), 1).unwrap(), shares[1]);
         // One changed character anywhere in the value is caught.
-        let value_start = "cs1-2-2-".len();
+        let value_start = "cs2-abababababababab-2-2-".len();
         let mut chars: Vec<char> = text.chars().collect();
         chars[value_start] = if chars[value_start] == '0' { '1' } else { '0' };
         let typo: String = chars.into_iter().collect();
@@ -185,10 +237,24 @@ mod tests {
 
     #[test]
     fn parameters_are_checked() {
-        assert!(split(b"x", 1, 3).is_err());
-        assert!(split(b"x", 4, 3).is_err());
-        assert!(split(b"x", 2, 256).is_err());
-        assert!(split(b"", 2, 3).is_err());
+        assert!(split(b"x", 1, 3, [0; 8]).is_err());
+        assert!(split(b"x", 4, 3, [0; 8]).is_err());
+        assert!(split(b"x", 2, 256, [0; 8]).is_err());
+        assert!(split(b"", 2, 3, [0; 8]).is_err());
+    }
+
+    #[test]
+    fn shares_of_two_splits_never_combine_into_garbage() {
+        let a = split(b"123456", 2, 3, [1; 8]).unwrap();
+        let b = split(b"123456", 2, 3, [2; 8]).unwrap();
+        let err = combine(&[a[0].clone(), b[1].clone()]).unwrap_err();
+        assert!(err.to_string().contains("different splits"), "{err}");
+        // A share of another split relabelled as this one, with its checksum recomputed: the
+        // check inside the shared data catches the garbage.
+        let mut forged = b[1].clone();
+        forged.split = a[0].split;
+        let forged = TextShare::parse(&forged.to_text(), 2).unwrap();
+        assert_eq!(combine(&[a[0].clone(), forged]).unwrap_err(), ShamirError::Verifier);
     }
 
     proptest! {
@@ -201,7 +267,7 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let n = k + extra;
-            let shares = split(&secret, k, n).unwrap();
+            let shares = split(&secret, k, n, seed.to_be_bytes()).unwrap();
             let mut order: Vec<usize> = (0..n as usize).collect();
             let mut s = seed;
             for i in (1..order.len()).rev() {
@@ -209,7 +275,8 @@ mod tests {
                 order.swap(i, (s >> 33) as usize % (i + 1));
             }
             let chosen: Vec<TextShare> = order[..k as usize].iter().map(|&i| shares[i].clone()).collect();
-            prop_assert_eq!(combine(&chosen).unwrap(), secret.clone());
+            let recovered = combine(&chosen).unwrap();
+            prop_assert_eq!(recovered.as_slice(), secret.as_slice());
             // k-1 shares are refused, and their interpolation does not give the secret back.
             prop_assert!(combine(&chosen[..k as usize - 1]).is_err());
             let raw: Vec<Share> = chosen[..k as usize - 1].iter().map(|t| share_from(t.index, &t.value)).collect();

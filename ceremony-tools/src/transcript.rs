@@ -1,8 +1,17 @@
 //! The ceremony transcript: an append-only file of JSON lines, one record per command, each
-//! carrying the SHA-256 of the line before it. Editing, deleting, inserting or reordering a
-//! record breaks the chain at a place `verify` names; records appended by a forger are caught
-//! against the head hash the witnesses wrote down (printed after every command as hex and PGP
-//! words).
+//! carrying the SHA-256 of the line before it. After every command its new head (the SHA-256 of
+//! the last line) is printed as hex and PGP words for the witnesses to write down.
+//!
+//! What the chain detects, and what it does not: the chain has no key. It names the first
+//! broken record when a record was edited, deleted, inserted or moved and the file was not
+//! rewritten consistently afterwards (accidental damage, a careless edit). Someone who can write
+//! the file can rewrite it whole and recompute every hash, or cut it short: only a head the
+//! witnesses wrote down catches that. Checked against witnessed heads (`verify_heads`), any change
+//! to a record up to a witnessed head is detected, and so are records added after the last one.
+//!
+//! A command opens the transcript, locks it and verifies the chain *before* it touches the HSM
+//! ([`Transcript::open`]); a transcript that does not verify, or cannot be created, stops the
+//! command with nothing done.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -42,17 +51,22 @@ pub enum TranscriptError {
     Chain { line: usize, seq: u64, found: String, expected: String },
     #[error("line 1 (seq {seq}): the first record must have prev {GENESIS}: records before it were removed")]
     Start { seq: u64 },
-    #[error("the transcript's head is {actual}, the witnessed head is {expected}{}", appended_note(*appended_after))]
-    Head { expected: String, actual: String, appended_after: Option<usize> },
+    #[error(
+        "{expected} is not a head of this transcript: a record up to the point it was witnessed was altered, removed or reordered, or it is another transcript"
+    )]
+    UnknownHead { expected: String },
+    #[error(
+        "the witnessed heads are in another order than in the transcript ({earlier} comes after {later})"
+    )]
+    HeadOrder { earlier: String, later: String },
+    #[error(
+        "{after} record(s) follow the last witnessed head (record {at} of {total}): they were added after it was witnessed"
+    )]
+    Appended { at: usize, total: usize, after: usize },
+    #[error("{0:?} is neither a SHA-256 in hex nor 32 PGP words")]
+    HeadSyntax(String),
     #[error("{0}")]
     Io(String),
-}
-
-fn appended_note(after: Option<usize>) -> String {
-    match after {
-        Some(line) => format!(": the records after line {line} were added after the head was witnessed"),
-        None => ": the transcript differs from the one witnessed".into(),
-    }
 }
 
 pub fn line_hash(line: &str) -> String {
@@ -92,41 +106,109 @@ pub fn verify_text(text: &str) -> Result<(Vec<Record>, String), TranscriptError>
     Ok((records, prev))
 }
 
-/// Verify, and compare the head with the witnessed one if given.
-pub fn verify_against(
-    text: &str,
-    witnessed_head: Option<&str>,
-) -> Result<(Vec<Record>, String), TranscriptError> {
-    let (records, head) = verify_text(text)?;
-    if let Some(expected) = witnessed_head {
-        let expected = expected.trim().to_ascii_lowercase();
-        if head != expected {
-            let appended_after = text.lines().position(|l| line_hash(l) == expected).map(|i| i + 1);
-            return Err(TranscriptError::Head { expected, actual: head, appended_after });
-        }
+/// A head as witnesses write it: 64 hex digits, or 32 PGP words (separated by white space).
+pub fn parse_head(text: &str) -> Result<String, TranscriptError> {
+    let compact: String = text.split_whitespace().collect::<Vec<_>>().join("");
+    if compact.len() == 64 && compact.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(compact.to_ascii_lowercase());
     }
-    Ok((records, head))
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match ceremony_os_pgpwords::decode(&words) {
+        Ok(bytes) if bytes.len() == 32 => Ok(hex::encode(bytes)),
+        _ => Err(TranscriptError::HeadSyntax(text.trim().to_string())),
+    }
 }
 
-/// Append a record to the transcript at `path` (created if missing), after verifying what is
-/// already there. Returns the new head hash.
-pub fn append(path: &Path, mut record: Record) -> Result<String, TranscriptError> {
-    let io = |e: std::io::Error| TranscriptError::Io(format!("{}: {e}", path.display()));
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).read(true).open(path).map_err(io)?;
-    file.lock().map_err(io)?;
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    if !text.is_empty() && !text.ends_with('\n') {
-        return Err(TranscriptError::Malformed {
-            line: text.lines().count(),
-            message: "the last line is incomplete".into(),
+/// How the transcript stands against the witnessed heads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witnessed {
+    /// The record number (1-based) each witnessed head points at, in the order given.
+    pub at: Vec<usize>,
+    pub total: usize,
+}
+
+/// Verify the chain and find every witnessed head in it, in order. With `prefix`, records after
+/// the last witnessed head are allowed (reported by the caller); without, they are an error.
+pub fn verify_heads(
+    text: &str,
+    heads: &[String],
+    prefix: bool,
+) -> Result<(Vec<Record>, String, Witnessed), TranscriptError> {
+    let (records, head) = verify_text(text)?;
+    let hashes: Vec<String> = text.lines().map(line_hash).collect();
+    let mut at = Vec::new();
+    for (i, wanted) in heads.iter().enumerate() {
+        let position = hashes
+            .iter()
+            .position(|h| h == wanted)
+            .ok_or_else(|| TranscriptError::UnknownHead { expected: wanted.clone() })?;
+        if let Some(previous) = at.last()
+            && position + 1 < *previous
+        {
+            return Err(TranscriptError::HeadOrder { earlier: heads[i - 1].clone(), later: wanted.clone() });
+        }
+        at.push(position + 1);
+    }
+    if let Some(last) = at.last()
+        && *last < records.len()
+        && !prefix
+    {
+        return Err(TranscriptError::Appended {
+            at: *last,
+            total: records.len(),
+            after: records.len() - last,
         });
     }
-    let (records, head) = verify_text(&text)?;
-    record.seq = records.len() as u64 + 1;
-    record.prev = head;
-    let line = serde_json::to_string(&record).expect("a record serializes");
-    file.write_all(format!("{line}\n").as_bytes()).and_then(|()| file.sync_all()).map_err(io)?;
-    Ok(line_hash(&line))
+    Ok((records, head, Witnessed { at, total: hashes.len() }))
+}
+
+/// An open transcript: locked, its chain verified. Opened before the HSM is touched.
+#[derive(Debug)]
+pub struct Transcript {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    records: u64,
+    head: String,
+}
+
+impl Transcript {
+    /// Open (or create, in an existing directory) the transcript at `path`, take its lock and
+    /// verify what it holds.
+    pub fn open(path: &Path) -> Result<Transcript, TranscriptError> {
+        let io = |e: std::io::Error| TranscriptError::Io(format!("{}: {e}", path.display()));
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            return Err(TranscriptError::Io(format!(
+                "{}: directory {} does not exist",
+                path.display(),
+                parent.display()
+            )));
+        }
+        let file = std::fs::OpenOptions::new().create(true).append(true).read(true).open(path).map_err(io)?;
+        file.lock().map_err(io)?;
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        if !text.is_empty() && !text.ends_with('\n') {
+            return Err(TranscriptError::Malformed {
+                line: text.lines().count(),
+                message: "the last line is incomplete".into(),
+            });
+        }
+        let (records, head) = verify_text(&text)?;
+        Ok(Transcript { path: path.to_path_buf(), file, records: records.len() as u64, head })
+    }
+
+    /// Append a record; return the new head.
+    pub fn append(mut self, mut record: Record) -> Result<String, TranscriptError> {
+        let io = |e: std::io::Error| TranscriptError::Io(format!("{}: {e}", self.path.display()));
+        record.seq = self.records + 1;
+        record.prev = std::mem::take(&mut self.head);
+        let line = serde_json::to_string(&record).expect("a record serializes");
+        self.file
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| self.file.sync_all())
+            .map_err(io)?;
+        Ok(line_hash(&line))
+    }
 }
 
 #[cfg(test)]
@@ -151,7 +233,7 @@ mod tests {
         let path = dir.path().join("transcript.jsonl");
         let mut head = String::new();
         for c in ["key generate", "root", "crl"] {
-            head = append(&path, record(c)).unwrap();
+            head = Transcript::open(&path).unwrap().append(record(c)).unwrap();
         }
         (dir, path, head)
     }
@@ -160,10 +242,11 @@ mod tests {
     fn a_clean_chain_verifies_with_its_head() {
         let (_d, path, head) = three();
         let text = std::fs::read_to_string(&path).unwrap();
-        let (records, computed) = verify_against(&text, Some(&head)).unwrap();
+        let (records, computed, witnessed) = verify_heads(&text, std::slice::from_ref(&head), false).unwrap();
         assert_eq!(records.len(), 3);
         assert_eq!(records[2].seq, 3);
         assert_eq!(computed, head);
+        assert_eq!(witnessed.at, [3]);
     }
 
     #[test]
@@ -190,9 +273,54 @@ mod tests {
         forged.prev = line_hash(lines[2]);
         let appended = format!("{text}{}\n", serde_json::to_string(&forged).unwrap());
         assert!(verify_text(&appended).is_ok());
-        let err = verify_against(&appended, Some(&head)).unwrap_err();
-        assert!(matches!(err, TranscriptError::Head { appended_after: Some(3), .. }), "{err}");
-        assert!(err.to_string().contains("after line 3"));
+        let err = verify_heads(&appended, std::slice::from_ref(&head), false).unwrap_err();
+        assert_eq!(err, TranscriptError::Appended { at: 3, total: 4, after: 1 });
+        assert!(err.to_string().contains("record 3 of 4"));
+        // Rewritten consistently from the start: the chain holds, the witnessed head does not.
+        let mut rewritten = String::new();
+        let mut prev = GENESIS.to_string();
+        for (i, c) in ["key generate", "root", "crl"].iter().enumerate() {
+            let mut r = record(if i == 1 { "r00t" } else { c });
+            r.seq = i as u64 + 1;
+            r.prev = prev;
+            let line = serde_json::to_string(&r).unwrap();
+            prev = line_hash(&line);
+            rewritten.push_str(&format!("{line}\n"));
+        }
+        assert!(verify_text(&rewritten).is_ok(), "a keyless chain cannot tell");
+        assert!(matches!(
+            verify_heads(&rewritten, std::slice::from_ref(&head), false),
+            Err(TranscriptError::UnknownHead { .. })
+        ));
+        // Cut short: the witnessed final head is gone.
+        let cut = format!("{}\n{}\n", lines[0], lines[1]);
+        assert!(matches!(
+            verify_heads(&cut, std::slice::from_ref(&head), false),
+            Err(TranscriptError::UnknownHead { .. })
+        ));
+    }
+
+    #[test]
+    fn heads_witnessed_along_the_way_are_checked_as_prefixes() {
+        let (_d, path, last) = three();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let first = line_hash(text.lines().next().unwrap());
+        let (_, _, witnessed) = verify_heads(&text, &[first.clone(), last.clone()], false).unwrap();
+        assert_eq!(witnessed.at, [1, 3]);
+        assert!(matches!(
+            verify_heads(&text, std::slice::from_ref(&first), false),
+            Err(TranscriptError::Appended { at: 1, .. })
+        ));
+        assert_eq!(verify_heads(&text, std::slice::from_ref(&first), true).unwrap().2.at, [1]);
+        assert!(matches!(
+            verify_heads(&text, &[last.clone(), first.clone()], false),
+            Err(TranscriptError::HeadOrder { .. })
+        ));
+        // Heads as witnesses write them: PGP words.
+        let words = ceremony_os_pgpwords::encode_hex(&last).unwrap().join(" ");
+        assert_eq!(parse_head(&words).unwrap(), last);
+        assert_eq!(parse_head(&last.to_uppercase()).unwrap(), last);
+        assert!(parse_head("aardvark absurd").is_err());
     }
 
     #[test]
@@ -204,6 +332,9 @@ mod tests {
         // record is appended; the edit is caught by the witnessed head instead.
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("\"root\"", "\"r00t\"")).unwrap();
-        assert!(matches!(append(&path, record("x")), Err(TranscriptError::Chain { line: 3, .. })));
+        assert!(matches!(
+            Transcript::open(&path).and_then(|t| t.append(record("x"))),
+            Err(TranscriptError::Chain { line: 3, .. })
+        ));
     }
 }

@@ -1,5 +1,6 @@
-//! The `ceremony` tool against a real SoftHSMv2 token in a throwaway token directory
-//! (SOFTHSM2_CONF), checked with OpenSC's pkcs11-tool and openssl.
+//! The `ceremony` tool against real SoftHSMv2 tokens in throwaway token directories
+//! (SOFTHSM2_CONF), checked with independent tools: OpenSC's pkcs11-tool, openssl, and pkilint's
+//! RFC 5280 certificate and CRL linters (installed into target/pyvenv by `make setup`).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -8,6 +9,9 @@ use std::process::Command;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "123456";
+/// 2026-12-01T00:00:00Z and a day later: when the rehearsal's certificates are valid.
+const VALID_AT: &str = "1796083200";
+const AFTER_CRL: &str = "1796169600";
 
 struct Token {
     dir: tempfile::TempDir,
@@ -15,24 +19,26 @@ struct Token {
 }
 
 impl Token {
-    fn new(label: &str) -> Token {
+    /// A token directory with SoftHSM's free slot and the named tokens (PIN 123456 each, unless
+    /// the label ends in "-b", which gets PIN 654321).
+    fn new(labels: &[&str]) -> Token {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tokens")).unwrap();
         let conf = dir.path().join("softhsm2.conf");
         std::fs::write(
             &conf,
-            format!(
-                "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
-                dir.path().display()
-            ),
+            format!("directories.tokendir = {}/tokens\nlog.level = ERROR\n", dir.path().display()),
         )
         .unwrap();
-        let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", label, "--so-pin", "5678", "--pin", PIN])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for label in labels {
+            let pin = if label.ends_with("-b") { "654321" } else { PIN };
+            let out = Command::new("softhsm2-util")
+                .args(["--init-token", "--free", "--label", label, "--so-pin", "5678", "--pin", pin])
+                .env("SOFTHSM2_CONF", &conf)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
         Token { dir, conf }
     }
 
@@ -48,19 +54,43 @@ impl Token {
         cmd
     }
 
-    /// `ceremony key generate` with the PIN on standard input.
-    fn generate(&self, config: &Path, pin: &str) -> std::process::Output {
+    /// Run a step with the PIN on standard input.
+    fn step(&self, command: &[&str], config: &Path) -> std::process::Output {
         self.ceremony()
-            .args(["key", "generate", "--pin-fd", "0"])
+            .args(command)
             .arg(config)
-            .write_stdin(format!("{pin}\n"))
+            .args(["--pin-fd", "0"])
+            .write_stdin(format!("{PIN}\n"))
             .output()
             .unwrap()
     }
 
-    fn objects(&self) -> String {
+    fn ok(&self, command: &[&str], config: &Path) -> String {
+        let out = self.step(command, config);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{command:?} failed:\n{stderr}");
+        stderr
+    }
+
+    /// Run a step that must be refused; return its message.
+    fn refused(&self, command: &[&str], config: &Path, expected: &str) -> String {
+        let out = self.step(command, config);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{command:?} should be refused:\n{stderr}");
+        assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
+        stderr
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn objects(&self, token: &str) -> String {
+        let pin = if token.ends_with("-b") { "654321" } else { PIN };
         let out = Command::new("pkcs11-tool")
-            .args(["--module", MODULE, "--login", "--pin", PIN, "--list-objects"])
+            .args(["--module", MODULE, "--token-label", token, "--login", "--pin", pin, "--list-objects"])
             .env("SOFTHSM2_CONF", &self.conf)
             .output()
             .unwrap();
@@ -68,421 +98,677 @@ impl Token {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    fn key_config(&self, name: &str, label: &str, key_type: &str, public_key: &str) -> PathBuf {
-        let path = self.path(name);
-        std::fs::write(
-            &path,
-            format!(
-                "[hsm]\nmodule = \"{MODULE}\"\ntoken_label = \"root-ca\"\n\n[key]\nlabel = \"{label}\"\nid = \"01\"\ntype = \"{key_type}\"\n\n[outputs]\npublic_key = \"{public_key}\"\n"
-            ),
-        )
-        .unwrap();
-        path
-    }
-
     fn transcript(&self) -> String {
         std::fs::read_to_string(self.path("transcript.jsonl")).unwrap_or_default()
     }
+
+    fn openssl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("openssl").args(args).current_dir(self.dir.path()).output().unwrap()
+    }
+
+    fn openssl_ok(&self, args: &[&str]) -> String {
+        let out = self.openssl(args);
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    // Step files.
+
+    fn keygen(&self, token: &str, label: &str, id: &str, key_type: &str, output: &str) -> PathBuf {
+        self.write(
+            &format!("keygen-{label}-{id}.toml"),
+            &format!("[hsm]\nmodule = \"{MODULE}\"\ntoken_label = \"{token}\"\n\n[key]\nlabel = \"{label}\"\nid = \"{id}\"\ntype = \"{key_type}\"\n\n[outputs]\npublic_key = \"{output}\"\n"),
+        )
+    }
+
+    fn root(&self, token: &str, label: &str, subject: &str, output: &str, profile: &str) -> PathBuf {
+        self.write(
+            &format!("root-{output}.toml"),
+            &format!("[hsm]\nmodule = \"{MODULE}\"\ntoken_label = \"{token}\"\n\n[key]\nlabel = \"{label}\"\n\n[subject]\n{subject}\n\n[validity]\nnot_before = \"2026-12-01T00:00:00Z\"\nnot_after = \"2046-12-01T00:00:00Z\"\n\n[profile]\nmax_validity_days = 7306\n{profile}\n\n[outputs]\ncertificate = \"{output}\"\n"),
+        )
+    }
+
+    fn issue(
+        &self,
+        command: &str,
+        issuer: &str,
+        key: &str,
+        input: &str,
+        profile: &str,
+        output: &str,
+    ) -> PathBuf {
+        let section = if command == "cross" {
+            format!("[subject]\ncertificate = \"{input}\"")
+        } else {
+            format!("[csr]\npath = \"{input}\"")
+        };
+        self.write(
+            &format!("{command}-{output}.toml"),
+            &format!("[hsm]\nmodule = \"{MODULE}\"\ntoken_label = \"root-ca\"\n\n[issuer]\ncertificate = \"{issuer}\"\nkey_label = \"{key}\"\n\n{section}\n\n[validity]\nnot_before = \"2026-12-01T00:00:00Z\"\nnot_after = \"2031-12-01T00:00:00Z\"\n\n[profile]\nmax_validity_days = 1827\n{profile}\n\n[outputs]\ncertificate = \"{output}\"\n"),
+        )
+    }
 }
 
-fn openssl(args: &[&str], input: &Path) -> String {
-    let out = Command::new("openssl").args(args).arg("-in").arg(input).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+const ROOT_SUBJECT: &str =
+    "common_name = \"Example Root CA 2026\"\norganization = \"Example Bank\"\ncountry = \"CH\"";
+const INTERMEDIATE_PROFILE: &str = "path_len = 0\ncrl_distribution_point = \"http://crl.example/root.crl\"\nauthority_info_access = \"http://ca.example/root.crt\"";
+
+/// A token with root key `root-2026` and its certificate `root.pem`.
+fn with_root(key_type: &str) -> Token {
+    let token = Token::new(&["root-ca"]);
+    token.ok(&["key", "generate"], &token.keygen("root-ca", "root-2026", "01", key_type, "root.pub.pem"));
+    token.ok(&["root"], &token.root("root-ca", "root-2026", ROOT_SUBJECT, "root.pem", ""));
+    token
+}
+
+/// pkilint's RFC 5280 linter on a certificate or CRL: no finding at ERROR or FATAL.
+fn pkilint(file: &Path, crl: bool) {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../target/pyvenv/bin/{}", if crl { "lint_crl" } else { "lint_pkix_cert" }));
+    assert!(bin.exists(), "pkilint is not installed at {} (run make setup)", bin.display());
+    let mut cmd = Command::new(&bin);
+    cmd.arg("lint");
+    if crl {
+        cmd.args(["-t", "CRL", "-p", "PKIX"]);
+    }
+    let out = cmd.args(["-s", "ERROR", "-f", "JSON"]).arg(file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pkilint finds ERROR or FATAL in {}:\n{stdout}{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An openssl-made CSR (key and subject given as openssl options).
+fn openssl_csr(token: &Token, name: &str, key_options: &[&str], subject: &str) -> PathBuf {
+    let csr = token.path(&format!("{name}.csr"));
+    let out = Command::new("openssl")
+        .args(["req", "-new", "-nodes", "-keyout"])
+        .arg(token.path(&format!("{name}.key")))
+        .args(key_options)
+        .args(["-subj", subject, "-multivalue-rdn", "-out"])
+        .arg(&csr)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    csr
+}
+
+fn der_of(path: &Path) -> Vec<u8> {
+    pem::parse(std::fs::read(path).unwrap()).unwrap().contents().to_vec()
 }
 
 #[test]
-fn generated_keys_stay_in_the_token_and_their_public_halves_check_out() {
-    let token = Token::new("root-ca");
-    for (label, key_type, expected) in
-        [("root-ec", "ec-p256", "prime256v1"), ("root-rsa", "rsa-3072", "3072 bit")]
+fn keys_are_generated_protected_and_labels_and_ids_never_reused() {
+    let token = Token::new(&["root-ca"]);
+    for (label, id, key_type, expected) in
+        [("root-ec", "01", "ec-p384", "secp384r1"), ("root-rsa", "02", "rsa-3072", "3072 bit")]
     {
         let pem = format!("{label}.pub.pem");
-        let config = token.key_config(&format!("{label}.toml"), label, key_type, &pem);
-        let out = token.generate(&config, PIN);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
-        let text = openssl(&["pkey", "-pubin", "-text", "-noout"], &token.path(&pem));
+        let stderr = token.ok(&["key", "generate"], &token.keygen("root-ca", label, id, key_type, &pem));
+        let text = token.openssl_ok(&["pkey", "-pubin", "-text", "-noout", "-in", &pem]);
         assert!(text.contains(expected), "{text}");
-        // The printed SPKI digest is the digest of the DER public key openssl reads.
-        let der = Command::new("openssl")
-            .args(["pkey", "-pubin", "-outform", "DER", "-in"])
-            .arg(token.path(&pem))
-            .output()
-            .unwrap()
-            .stdout;
+        // The printed digest is the digest of the DER public key openssl reads.
+        let der = token.openssl(&["pkey", "-pubin", "-outform", "DER", "-in", &pem]).stdout;
         let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der));
-        assert!(stderr.contains(&format!("SPKI sha256 {digest}")), "{stderr}");
-        assert!(stderr.contains("words"), "{stderr}");
+        assert!(stderr.contains(&format!("public key written to {pem}\n  sha256 {digest}")), "{stderr}");
+        assert!(token.transcript().contains(&digest), "the transcript records the same digest");
     }
-    let objects = token.objects();
-    let private_keys: Vec<&str> = objects.split("Private Key Object").skip(1).collect();
-    assert_eq!(private_keys.len(), 2, "{objects}");
-    for key in private_keys {
-        assert!(key.contains("sensitive") && key.contains("never extractable"), "{key}");
-        assert!(!key.contains("extractable,") || key.contains("never extractable"), "{key}");
-    }
-    let transcript = token.transcript();
-    assert_eq!(transcript.lines().count(), 2);
-    token
+    let listing = token
         .ceremony()
-        .args(["transcript", "verify"])
-        .assert()
-        .success()
-        .stdout(predicates::str::contains("2 records, chain intact"));
+        .args(["hsm", "list", "--module", MODULE, "--login", "--token", "root-ca", "--pin-fd", "0"])
+        .write_stdin(format!("{PIN}\n"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let privates: Vec<&str> = listing.lines().filter(|l| l.contains("CKO_PRIVATE_KEY")).collect();
+    assert_eq!(privates.len(), 2, "{listing}");
+    for key in privates {
+        for attribute in [
+            "sensitive=true",
+            "extractable=false",
+            "decrypt=false",
+            "unwrap=false",
+            "modifiable=false",
+            "copyable=false",
+        ] {
+            assert!(key.contains(attribute), "{attribute} missing: {key}");
+        }
+    }
+    // pkcs11-tool agrees: never extractable.
+    assert_eq!(token.objects("root-ca").matches("never extractable").count(), 2);
+
+    // An existing CKA_ID with a new label, and an existing label with a new id, are refused.
+    let before = token.objects("root-ca");
+    token.refused(
+        &["key", "generate"],
+        &token.keygen("root-ca", "other", "01", "ec-p256", "x.pem"),
+        "CKA_ID 01",
+    );
+    token.refused(
+        &["key", "generate"],
+        &token.keygen("root-ca", "root-ec", "09", "ec-p256", "y.pem"),
+        "labelled \"root-ec\"",
+    );
+    assert_eq!(token.objects("root-ca"), before, "the token changed");
+    assert!(!token.path("x.pem").exists() && !token.path("y.pem").exists());
 }
 
 #[test]
-fn bad_inputs_leave_the_token_and_the_outputs_alone() {
-    let token = Token::new("root-ca");
-    let config = token.key_config("k.toml", "root-ec", "ec-p256", "k.pub.pem");
-    assert!(token.generate(&config, PIN).status.success());
-    let before = token.objects();
+fn hsm_list_shows_free_slots_and_logs_in_to_the_named_token_only() {
+    let token = Token::new(&["ca-a", "ca-b"]);
+    let out = token.ceremony().args(["hsm", "list", "--module", MODULE]).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(listing.contains("token \"ca-a\"") && listing.contains("token \"ca-b\""), "{listing}");
+    assert!(listing.contains("uninitialized token (a free slot)"), "{listing}");
+    // Token ca-b's PIN differs from ca-a's: had it been tried on ca-a, that login would fail.
+    let keygen = token.keygen("ca-b", "b-key", "01", "ec-p256", "b.pub.pem");
+    let out = token
+        .ceremony()
+        .args(["key", "generate"])
+        .arg(&keygen)
+        .args(["--pin-fd", "0"])
+        .write_stdin("654321\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = token
+        .ceremony()
+        .args(["hsm", "list", "--module", MODULE, "--login", "--token", "ca-b", "--pin-fd", "0"])
+        .write_stdin("654321\n")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(listing.contains("label=\"b-key\" id=01 class=CKO_PRIVATE_KEY"), "{listing}");
+    // --login needs --token: a PIN is never tried on every token.
+    token.ceremony().args(["hsm", "list", "--module", MODULE, "--login"]).assert().code(2);
+}
 
-    // An existing label.
-    let again = token.key_config("again.toml", "root-ec", "ec-p256", "again.pub.pem");
-    let out = token.generate(&again, PIN);
+#[test]
+fn nothing_touches_the_hsm_when_the_transcript_is_broken_or_cannot_be_written() {
+    let token = with_root("ec-p256");
+    let before = token.objects("root-ca");
+    // An edited record in the middle of the transcript.
+    let text = token.transcript();
+    std::fs::write(token.path("transcript.jsonl"), text.replacen("\"key generate\"", "\"key generated\"", 1))
+        .unwrap();
+    token.refused(
+        &["key", "generate"],
+        &token.keygen("root-ca", "second", "02", "ec-p256", "second.pem"),
+        "nothing was done",
+    );
+    token.refused(
+        &["root"],
+        &token.root("root-ca", "root-2026", ROOT_SUBJECT, "again.pem", ""),
+        "nothing was done",
+    );
+    assert_eq!(token.objects("root-ca"), before, "a key was generated despite the broken transcript");
+    assert!(!token.path("second.pem").exists() && !token.path("again.pem").exists());
+
+    // A transcript in a directory that does not exist.
+    let out = token
+        .ceremony()
+        .args(["key", "generate"])
+        .arg(token.keygen("root-ca", "third", "03", "ec-p256", "third.pem"))
+        .args(["--pin-fd", "0", "--transcript", "/nonexistent-dir/t.jsonl"])
+        .write_stdin(format!("{PIN}\n"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("directory /nonexistent-dir does not exist"), "{stderr}");
+    assert_eq!(token.objects("root-ca"), before);
+    assert!(!token.path("third.pem").exists());
+}
+
+#[test]
+fn a_full_ca_passes_openssl_and_pkilint() {
+    let token = with_root("ec-p384");
+    pkilint(&token.path("root.pem"), false);
+    token.openssl_ok(&["verify", "-attime", VALID_AT, "-CAfile", "root.pem", "root.pem"]);
+
+    // An intermediate from a CSR with two OUs, a multi-valued RDN and PrintableString values:
+    // its subject is copied byte for byte.
+    let csr = openssl_csr(
+        &token,
+        "intermediate",
+        &["-newkey", "rsa:2048", "-utf8", "-reqopt", "compatible"],
+        "/C=CH/O=Example Bank/OU=PKI/OU=Issuing/CN=Example Issuing CA 2026+serialNumber=42",
+    );
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&csr).unwrap()));
+    let step = token.issue(
+        "sign-csr",
+        "root.pem",
+        "root-2026",
+        "intermediate.csr",
+        INTERMEDIATE_PROFILE,
+        "intermediate.pem",
+    );
+    let text = std::fs::read_to_string(&step)
+        .unwrap()
+        .replace("path = \"intermediate.csr\"", &format!("path = \"intermediate.csr\"\nsha256 = \"{sha}\""));
+    std::fs::write(&step, text).unwrap();
+    token.ok(&["sign-csr"], &step);
+    token.openssl_ok(&["verify", "-attime", VALID_AT, "-CAfile", "root.pem", "intermediate.pem"]);
+    pkilint(&token.path("intermediate.pem"), false);
+    {
+        use x509_parser::prelude::*;
+        let csr_der = der_of(&csr);
+        let cert_der = der_of(&token.path("intermediate.pem"));
+        let (_, parsed_csr) = X509CertificationRequest::from_der(&csr_der).unwrap();
+        let (_, cert) = X509Certificate::from_der(&cert_der).unwrap();
+        assert_eq!(
+            cert.subject().as_raw(),
+            parsed_csr.certification_request_info.subject.as_raw(),
+            "the subject was re-encoded"
+        );
+        let root_der = der_of(&token.path("root.pem"));
+        let (_, root) = X509Certificate::from_der(&root_der).unwrap();
+        let ski = |c: &X509Certificate<'_>| {
+            c.extensions().iter().find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                _ => None,
+            })
+        };
+        let aki = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(id) => id.key_identifier.as_ref().map(|k| k.0.to_vec()),
+            _ => None,
+        });
+        assert_eq!(aki, ski(&root), "the AKI is the issuer's SKI");
+    }
+
+    // A CA whose key is made in its own HSM: a CSR signed by that key, signed by the root.
+    token.ok(&["key", "generate"], &token.keygen("root-ca", "sub-2026", "02", "ec-p256", "sub.pub.pem"));
+    let request = token.write(
+        "request.toml",
+        &format!("[hsm]\nmodule = \"{MODULE}\"\ntoken_label = \"root-ca\"\n\n[key]\nlabel = \"sub-2026\"\n\n[subject]\ncommon_name = \"Example Sub CA 2026\"\norganization = \"Example Bank\"\ncountry = \"CH\"\n\n[outputs]\ncsr = \"sub.csr\"\n"),
+    );
+    token.ok(&["request"], &request);
+    token.openssl_ok(&["req", "-in", "sub.csr", "-verify", "-noout"]);
+    token.ok(
+        &["sign-csr"],
+        &token.issue("sign-csr", "root.pem", "root-2026", "sub.csr", INTERMEDIATE_PROFILE, "sub.pem"),
+    );
+    token.openssl_ok(&["verify", "-attime", VALID_AT, "-CAfile", "root.pem", "sub.pem"]);
+    pkilint(&token.path("sub.pem"), false);
+
+    // A cross-certificate: another root (its own key and name) certified by this one; what that
+    // root issued then verifies up to this root through the cross-certificate.
+    token.ok(&["key", "generate"], &token.keygen("root-ca", "other-root", "03", "rsa-3072", "other.pub.pem"));
+    token.ok(
+        &["root"],
+        &token.root(
+            "root-ca",
+            "other-root",
+            "common_name = \"Other Root CA\"\norganization = \"Other Bank\"\ncountry = \"DE\"",
+            "other.pem",
+            "path_len = 1",
+        ),
+    );
+    let other_int = openssl_csr(
+        &token,
+        "other-int",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/C=DE/O=Other Bank/CN=Other Issuing CA",
+    );
+    let _ = other_int;
+    token.ok(
+        &["sign-csr"],
+        &token.issue("sign-csr", "other.pem", "other-root", "other-int.csr", "path_len = 0", "other-int.pem"),
+    );
+    token.ok(
+        &["cross"],
+        &token.issue("cross", "root.pem", "root-2026", "other.pem", "path_len = 1", "cross.pem"),
+    );
+    pkilint(&token.path("cross.pem"), false);
+    token.openssl_ok(&[
+        "verify",
+        "-attime",
+        VALID_AT,
+        "-CAfile",
+        "root.pem",
+        "-untrusted",
+        "cross.pem",
+        "other-int.pem",
+    ]);
+    let chain = token.openssl_ok(&[
+        "verify",
+        "-attime",
+        VALID_AT,
+        "-show_chain",
+        "-CAfile",
+        "root.pem",
+        "-untrusted",
+        "cross.pem",
+        "other-int.pem",
+    ]);
+    assert!(chain.contains("Example Root CA 2026"), "{chain}");
+
+    // A CRL with serials as openssl prints them; checked by openssl with -crl_check.
+    let revoked_serial = token
+        .openssl_ok(&["x509", "-in", "sub.pem", "-noout", "-serial"])
+        .trim()
+        .trim_start_matches("serial=")
+        .to_string();
+    let crl = token.write(
+        "crl.toml",
+        &format!("[hsm]\nmodule = \"{MODULE}\"\ntoken_label = \"root-ca\"\n\n[issuer]\ncertificate = \"root.pem\"\nkey_label = \"root-2026\"\n\n[crl]\nnumber = 7\nthis_update = \"2026-12-02T00:00:00Z\"\nnext_update = \"2027-01-01T00:00:00Z\"\n\n[[crl.revoked]]\nserial = \"{revoked_serial}\"\nrevoked_at = \"2026-12-01T12:00:00Z\"\nreason = \"key_compromise\"\n\n[[crl.revoked]]\nserial = \"8a01\"\nrevoked_at = \"2026-12-01T12:00:00Z\"\nreason = \"unspecified\"\n\n[profile]\nmax_span_days = 90\n\n[outputs]\ncrl = \"root.crl.pem\"\n"),
+    );
+    token.ok(&["crl"], &crl);
+    pkilint(&token.path("root.crl.pem"), true);
+    token.openssl_ok(&["crl", "-in", "root.crl.pem", "-CAfile", "root.pem", "-verify", "-noout"]);
+    let crl_text = token.openssl_ok(&["crl", "-in", "root.crl.pem", "-noout", "-text"]);
+    assert!(
+        crl_text.contains("Serial Number: 8A01")
+            && crl_text.contains("X509v3 CRL Number: \n                7"),
+        "{crl_text}"
+    );
+    let out = token.openssl(&[
+        "verify",
+        "-attime",
+        AFTER_CRL,
+        "-crl_check",
+        "-CRLfile",
+        "root.crl.pem",
+        "-CAfile",
+        "root.pem",
+        "sub.pem",
+    ]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stdout).contains("certificate revoked")
+            || String::from_utf8_lossy(&out.stderr).contains("certificate revoked"),
+        "the revoked CA verified: {out:?}"
+    );
+    token.openssl_ok(&[
+        "verify",
+        "-attime",
+        AFTER_CRL,
+        "-crl_check",
+        "-CRLfile",
+        "root.crl.pem",
+        "-CAfile",
+        "root.pem",
+        "intermediate.pem",
+    ]);
+}
+
+#[test]
+fn bad_inputs_are_refused_before_the_hsm_signs() {
+    let token = with_root("ec-p256");
+    let objects = token.objects("root-ca");
+    let refused = |step: PathBuf, expected: &str, output: &str| {
+        let command = std::fs::read_to_string(&step).unwrap();
+        let command = if command.contains("[csr]") {
+            "sign-csr"
+        } else if command.contains("[crl]") {
+            "crl"
+        } else {
+            "root"
+        };
+        token.refused(&[command], &step, expected);
+        assert!(!token.path(output).exists(), "{output} was written");
+    };
+    // Subjects RFC 5280 does not allow.
+    refused(
+        token.root("root-ca", "root-2026", "common_name = \"R\"\ncountry = \"Switzerland\"", "c1.pem", ""),
+        "two-letter",
+        "c1.pem",
+    );
+    refused(
+        token.root("root-ca", "root-2026", "common_name = \"\"\ncountry = \"CH\"", "c2.pem", ""),
+        "common_name is empty",
+        "c2.pem",
+    );
+
+    openssl_csr(&token, "good", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], "/C=CH/CN=Good");
+    // Issuer certificates that must not sign: edited after signing, not a CA, pathlen 0.
+    let root_pem = std::fs::read_to_string(token.path("root.pem")).unwrap();
+    let mut der = der_of(&token.path("root.pem"));
+    // Moved notAfter back a year: names still match, only the signature can tell.
+    let at = der.windows(6).position(|w| w == b"461201").unwrap();
+    der[at + 1] = b'5';
+    std::fs::write(token.path("edited-root.pem"), pem::encode(&pem::Pem::new("CERTIFICATE", der))).unwrap();
+    refused(
+        token.issue("sign-csr", "edited-root.pem", "root-2026", "good.csr", "path_len = 0", "i1.pem"),
+        "self-signature does not verify",
+        "i1.pem",
+    );
+    // A leaf certificate for the same key, made with openssl from a self-signed CA:FALSE request.
+    token.openssl_ok(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "good.key",
+        "-subj",
+        "/CN=Leaf",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-addext",
+        "subjectKeyIdentifier=hash",
+        "-out",
+        "leaf.pem",
+    ]);
+    refused(
+        token.issue("sign-csr", "leaf.pem", "root-2026", "good.csr", "path_len = 0", "i2.pem"),
+        "not a CA certificate",
+        "i2.pem",
+    );
+    // A CA with pathLenConstraint 0 asked to issue a CA.
+    token.ok(
+        &["root"],
+        &token.root(
+            "root-ca",
+            "root-2026",
+            "common_name = \"Leaf-only Root\"\ncountry = \"CH\"",
+            "pathlen0.pem",
+            "path_len = 0",
+        ),
+    );
+    refused(
+        token.issue("sign-csr", "pathlen0.pem", "root-2026", "good.csr", "path_len = 0", "i3.pem"),
+        "pathLenConstraint 0",
+        "i3.pem",
+    );
+    assert_eq!(root_pem, std::fs::read_to_string(token.path("root.pem")).unwrap());
+
+    // CSR keys the policy refuses: RSA with e=3, RSA-1024; a CSR whose signature is broken; a CSR
+    // that is not the pinned one.
+    openssl_csr(&token, "e3", &["-newkey", "rsa:2048", "-pkeyopt", "rsa_keygen_pubexp:3"], "/CN=E3");
+    refused(
+        token.issue("sign-csr", "root.pem", "root-2026", "e3.csr", "path_len = 0", "i4.pem"),
+        "only 65537",
+        "i4.pem",
+    );
+    openssl_csr(&token, "small", &["-newkey", "rsa:1024"], "/CN=Small");
+    refused(
+        token.issue("sign-csr", "root.pem", "root-2026", "small.csr", "path_len = 0", "i5.pem"),
+        "1024 bits",
+        "i5.pem",
+    );
+    let mut broken = der_of(&token.path("good.csr"));
+    let last = broken.len() - 3;
+    broken[last] ^= 0x01;
+    std::fs::write(token.path("broken.csr"), pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", broken)))
+        .unwrap();
+    refused(
+        token.issue("sign-csr", "root.pem", "root-2026", "broken.csr", "path_len = 0", "i6.pem"),
+        "signature does not verify",
+        "i6.pem",
+    );
+    let pinned = token.issue("sign-csr", "root.pem", "root-2026", "good.csr", "path_len = 0", "i7.pem");
+    let text = std::fs::read_to_string(&pinned)
+        .unwrap()
+        .replace("path = \"good.csr\"", &format!("path = \"good.csr\"\nsha256 = \"{}\"", "ab".repeat(32)));
+    std::fs::write(&pinned, text).unwrap();
+    refused(pinned, "it is not the reviewed file", "i7.pem");
+    // URIs that are not http:// URIs.
+    refused(
+        token.issue(
+            "sign-csr",
+            "root.pem",
+            "root-2026",
+            "good.csr",
+            "path_len = 0\ncrl_distribution_point = \"http://crl example/x\"",
+            "i8.pem",
+        ),
+        "not an http:// URI",
+        "i8.pem",
+    );
+    // CRL serials: a duplicate (as openssl and as a person write it), zero.
+    let crl = |name: &str, serials: &[&str]| {
+        let entries: String = serials.iter().map(|s| format!("\n[[crl.revoked]]\nserial = \"{s}\"\nrevoked_at = \"2026-12-01T00:00:00Z\"\nreason = \"superseded\"\n")).collect();
+        token.write(name, &format!("[hsm]\nmodule = \"{MODULE}\"\ntoken_label = \"root-ca\"\n\n[issuer]\ncertificate = \"root.pem\"\nkey_label = \"root-2026\"\n\n[crl]\nnumber = 1\nthis_update = \"2026-12-02T00:00:00Z\"\nnext_update = \"2027-01-01T00:00:00Z\"\n{entries}\n[profile]\nmax_span_days = 90\n\n[outputs]\ncrl = \"{name}.pem\"\n"))
+    };
+    refused(crl("dup", &["8a01", "00:8A:01"]), "listed twice", "dup.pem");
+    refused(crl("zero", &["00"]), "is zero", "zero.pem");
+    assert_eq!(token.objects("root-ca"), objects, "the token changed");
+}
+
+#[test]
+fn shamir_shares_name_their_split_and_the_secret_is_never_shown() {
+    let token = Token::new(&[]);
+    let split = |secret: &str| {
+        let out = token
+            .ceremony()
+            .args(["shamir", "split", "-k", "2", "-n", "3", "--secret-fd", "0"])
+            .write_stdin(format!("{secret}\n"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    let a = split("123456");
+    let b = split("123456");
+    assert!(a[0].starts_with("cs2-") && a[0][4..20] != b[0][4..20], "each split has its own name");
+    // Combined into a command's standard input: the secret is not printed anywhere.
+    let out = token
+        .ceremony()
+        .args(["shamir", "combine", "--shares-fd", "0", "--", "sh", "-c", "cat > recovered"])
+        .write_stdin(format!("{}\n{}\n", a[0], a[2]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(token.path("recovered")).unwrap(), "123456\n");
+    let shown = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!shown.contains("123456") && !shown.contains(&a[0][..30]), "{shown}");
+    // Shares of two splits.
+    let out = token
+        .ceremony()
+        .args(["shamir", "combine", "--shares-fd", "0", "--print"])
+        .write_stdin(format!("{}\n{}\n", a[0], b[1]))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("object(s) labelled \"root-ec\"; labels are never reused")
-    );
-    assert!(!token.path("again.pub.pem").exists());
-
-    // An existing output file: refused before the HSM is touched (no new key).
-    std::fs::write(token.path("taken.pem"), b"keep me").unwrap();
-    let taken = token.key_config("taken.toml", "fresh", "ec-p256", "taken.pem");
-    let out = token.generate(&taken, PIN);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("taken.pem already exists"));
-    assert_eq!(std::fs::read(token.path("taken.pem")).unwrap(), b"keep me");
-
-    // A wrong PIN.
-    let fresh = token.key_config("fresh.toml", "fresh", "ec-p256", "fresh.pub.pem");
-    let out = token.generate(&fresh, "000000");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("the PIN is wrong"),
+        String::from_utf8_lossy(&out.stderr).contains("different splits"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!token.path("fresh.pub.pem").exists());
-
-    // An unknown configuration key, with its position.
-    let unknown = token.path("unknown.toml");
-    std::fs::write(
-        &unknown,
-        std::fs::read_to_string(&fresh).unwrap().replace("id = \"01\"", "id = \"01\"\nextractable = true"),
-    )
-    .unwrap();
-    let out = token.generate(&unknown, PIN);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unknown.toml:8:1: unknown field `extractable`"), "{stderr}");
-
-    assert_eq!(token.objects(), before, "the token changed");
-    // Every attempt is in the transcript, failures included.
-    let transcript = token.transcript();
-    assert_eq!(transcript.lines().count(), 5);
-    assert_eq!(transcript.lines().filter(|l| l.contains("\"outcome\":\"error:")).count(), 4);
-}
-
-#[test]
-fn shamir_split_and_combine_through_the_cli() {
-    let token = Token::new("unused");
+    // No destination: refused rather than printed by default.
     let out = token
         .ceremony()
-        .args(["shamir", "split", "-k", "3", "-n", "5", "--secret-fd", "0"])
-        .write_stdin("s3cret-PIN\n")
+        .args(["shamir", "combine", "--shares-fd", "0"])
+        .write_stdin(format!("{}\n{}\n", a[0], a[1]))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let shares: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
-    assert_eq!(shares.len(), 5);
-    let combine = |lines: &[&String]| {
-        token
-            .ceremony()
-            .args(["shamir", "combine"])
-            .write_stdin(lines.iter().map(|s| format!("{s}\n")).collect::<String>())
-            .output()
-            .unwrap()
-    };
-    let out = combine(&[&shares[4], &shares[0], &shares[2]]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "s3cret-PIN\n");
-    let out = combine(&[&shares[1], &shares[3]]);
-    assert!(!out.status.success());
-    assert!(
-        out.stdout.is_empty() && String::from_utf8_lossy(&out.stderr).contains("needs 3 different shares")
-    );
-    let mut typo = shares[1].clone();
-    let pos = typo.len() - 12;
-    let replacement = if &typo[pos..pos + 1] == "a" { "b" } else { "a" };
-    typo.replace_range(pos..pos + 1, replacement);
-    let out = combine(&[&shares[0], &typo, &shares[2]]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("share 2 (index 2) fails its checksum"));
-    // The secret never reaches the transcript.
-    assert!(!token.transcript().contains("s3cret"));
-}
-
-#[test]
-fn transcript_tampering_is_detected_and_named() {
-    let token = Token::new("root-ca");
-    for i in 0..3 {
-        let config =
-            token.key_config(&format!("k{i}.toml"), &format!("key-{i}"), "ec-p256", &format!("k{i}.pem"));
-        assert!(token.generate(&config, PIN).status.success());
-    }
-    let path = token.path("transcript.jsonl");
-    let original = std::fs::read_to_string(&path).unwrap();
-    let out = token.ceremony().args(["transcript", "verify"]).output().unwrap();
-    let report = String::from_utf8(out.stdout).unwrap();
-    let head = report.split("head sha256 ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-
-    let lines: Vec<&str> = original.lines().collect();
-    let cases = [
-        ("edited", original.replacen("k1.pem", "kX.pem", 1), "line 2 was edited"),
-        ("deleted", format!("{}\n{}\n", lines[0], lines[2]), "line 2 (seq 3)"),
-        ("swapped", format!("{}\n{}\n{}\n", lines[0], lines[2], lines[1]), "line 2 (seq 3)"),
-    ];
-    for (what, text, expected) in cases {
-        std::fs::write(&path, text).unwrap();
-        let out = token.ceremony().args(["transcript", "verify"]).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{what} not detected");
-        assert!(stderr.contains(expected), "{what}: {stderr}");
-    }
-    // A forged record appended with a correct chain: caught against the witnessed head.
-    std::fs::write(&path, &original).unwrap();
-    let config = token.key_config("forged.toml", "forged", "ec-p256", "forged.pem");
-    assert!(token.generate(&config, PIN).status.success());
-    let out = token.ceremony().args(["transcript", "verify", "--head", &head]).output().unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("records after line 3 were added"));
-}
-
-impl Token {
-    fn root_config(&self, name: &str, label: &str, not_after: &str, output: &str) -> PathBuf {
-        let path = self.path(name);
-        std::fs::write(
-            &path,
-            format!(
-                "[hsm]\nmodule = \"{MODULE}\"\ntoken_label = \"root-ca\"\n\n[key]\nlabel = \"{label}\"\n\n[subject]\ncommon_name = \"Rehearsal Root CA 2026\"\norganization = \"Example Bank\"\ncountry = \"CH\"\n\n[validity]\nnot_before = \"2026-12-01T00:00:00Z\"\nnot_after = \"{not_after}\"\n\n[profile]\nmax_validity_days = 7306\n\n[outputs]\ncertificate = \"{output}\"\n"
-            ),
-        )
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("123456"));
+    // Explicitly asked: printed.
+    let out = token
+        .ceremony()
+        .args(["shamir", "combine", "--shares-fd", "0", "--print"])
+        .write_stdin(format!("{}\n{}\n", a[1], a[2]))
+        .output()
         .unwrap();
-        path
-    }
-
-    fn run_step(&self, args: &[&str], config: &Path) -> std::process::Output {
-        self.ceremony()
-            .args(args)
-            .args(["--pin-fd", "0"])
-            .arg(config)
-            .write_stdin(format!("{PIN}\n"))
-            .output()
-            .unwrap()
-    }
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "123456\n");
 }
 
 #[test]
-fn root_certificates_are_signed_in_the_hsm_and_verify() {
-    let token = Token::new("root-ca");
-    for (label, key_type) in [("root-ec", "ec-p384"), ("root-rsa", "rsa-3072")] {
-        let keygen =
-            token.key_config(&format!("{label}-key.toml"), label, key_type, &format!("{label}.pub.pem"));
-        assert!(token.generate(&keygen, PIN).status.success());
-        let pem = format!("{label}.crt.pem");
-        let config = token.root_config(&format!("{label}-root.toml"), label, "2046-12-01T00:00:00Z", &pem);
-        let out = token.run_step(&["root"], &config);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let cert = token.path(&pem);
-        let text = openssl(&["x509", "-noout", "-text"], &cert);
-        assert!(text.contains("CA:TRUE"), "{text}");
-        assert!(text.contains("X509v3 Basic Constraints: critical"), "{text}");
-        assert!(
-            text.contains("X509v3 Key Usage: critical") && text.contains("Certificate Sign, CRL Sign"),
-            "{text}"
-        );
-        assert!(text.contains("X509v3 Subject Key Identifier"), "{text}");
-        assert!(
-            text.contains("Not Before: Dec  1 00:00:00 2026 GMT")
-                && text.contains("Not After : Dec  1 00:00:00 2046 GMT"),
-            "{text}"
-        );
-        // The certificate's key is the HSM key.
-        let cert_key = Command::new("openssl")
-            .args(["x509", "-noout", "-pubkey", "-in"])
-            .arg(&cert)
-            .output()
-            .unwrap()
-            .stdout;
-        assert_eq!(
-            String::from_utf8(cert_key).unwrap(),
-            std::fs::read_to_string(token.path(&format!("{label}.pub.pem"))).unwrap()
-        );
-        let verify = Command::new("openssl")
-            .args(["verify", "-attime", "1800000000", "-CAfile"])
-            .arg(&cert)
-            .arg(&cert)
+fn witnessed_heads_in_hex_or_words_are_checked_as_prefixes() {
+    let token = Token::new(&[]);
+    let mut heads = Vec::new();
+    for _ in 0..3 {
+        let out = token
+            .ceremony()
+            .args(["shamir", "split", "-k", "2", "-n", "2", "--secret-fd", "0"])
+            .write_stdin("x\n")
             .output()
             .unwrap();
-        assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let hex = stderr.lines().filter_map(|l| l.strip_prefix("  sha256 ")).next_back().unwrap().to_string();
+        let words_start = stderr.rfind("  words  ").unwrap() + 9;
+        let words: String = stderr[words_start..].split_whitespace().take(32).collect::<Vec<_>>().join(" ");
+        heads.push((hex, words));
     }
-}
-
-#[test]
-fn a_root_longer_than_the_profile_allows_is_refused_before_signing() {
-    let token = Token::new("root-ca");
-    let keygen = token.key_config("key.toml", "root-ec", "ec-p256", "root.pub.pem");
-    assert!(token.generate(&keygen, PIN).status.success());
-    let config = token.root_config("long.toml", "root-ec", "2066-12-01T00:00:00Z", "long.pem");
-    let out = token.run_step(&["root"], &config);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("the profile allows at most 7306"), "{stderr}");
-    assert!(!token.path("long.pem").exists());
-}
-
-fn write(token: &Token, name: &str, text: &str) -> PathBuf {
-    let path = token.path(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn hsm_section() -> String {
-    format!("[hsm]\nmodule = \"{MODULE}\"\ntoken_label = \"root-ca\"\n")
-}
-
-/// Key, root, an intermediate from an openssl CSR, and a CRL revoking it; openssl verifies all.
-#[test]
-fn full_rehearsal_root_intermediate_and_crl_verify_with_openssl() {
-    let token = Token::new("root-ca");
-    let keygen = token.key_config("1-key.toml", "root-2026", "ec-p384", "root.pub.pem");
-    assert!(token.generate(&keygen, PIN).status.success());
-    let root = token.root_config("2-root.toml", "root-2026", "2046-12-01T00:00:00Z", "root.pem");
-    assert!(token.run_step(&["root"], &root).status.success());
-
-    let csr = token.path("intermediate.csr");
-    let out = Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout"])
-        .arg(token.path("intermediate.key"))
-        .arg("-out")
-        .arg(&csr)
-        .args([
-            "-subj",
-            "/C=CH/O=Example Bank/CN=Rehearsal Intermediate CA 1",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE,pathlen:5",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-
-    let sign = write(
-        &token,
-        "3-sign.toml",
-        &format!(
-            "{}\n[issuer]\ncertificate = \"root.pem\"\nkey_label = \"root-2026\"\n\n[csr]\npath = \"intermediate.csr\"\n\n[validity]\nnot_before = \"2026-12-01T00:00:00Z\"\nnot_after = \"2031-12-01T00:00:00Z\"\n\n[profile]\nmax_validity_days = 1827\npath_len = 0\ncrl_distribution_point = \"http://crl.example.invalid/root-2026.crl\"\nauthority_info_access = \"http://ca.example.invalid/root-2026.crt\"\n\n[outputs]\ncertificate = \"intermediate.pem\"\n",
-            hsm_section()
-        ),
-    );
-    let out = token.run_step(&["sign-csr"], &sign);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let intermediate = token.path("intermediate.pem");
-    let text = openssl(&["x509", "-noout", "-text"], &intermediate);
-    assert!(text.contains("CA:TRUE, pathlen:0"), "the profile, not the CSR, sets the path length: {text}");
+    let verify = |args: &[&str]| token.ceremony().args(["transcript", "verify"]).args(args).output().unwrap();
+    let last_words = &heads[2].1;
+    assert!(verify(&["--head", last_words]).status.success(), "the PGP words witnesses wrote down");
     assert!(
-        text.contains("crl.example.invalid/root-2026.crl")
-            && text.contains("CA Issuers - URI:http://ca.example.invalid/root-2026.crt"),
-        "{text}"
+        verify(&["--head", &heads[0].0, "--head", &heads[2].0]).status.success(),
+        "heads written along the way"
     );
-    assert!(text.contains("X509v3 Authority Key Identifier"), "{text}");
-    let verify = Command::new("openssl")
-        .args(["verify", "-attime", "1800000000", "-CAfile"])
-        .arg(token.path("root.pem"))
-        .arg(&intermediate)
-        .output()
-        .unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
-
-    let serial = openssl(&["x509", "-noout", "-serial"], &intermediate)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_lowercase();
-    let crl = write(
-        &token,
-        "4-crl.toml",
-        &format!(
-            "{}\n[issuer]\ncertificate = \"root.pem\"\nkey_label = \"root-2026\"\n\n[crl]\nnumber = 1\nthis_update = \"2027-01-01T00:00:00Z\"\nnext_update = \"2027-07-01T00:00:00Z\"\n\n[[crl.revoked]]\nserial = \"{serial}\"\nrevoked_at = \"2026-12-15T00:00:00Z\"\nreason = \"key_compromise\"\n\n[profile]\nmax_span_days = 366\n\n[outputs]\ncrl = \"root.crl.pem\"\n",
-            hsm_section()
-        ),
+    let out = verify(&["--head", &heads[0].0]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2 record(s) follow the last witnessed head"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let out = token.run_step(&["crl"], &crl);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let crl_out = Command::new("openssl")
-        .args(["crl", "-noout", "-text", "-verify", "-CAfile"])
-        .arg(token.path("root.pem"))
-        .arg("-in")
-        .arg(token.path("root.crl.pem"))
-        .output()
+    assert!(verify(&["--head", &heads[0].0, "--prefix"]).status.success());
+    // A transcript rewritten consistently from the start no longer holds the witnessed head.
+    let text = token.transcript();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let mut forged = first.clone();
+    forged["time"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(token.path("transcript.jsonl"), format!("{}\n", serde_json::to_string(&forged).unwrap()))
         .unwrap();
-    let crl_text =
-        String::from_utf8_lossy(&crl_out.stdout).to_string() + &String::from_utf8_lossy(&crl_out.stderr);
-    assert!(crl_out.status.success() && crl_text.contains("verify OK"), "{crl_text}");
-    assert!(crl_text.to_lowercase().contains(&serial) && crl_text.contains("Key Compromise"), "{crl_text}");
-
-    // The private keys are sensitive and never extractable, and the transcript holds every step.
-    let objects = token.objects();
-    assert!(objects.contains("never extractable") && objects.contains("sensitive"), "{objects}");
-    token
-        .ceremony()
-        .args(["transcript", "verify"])
-        .assert()
-        .success()
-        .stdout(predicates::str::contains("4 records, chain intact"));
+    assert!(verify(&[]).status.success(), "a keyless chain cannot tell");
+    let out = verify(&["--head", &heads[0].0]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a head of this transcript"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
+/// The README's rehearsal, exactly as written, with this build's `ceremony` on PATH.
 #[test]
-fn a_csr_with_a_broken_signature_is_refused() {
-    let token = Token::new("root-ca");
-    let keygen = token.key_config("1-key.toml", "root-2026", "ec-p256", "root.pub.pem");
-    assert!(token.generate(&keygen, PIN).status.success());
-    let root = token.root_config("2-root.toml", "root-2026", "2046-12-01T00:00:00Z", "root.pem");
-    assert!(token.run_step(&["root"], &root).status.success());
-    let csr = token.path("bad.csr");
-    let out = Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout"])
-        .arg(token.path("bad.key"))
-        .arg("-outform")
-        .arg("DER")
-        .arg("-out")
-        .arg(token.path("bad.der"))
-        .args(["-subj", "/CN=Tampered"])
+fn the_readme_rehearsal_runs_as_written() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let start = readme
+        .find("`make test` runs this block exactly as written:")
+        .expect("the rehearsal is in the README");
+    let block = readme[start..].split("```sh\n").nth(1).unwrap().split("\n```").next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_ceremony")).parent().unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(block)
+        .current_dir(dir.path())
+        .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+        .env_remove("CEREMONY_TRANSCRIPT")
         .output()
         .unwrap();
-    assert!(out.status.success());
-    // Flip a bit in the signature (the last bytes of the DER).
-    let mut der = std::fs::read(token.path("bad.der")).unwrap();
-    let last = der.len() - 3;
-    der[last] ^= 0x01;
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
-    std::fs::write(
-        &csr,
-        format!("-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n"),
-    )
-    .unwrap();
-    let before = token.objects();
-    let sign = write(
-        &token,
-        "3-sign.toml",
-        &format!(
-            "{}\n[issuer]\ncertificate = \"root.pem\"\nkey_label = \"root-2026\"\n\n[csr]\npath = \"bad.csr\"\n\n[validity]\nnot_before = \"2026-12-01T00:00:00Z\"\nnot_after = \"2027-12-01T00:00:00Z\"\n\n[profile]\nmax_validity_days = 1827\npath_len = 0\n\n[outputs]\ncertificate = \"bad.pem\"\n",
-            hsm_section()
-        ),
+    assert!(
+        out.status.success(),
+        "the README's rehearsal failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    let out = token.run_step(&["sign-csr"], &sign);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("the CSR's signature does not verify"), "{stderr}");
-    assert!(!token.path("bad.pem").exists());
-    assert_eq!(token.objects(), before);
+    for file in ["root-2026.pem", "intermediate.pem"] {
+        pkilint(&dir.path().join(file), false);
+    }
+    pkilint(&dir.path().join("root-2026.crl.pem"), true);
+    let objects = std::fs::read_to_string(dir.path().join("objects.txt")).unwrap();
+    assert!(objects.contains("CKO_PRIVATE_KEY"), "the combined PIN logged in: {objects}");
 }
