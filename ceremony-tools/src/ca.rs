@@ -56,6 +56,96 @@ pub struct Outcome {
     pub outputs: Vec<Written>,
 }
 
+/// The steps a step file drives, by the name the command line and a plan give them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    KeyGenerate,
+    Root,
+    SignCsr,
+    Cross,
+    Request,
+    Crl,
+}
+
+/// What a step file says its step reads and writes, and the token it uses: known before
+/// anything runs, so a plan can check its files before the HSM is touched.
+#[derive(Debug, Clone)]
+pub struct StepFiles {
+    pub reads: Vec<PathBuf>,
+    pub writes: Vec<PathBuf>,
+    pub hsm: HsmSection,
+}
+
+impl Step {
+    pub const ALL: [Step; 6] =
+        [Step::KeyGenerate, Step::Root, Step::SignCsr, Step::Cross, Step::Request, Step::Crl];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::KeyGenerate => "key generate",
+            Step::Root => "root",
+            Step::SignCsr => "sign-csr",
+            Step::Cross => "cross",
+            Step::Request => "request",
+            Step::Crl => "crl",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    pub fn run(self, access: &HsmAccess<'_>, config: &Path) -> Result<Outcome> {
+        match self {
+            Step::KeyGenerate => key_generate(access, config),
+            Step::Root => root(access, config),
+            Step::SignCsr => sign_csr(access, config),
+            Step::Cross => cross(access, config),
+            Step::Request => request(access, config),
+            Step::Crl => crl(access, config),
+        }
+    }
+
+    /// Parse `text` (the step file at `origin`) as this step's and say what it reads and writes.
+    pub fn files(self, text: &str, origin: &Path) -> Result<StepFiles> {
+        let issuer_reads = |issuer: &config::IssuerSection| {
+            std::iter::once(issuer.certificate.clone())
+                .chain(issuer.chain.iter().cloned())
+                .collect::<Vec<_>>()
+        };
+        Ok(match self {
+            Step::KeyGenerate => {
+                let c: config::KeyGenerateConfig = config::parse(text, origin)?;
+                StepFiles { reads: vec![], writes: vec![c.outputs.public_key], hsm: c.hsm }
+            }
+            Step::Root => {
+                let c: config::RootConfig = config::parse(text, origin)?;
+                StepFiles { reads: vec![], writes: vec![c.outputs.certificate], hsm: c.hsm }
+            }
+            Step::SignCsr => {
+                let c: config::SignCsrConfig = config::parse(text, origin)?;
+                let mut reads = issuer_reads(&c.issuer);
+                reads.push(c.csr.path);
+                StepFiles { reads, writes: vec![c.outputs.certificate], hsm: c.hsm }
+            }
+            Step::Cross => {
+                let c: config::CrossConfig = config::parse(text, origin)?;
+                let mut reads = issuer_reads(&c.issuer);
+                reads.push(c.subject.certificate);
+                StepFiles { reads, writes: vec![c.outputs.certificate], hsm: c.hsm }
+            }
+            Step::Request => {
+                let c: config::RequestConfig = config::parse(text, origin)?;
+                StepFiles { reads: vec![], writes: vec![c.outputs.csr], hsm: c.hsm }
+            }
+            Step::Crl => {
+                let c: config::CrlConfig = config::parse(text, origin)?;
+                StepFiles { reads: issuer_reads(&c.issuer), writes: vec![c.outputs.crl], hsm: c.hsm }
+            }
+        })
+    }
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
 }

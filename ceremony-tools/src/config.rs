@@ -294,7 +294,7 @@ pub fn check_outputs(paths: &[&Path]) -> anyhow::Result<()> {
 
 /// Read an input file whose SHA-256 the step pins, if it does.
 pub fn read_pinned(path: &Path, pinned: Option<&str>) -> anyhow::Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let bytes = read_regular(path)?;
     if let Some(expected) = pinned {
         let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         if !actual.eq_ignore_ascii_case(expected.trim()) {
@@ -307,17 +307,49 @@ pub fn read_pinned(path: &Path, pinned: Option<&str>) -> anyhow::Result<Vec<u8>>
     Ok(bytes)
 }
 
-/// Create an output with O_EXCL: never overwrite, even if it appeared since the check.
+/// A path a plan or step file names: relative, without `.` or `..`, so that it means the same
+/// file in the plan's directory and in the work directory, and cannot leave either.
+pub fn plain_relative(text: &str, what: &str) -> anyhow::Result<PathBuf> {
+    let plain = !text.contains('\\')
+        && !text.chars().any(char::is_control)
+        && text.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+    if !plain {
+        anyhow::bail!("{what} {text:?} must be a relative path without `.`, `..`, `//` or a trailing `/`");
+    }
+    Ok(PathBuf::from(text))
+}
+
+/// Read a file only if it is a regular file (opened without blocking, then checked, so a FIFO
+/// or device named as an input cannot hang or feed the tool).
+pub fn read_regular(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = ceremony_os_media::open_regular(path).map_err(|e| anyhow::anyhow!("cannot read {e}"))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    Ok(bytes)
+}
+
+/// Create an output that did not exist: written and synced under a temporary name in the same
+/// directory, then linked to its name only if that name is still free. A failure leaves no
+/// file behind, and nothing is ever overwritten.
 pub fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut file = tempfile::Builder::new()
+        .prefix(".ceremony-partial-")
+        .tempfile_in(parent)
+        .map_err(|e| anyhow::anyhow!("cannot create a file in {}: {e}", parent.display()))?;
+    // Certificates, CRLs and public keys are public: readable by all, like a file made under the
+    // usual umask.
+    use std::os::unix::fs::PermissionsExt;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(bytes))
+        .and_then(|()| file.as_file().sync_all())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    file.persist_noclobber(path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {}", path.display(), e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]

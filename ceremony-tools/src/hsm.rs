@@ -87,6 +87,28 @@ impl Hsm {
         Ok(*slot)
     }
 
+    /// Initialize a token labelled `label` in a free slot, with `pin` as its user PIN and a random
+    /// SO PIN nobody keeps: for a rehearsal's throwaway SoftHSM only (`plan run --dry-run`).
+    pub fn init_rehearsal_token(&self, label: &str, pin: &str) -> Result<()> {
+        let mut free = None;
+        for slot in self.ctx.get_slots_with_token()? {
+            if !self.ctx.get_token_info(slot)?.token_initialized() {
+                free = Some(slot);
+                break;
+            }
+        }
+        let slot = free.context("the rehearsal HSM has no free slot")?;
+        let mut so = [0u8; 16];
+        getrandom::getrandom(&mut so).context("the system's random number generator failed")?;
+        let so_pin = AuthPin::from(hex::encode(so));
+        self.ctx.init_token(slot, &so_pin, label).with_context(|| format!("initializing token {label:?}"))?;
+        let session = self.ctx.open_rw_session(slot)?;
+        session.login(UserType::So, Some(&so_pin))?;
+        session.init_pin(&AuthPin::from(pin.to_string()))?;
+        session.logout()?;
+        Ok(())
+    }
+
     /// A read-write session logged in as the user.
     pub fn login(&self, slot: Slot, pin: &str) -> Result<Session> {
         let session = self.ctx.open_rw_session(slot)?;

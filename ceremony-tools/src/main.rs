@@ -5,14 +5,19 @@
 
 mod ca;
 mod config;
+mod export;
 mod hsm;
+mod plan;
+mod recorded;
 mod shamir;
 mod transcript;
 mod x509;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use std::collections::BTreeMap;
+use recorded::{render_error, show_digest};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -88,6 +93,14 @@ enum Command {
     /// k-of-n secret sharing (for example a token PIN among keyholders).
     #[command(subcommand)]
     Shamir(ShamirCommand),
+    /// A ceremony plan: the reviewed list of steps, run in order with witness checkpoints.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Write what the ceremony made (every output the transcript records, checked against its
+    /// digest, the transcript, and a SHA256SUMS of them) to a USB stick as a FAT file system,
+    /// read it back from the stick and compare, and show the digests for the witnesses. Run it
+    /// in the work directory; the stick is overwritten from its first byte.
+    Export(ExportArgs),
     /// The transcript.
     #[command(subcommand)]
     Transcript(TranscriptCommand),
@@ -154,6 +167,55 @@ struct CombineArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum PlanCommand {
+    /// Check a plan without touching an HSM: the digests of its step files and pinned inputs,
+    /// that every step file parses, that every file a step reads is pinned or made by an
+    /// earlier step; print the steps.
+    Check {
+        /// The plan file (TOML: [plan] title, then [[step]] entries).
+        plan: PathBuf,
+    },
+    /// Run a plan in the current directory (the work directory): everything is checked first,
+    /// the plan's files are copied here from the checked bytes, then each step runs and is
+    /// recorded in the transcript. Stops at the first failure or unconfirmed checkpoint.
+    Run(PlanRunArgs),
+}
+
+#[derive(Args, Debug)]
+struct PlanRunArgs {
+    /// The plan file (on the material disc).
+    plan: PathBuf,
+    /// Continue after the last step the transcript shows completed.
+    #[arg(long)]
+    resume: bool,
+    /// Rehearse: run the same plan against throwaway SoftHSM tokens made for this run (with the
+    /// PINs given now), whatever HSM the step files name. Records are marked as a rehearsal.
+    #[arg(long, conflicts_with = "resume")]
+    dry_run: bool,
+    /// Read the witnesses' answers at checkpoints from this file descriptor (one line each)
+    /// instead of the terminal.
+    #[arg(long, value_name = "FD")]
+    confirm_fd: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["device", "image"])))]
+struct ExportArgs {
+    /// The USB stick (a block device such as /dev/sdb): refused if mounted or in use.
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<PathBuf>,
+    /// Write a new image file instead of a device.
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
+    /// The FAT volume label.
+    #[arg(long, default_value = "CEREMONY")]
+    label: String,
+    /// Print the result as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
 enum TranscriptCommand {
     /// Check the chain (naming the first broken record) and the heads the witnesses wrote down,
     /// as hex or PGP words, in the order they were written: each must be a head of this
@@ -180,94 +242,68 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes, each said once.
-fn render_error(error: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if out.contains(text.trim()) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
-}
-
 fn run(cli: &Cli) -> Result<ExitCode> {
-    let (name, config) = match &cli.command {
+    let step = match &cli.command {
         Command::Transcript(TranscriptCommand::Verify { head, prefix }) => {
             verify_transcript(&cli.transcript, head, *prefix)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Hsm(_) => ("hsm list", None),
-        Command::Key(KeyCommand::Generate { config }) => ("key generate", Some(config)),
-        Command::Root { config } => ("root", Some(config)),
-        Command::SignCsr { config } => ("sign-csr", Some(config)),
-        Command::Cross { config } => ("cross", Some(config)),
-        Command::Request { config } => ("request", Some(config)),
-        Command::Crl { config } => ("crl", Some(config)),
-        Command::Shamir(ShamirCommand::Split(_)) => ("shamir split", None),
-        Command::Shamir(ShamirCommand::Combine(_)) => ("shamir combine", None),
+        Command::Plan(PlanCommand::Check { plan }) => {
+            let plan = plan::load(plan)?;
+            plan::check(&plan)?;
+            print!("{}", plan::describe(&plan));
+            show_digest(&format!("plan {}", plan.path.display()), &plan.sha256);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Plan(PlanCommand::Run(args)) => return run_plan(cli, args),
+        Command::Export(args) => return export(cli, args),
+        Command::Hsm(_) => None,
+        Command::Key(KeyCommand::Generate { config }) => Some((ca::Step::KeyGenerate, config)),
+        Command::Root { config } => Some((ca::Step::Root, config)),
+        Command::SignCsr { config } => Some((ca::Step::SignCsr, config)),
+        Command::Cross { config } => Some((ca::Step::Cross, config)),
+        Command::Request { config } => Some((ca::Step::Request, config)),
+        Command::Crl { config } => Some((ca::Step::Crl, config)),
+        Command::Shamir(_) => None,
+    };
+    let name = match (&cli.command, step) {
+        (_, Some((step, _))) => step.name(),
+        (Command::Hsm(_), _) => "hsm list",
+        (Command::Shamir(ShamirCommand::Split(_)), _) => "shamir split",
+        _ => "shamir combine",
     };
     // The gate: nothing happens unless the transcript opens and verifies.
-    let transcript = transcript::Transcript::open(&cli.transcript)
+    let mut transcript = transcript::Transcript::open(&cli.transcript)
         .with_context(|| format!("the transcript {} (nothing was done)", cli.transcript.display()))?;
-    let pin = |token: &str| read_pin(cli, token);
+    let pins = Pins::new(cli.pin_fd);
+    let pin = |token: &str| pins.get(token);
     let access = ca::HsmAccess {
         module: cli.module.as_deref(),
         pin: &pin,
         allow_final_pin_try: cli.allow_final_pin_try,
     };
     let mut handoff = None;
-    let result: Result<ca::Outcome> = match &cli.command {
-        Command::Hsm(HsmCommand::List { login, token }) => {
+    let result: Result<ca::Outcome> = match (&cli.command, step) {
+        (_, Some((step, config))) => step.run(&access, config),
+        (Command::Hsm(HsmCommand::List { login, token }), _) => {
             ca::list(&access, if *login { token.as_deref() } else { None }).and_then(|listing| {
                 write!(std::io::stdout(), "{listing}")?;
                 Ok(ca::Outcome::default())
             })
         }
-        Command::Key(_) => ca::key_generate(&access, config.expect("has a step file")),
-        Command::Root { .. } => ca::root(&access, config.expect("has a step file")),
-        Command::SignCsr { .. } => ca::sign_csr(&access, config.expect("has a step file")),
-        Command::Cross { .. } => ca::cross(&access, config.expect("has a step file")),
-        Command::Request { .. } => ca::request(&access, config.expect("has a step file")),
-        Command::Crl { .. } => ca::crl(&access, config.expect("has a step file")),
-        Command::Shamir(ShamirCommand::Split(args)) => shamir_split(args),
-        Command::Shamir(ShamirCommand::Combine(args)) => shamir_combine(args).map(|(outcome, secret)| {
-            handoff = secret;
-            outcome
-        }),
-        Command::Transcript(_) => unreachable!("handled above"),
+        (Command::Shamir(ShamirCommand::Split(args)), _) => read_secret(args)
+            .and_then(|secret| shamir::split_to_stdout(secret.as_bytes(), args.threshold, args.shares)),
+        (Command::Shamir(ShamirCommand::Combine(args)), _) => {
+            shamir_combine(args).map(|(outcome, secret)| {
+                handoff = secret;
+                outcome
+            })
+        }
+        _ => unreachable!("every other command returned above"),
     };
-    let (outcome, status) = match &result {
-        Ok(outcome) => (outcome, "ok".to_string()),
-        Err(e) => (&ca::Outcome::default(), format!("error: {}", render_error(e))),
-    };
-    for written in &outcome.outputs {
-        show_digest(
-            &format!("{} written to {}", written.what, written.path.display()),
-            &ca::sha256_hex(&written.der),
-        );
-    }
-    let record = transcript::Record {
-        seq: 0,
-        prev: String::new(),
-        time: now_utc(),
-        command: name.into(),
-        config_sha256: outcome.config_sha256.clone(),
-        inputs: outcome.inputs.clone(),
-        outputs: outcome
-            .outputs
-            .iter()
-            .map(|w| (w.path.display().to_string(), ca::sha256_hex(&w.der)))
-            .collect::<BTreeMap<_, _>>(),
-        outcome: status,
-    };
-    let head = transcript.append(record).context("appending to the transcript")?;
-    show_digest(&format!("transcript {} head", cli.transcript.display()), &head);
+    recorded::record(&mut transcript, name, None, &result)?;
+    // The command the secret goes to may be `ceremony` itself, which takes the transcript's lock.
+    drop(transcript);
     result?;
     match (handoff, &cli.command) {
         (Some(secret), Command::Shamir(ShamirCommand::Combine(args))) => {
@@ -277,21 +313,224 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     }
 }
 
-/// A digest for people: hex, then PGP words.
-fn show_digest(title: &str, hex: &str) {
-    eprintln!(
-        "{title}\n  sha256 {hex}\n  words  {}",
-        ceremony_os_pgpwords::format_hex(hex).replace('\n', "\n         ")
-    );
+/// Set only in the process `plan run --dry-run` starts with its throwaway SoftHSM configuration:
+/// the directory holding it.
+const REHEARSAL_ENV: &str = "CEREMONY_REHEARSAL_HSM";
+const SOFTHSM_MODULES: [&str; 2] =
+    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"];
+
+fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
+    let rehearsal_dir = std::env::var_os(REHEARSAL_ENV).map(PathBuf::from);
+    if args.dry_run && rehearsal_dir.is_none() {
+        return rehearse();
+    }
+    let rehearsal = args.dry_run;
+    let plan = plan::load(&args.plan)?;
+    show_digest(&format!("plan {}: {}", plan.path.display(), plan.title), &plan.sha256);
+    // The gate: nothing happens unless the transcript opens and verifies.
+    let mut transcript = transcript::Transcript::open(&cli.transcript)
+        .with_context(|| format!("the transcript {} (nothing was done)", cli.transcript.display()))?;
+    let prepared = (|| {
+        let done = plan::progress(&plan, transcript.records(), rehearsal)?;
+        if done > 0 && !args.resume {
+            bail!(
+                "the transcript shows steps 1..{done} of this plan completed; give --resume to continue after step {done}"
+            );
+        }
+        let checked = plan::check(&plan)?;
+        for (output, step) in &checked.made_by {
+            if *step >= done && std::fs::symlink_metadata(output).is_ok() {
+                bail!(
+                    "{} already exists in the work directory; step {} would write it",
+                    output.display(),
+                    step + 1
+                );
+            }
+        }
+        plan::stage(&checked, Path::new("."))?;
+        Ok((done, checked))
+    })();
+    let (done, checked) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            let plan_ref =
+                transcript::PlanRef { sha256: plan.sha256.clone(), step: "(check)".into(), rehearsal };
+            let refused: Result<ca::Outcome> = Err(e);
+            recorded::record(&mut transcript, "plan", Some(plan_ref), &refused)?;
+            return refused.map(|_| ExitCode::FAILURE);
+        }
+    };
+    if done == plan.steps.len() {
+        eprintln!("every step of the plan is already done");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pins = Pins::new(cli.pin_fd);
+    let pin = |token: &str| pins.get(token);
+    let module = match (&rehearsal_dir, &cli.module) {
+        (Some(_), Some(module)) => Some(module.clone()),
+        (Some(_), None) => Some(
+            SOFTHSM_MODULES
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+                .context("a rehearsal needs SoftHSM (libsofthsm2.so), which is not installed")?,
+        ),
+        (None, module) => module.clone(),
+    };
+    if rehearsal {
+        let module = module.as_deref().expect("set above");
+        let hsm = hsm::Hsm::open(module)?;
+        for token in plan::tokens(&plan, &checked) {
+            eprintln!("rehearsal: a throwaway token {token:?} in SoftHSM");
+            hsm.init_rehearsal_token(&token, &pins.get(&token)?)?;
+        }
+    }
+    let access =
+        ca::HsmAccess { module: module.as_deref(), pin: &pin, allow_final_pin_try: cli.allow_final_pin_try };
+    let answers = Lines::new(args.confirm_fd);
+    let confirm = |question: &str| answers.ask(question).map(|a| a.trim().eq_ignore_ascii_case("yes"));
+    plan::run(
+        &plan,
+        &checked,
+        done,
+        &mut transcript,
+        &plan::Run { access: &access, confirm: &confirm, rehearsal },
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
-/// The laptop's clock, for the transcript only (the record says when the step happened).
-fn now_utc() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    ceremony_os_definition::Timestamp::from_unix(secs).to_string()
+/// `plan run --dry-run`: make a throwaway SoftHSM configuration and token directory, run this
+/// same command with it (SoftHSM reads its configuration from the environment when it loads),
+/// and remove it afterwards.
+fn rehearse() -> Result<ExitCode> {
+    let dir = tempfile::Builder::new()
+        .prefix("ceremony-rehearsal-")
+        .tempdir()
+        .context("cannot create a scratch directory")?;
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).with_context(|| format!("cannot create {}", tokens.display()))?;
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .with_context(|| format!("cannot write {}", conf.display()))?;
+    let exe = std::env::current_exe().context("cannot find this program to run the rehearsal")?;
+    let status = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("SOFTHSM2_CONF", &conf)
+        .env(REHEARSAL_ENV, dir.path())
+        .status()
+        .context("cannot start the rehearsal")?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}
+
+fn export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode> {
+    export::check_label(&args.label)?;
+    let target = match (&args.device, &args.image) {
+        (Some(device), None) => export::Target::Device(device.clone()),
+        (None, Some(image)) => export::Target::Image(image.clone()),
+        _ => unreachable!("clap requires exactly one"),
+    };
+    let collected = export::collect(&cli.transcript)?;
+    let written = export::write(&collected, &target, &args.label)?;
+    let sums_sha256 = ca::sha256_hex(collected.sums.as_bytes());
+    let (export::Target::Device(path) | export::Target::Image(path)) = &target;
+    if args.json {
+        let files: BTreeMap<&String, String> =
+            collected.files.iter().map(|(name, bytes)| (name, ca::sha256_hex(bytes))).collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "target": path, "label": args.label, "files": files,
+                "sha256sums_sha256": sums_sha256, "volume_sha256": written.sha256, "volume_bytes": written.bytes,
+                "read_back": "match",
+            })
+        );
+    } else {
+        print!("{}", collected.sums);
+        eprintln!("MATCH: {} read back holds the export ({} bytes)", path.display(), written.bytes);
+    }
+    show_digest("SHA256SUMS on the stick", &sums_sha256);
+    show_digest("the stick's file system", &written.sha256);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// PINs, asked once per token: from the terminal, or one line per token, in the order the
+/// tokens are first used, from --pin-fd.
+struct Pins {
+    lines: Lines,
+    cache: RefCell<BTreeMap<String, Zeroizing<String>>>,
+}
+
+impl Pins {
+    fn new(fd: Option<u32>) -> Pins {
+        Pins { lines: Lines::new(fd), cache: RefCell::new(BTreeMap::new()) }
+    }
+
+    fn get(&self, token: &str) -> Result<Zeroizing<String>> {
+        if let Some(pin) = self.cache.borrow().get(token) {
+            return Ok(pin.clone());
+        }
+        let pin = match self.lines.fd {
+            Some(fd) => {
+                let line = self.lines.next("PIN")?;
+                if line.is_empty() {
+                    bail!("the PIN for token {token:?} read from file descriptor {fd} is empty");
+                }
+                line
+            }
+            None => rpassword::prompt_password(format!("PIN for token {token:?}: "))
+                .map(Zeroizing::new)
+                .context("no terminal to ask for the PIN on: use --pin-fd")?,
+        };
+        self.cache.borrow_mut().insert(token.to_string(), pin.clone());
+        Ok(pin)
+    }
+}
+
+/// Lines read from a file descriptor (all of it, the first time one is needed), or asked on the
+/// terminal.
+struct Lines {
+    fd: Option<u32>,
+    read: RefCell<Option<VecDeque<Zeroizing<String>>>>,
+}
+
+impl Lines {
+    fn new(fd: Option<u32>) -> Lines {
+        Lines { fd, read: RefCell::new(None) }
+    }
+
+    fn next(&self, what: &str) -> Result<Zeroizing<String>> {
+        let fd = self.fd.context("no file descriptor")?;
+        let mut read = self.read.borrow_mut();
+        if read.is_none() {
+            *read = Some(read_fd_lines(fd, what)?.into());
+        }
+        read.as_mut()
+            .and_then(VecDeque::pop_front)
+            .with_context(|| format!("file descriptor {fd} has no more lines for the {what}"))
+    }
+
+    /// An answer: the next line from the descriptor, or a line typed on the terminal.
+    fn ask(&self, question: &str) -> Result<String> {
+        eprint!("{question}");
+        if self.fd.is_some() {
+            let answer = self.next("answers")?.to_string();
+            eprintln!("{answer}");
+            return Ok(answer);
+        }
+        let tty = std::fs::File::open("/dev/tty").context("no terminal to ask on: use --confirm-fd")?;
+        let mut answer = String::new();
+        std::io::BufReader::new(tty).read_line(&mut answer)?;
+        Ok(answer)
+    }
 }
 
 fn read_fd_lines(fd: u32, what: &str) -> Result<Vec<Zeroizing<String>>> {
@@ -305,51 +544,22 @@ fn read_fd_lines(fd: u32, what: &str) -> Result<Vec<Zeroizing<String>>> {
     Ok(lines)
 }
 
-fn read_fd_line(fd: u32, what: &str) -> Result<Zeroizing<String>> {
-    let first = read_fd_lines(fd, what)?.into_iter().next().unwrap_or_default();
-    if first.is_empty() {
-        bail!("the {what} read from file descriptor {fd} is empty");
+fn read_secret(args: &SplitArgs) -> Result<Zeroizing<String>> {
+    if let Some(fd) = args.secret_fd {
+        let secret = Lines::new(Some(fd)).next("secret")?;
+        if secret.is_empty() {
+            bail!("the secret read from file descriptor {fd} is empty");
+        }
+        return Ok(secret);
+    }
+    let first = Zeroizing::new(
+        rpassword::prompt_password("secret to split: ").context("no terminal: use --secret-fd")?,
+    );
+    let again = Zeroizing::new(rpassword::prompt_password("the same secret again: ")?);
+    if first != again {
+        bail!("the two entries differ");
     }
     Ok(first)
-}
-
-fn read_pin(cli: &Cli, token: &str) -> Result<Zeroizing<String>> {
-    match cli.pin_fd {
-        Some(fd) => read_fd_line(fd, "PIN"),
-        None => rpassword::prompt_password(format!("PIN for token {token:?}: "))
-            .map(Zeroizing::new)
-            .context("no terminal to ask for the PIN on: use --pin-fd"),
-    }
-}
-
-fn shamir_split(args: &SplitArgs) -> Result<ca::Outcome> {
-    let secret = match args.secret_fd {
-        Some(fd) => read_fd_line(fd, "secret")?,
-        None => {
-            let first = Zeroizing::new(
-                rpassword::prompt_password("secret to split: ").context("no terminal: use --secret-fd")?,
-            );
-            let again = Zeroizing::new(rpassword::prompt_password("the same secret again: ")?);
-            if first != again {
-                bail!("the two entries differ");
-            }
-            first
-        }
-    };
-    let mut split_id = [0u8; 8];
-    getrandom::getrandom(&mut split_id).context("the system's random number generator failed")?;
-    let shares = shamir::split(secret.as_bytes(), args.threshold, args.shares, split_id)?;
-    let mut out = std::io::stdout();
-    for share in &shares {
-        writeln!(out, "{}", share.to_text())?;
-    }
-    eprintln!(
-        "{} shares of split {} written, one per line; any {} recover the secret",
-        shares.len(),
-        hex::encode(split_id),
-        args.threshold
-    );
-    Ok(ca::Outcome::default())
 }
 
 /// Read and combine the shares; the secret is returned to be handed on, never shown unless

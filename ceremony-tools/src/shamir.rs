@@ -18,6 +18,7 @@
 
 use blahaj::{Share, Sharks};
 use sha2::{Digest, Sha256};
+use std::io::Write;
 
 const PREFIX: &str = "cs2";
 const CHECK_CONTEXT: &[u8] = b"ceremony-share-v2";
@@ -110,12 +111,15 @@ fn tag(split: &[u8; 8], secret: &[u8]) -> [u8; TAG_LEN] {
     h.finalize()[..TAG_LEN].try_into().expect("8 bytes")
 }
 
+/// Whether `k` of `n` shares is a sharing this module makes: 2 <= k <= n <= 255.
+pub fn check_parameters(k: u32, n: u32) -> Result<(), ShamirError> {
+    if !(2..=255).contains(&k) || k > n || n > 255 { Err(ShamirError::Parameters { k, n }) } else { Ok(()) }
+}
+
 /// Split `secret` into `n` shares, any `k` of which recover it. `split` names the dealing (8
 /// random bytes).
 pub fn split(secret: &[u8], k: u32, n: u32, split: [u8; 8]) -> Result<Vec<TextShare>, ShamirError> {
-    if !(2..=255).contains(&k) || k > n || n > 255 {
-        return Err(ShamirError::Parameters { k, n });
-    }
+    check_parameters(k, n)?;
     if secret.is_empty() {
         return Err(ShamirError::EmptySecret);
     }
@@ -157,6 +161,26 @@ fn full_degree(shares: &[Share], k: u8) -> bool {
 fn share_from(x: u8, y: &[u8]) -> Share {
     let bytes = [&[x][..], y].concat();
     Share::try_from(bytes.as_slice()).expect("a share has an index and at least one byte")
+}
+
+/// Split `secret` with a fresh random split id and print the shares on standard output, one per
+/// line (for the keyholders to copy); say on standard error which split they belong to.
+pub fn split_to_stdout(secret: &[u8], k: u32, n: u32) -> anyhow::Result<crate::ca::Outcome> {
+    use anyhow::Context;
+    let mut split_id = [0u8; 8];
+    getrandom::getrandom(&mut split_id).context("the system's random number generator failed")?;
+    let shares = split(secret, k, n, split_id)?;
+    let mut out = std::io::stdout();
+    for share in &shares {
+        writeln!(out, "{}", share.to_text())?;
+    }
+    out.flush()?;
+    eprintln!(
+        "{} shares of split {} written, one per line; any {k} recover the secret",
+        shares.len(),
+        hex::encode(split_id)
+    );
+    Ok(crate::ca::Outcome::default())
 }
 
 /// Recover the secret from at least k valid shares of one split, and check it.

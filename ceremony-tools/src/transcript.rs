@@ -37,6 +37,20 @@ pub struct Record {
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
     pub outcome: String,
+    /// The plan step this record is, when the command ran from a plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanRef>,
+}
+
+/// Which plan (by the SHA-256 of its file) and which of its steps a record is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRef {
+    pub sha256: String,
+    pub step: String,
+    /// Run against a throwaway SoftHSM token (`plan run --dry-run`), not the ceremony's HSM.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rehearsal: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -167,7 +181,7 @@ pub fn verify_heads(
 pub struct Transcript {
     path: std::path::PathBuf,
     file: std::fs::File,
-    records: u64,
+    records: Vec<Record>,
     head: String,
 }
 
@@ -194,20 +208,31 @@ impl Transcript {
             });
         }
         let (records, head) = verify_text(&text)?;
-        Ok(Transcript { path: path.to_path_buf(), file, records: records.len() as u64, head })
+        Ok(Transcript { path: path.to_path_buf(), file, records, head })
     }
 
-    /// Append a record; return the new head.
-    pub fn append(mut self, mut record: Record) -> Result<String, TranscriptError> {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The records, verified when the transcript was opened, and those appended since.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// Append a record (its seq and prev are set here); return the new head.
+    pub fn append(&mut self, mut record: Record) -> Result<String, TranscriptError> {
         let io = |e: std::io::Error| TranscriptError::Io(format!("{}: {e}", self.path.display()));
-        record.seq = self.records + 1;
-        record.prev = std::mem::take(&mut self.head);
+        record.seq = self.records.len() as u64 + 1;
+        record.prev = self.head.clone();
         let line = serde_json::to_string(&record).expect("a record serializes");
         self.file
             .write_all(format!("{line}\n").as_bytes())
             .and_then(|()| self.file.sync_all())
             .map_err(io)?;
-        Ok(line_hash(&line))
+        self.head = line_hash(&line);
+        self.records.push(record);
+        Ok(self.head.clone())
     }
 }
 
@@ -225,6 +250,7 @@ mod tests {
             inputs: BTreeMap::new(),
             outputs: BTreeMap::from([("root.pem".to_string(), "ab".repeat(32))]),
             outcome: "ok".into(),
+            plan: None,
         }
     }
 
@@ -333,7 +359,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("\"root\"", "\"r00t\"")).unwrap();
         assert!(matches!(
-            Transcript::open(&path).and_then(|t| t.append(record("x"))),
+            Transcript::open(&path).and_then(|mut t| t.append(record("x"))),
             Err(TranscriptError::Chain { line: 3, .. })
         ));
     }

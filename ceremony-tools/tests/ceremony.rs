@@ -742,33 +742,187 @@ fn witnessed_heads_in_hex_or_words_are_checked_as_prefixes() {
 }
 
 /// The README's rehearsal, exactly as written, with this build's `ceremony` on PATH.
-#[test]
-fn the_readme_rehearsal_runs_as_written() {
+/// The `n`th ```sh block after `marker` in the README.
+fn readme_block(marker: &str, n: usize) -> String {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
-    let start = readme
-        .find("`make test` runs this block exactly as written:")
-        .expect("the rehearsal is in the README");
-    let block = readme[start..].split("```sh\n").nth(1).unwrap().split("\n```").next().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let start = readme.find(marker).unwrap_or_else(|| panic!("{marker:?} is in the README"));
+    readme[start..].split("```sh\n").nth(n).unwrap().split("\n```").next().unwrap().to_string()
+}
+
+/// Run a README block with bash in `dir`, `ceremony` on the PATH; its output on failure.
+fn run_block(block: &str, dir: &Path, what: &str) -> String {
     let bin = Path::new(env!("CARGO_BIN_EXE_ceremony")).parent().unwrap();
     let out = Command::new("bash")
         .arg("-c")
         .arg(block)
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
         .env_remove("CEREMONY_TRANSCRIPT")
+        .env_remove("SOFTHSM2_CONF")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "the README's rehearsal failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    text
+}
+
+#[test]
+fn the_readme_rehearsal_runs_as_written() {
+    let block = readme_block("`make test` runs this block exactly as written:", 1);
+    let dir = tempfile::tempdir().unwrap();
+    run_block(&block, dir.path(), "the README's rehearsal");
     for file in ["root-2026.pem", "intermediate.pem"] {
         pkilint(&dir.path().join(file), false);
     }
     pkilint(&dir.path().join("root-2026.crl.pem"), true);
     let objects = std::fs::read_to_string(dir.path().join("objects.txt")).unwrap();
     assert!(objects.contains("CKO_PRIVATE_KEY"), "the combined PIN logged in: {objects}");
+}
+
+const DAY: &str = "## A ceremony day";
+
+/// The README's material folder (plan, step files, CSR) made in `dir`; returns the plan.
+fn readme_material(dir: &Path) -> PathBuf {
+    run_block(&readme_block(DAY, 1), dir, "the README's plan");
+    dir.join("material/plan.toml")
+}
+
+fn transcript_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn the_readme_ceremony_day_runs_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = readme_material(dir.path());
+    run_block(&readme_block(DAY, 2), dir.path(), "the README's rehearsal and its check");
+    let checked = dir.path().join("checked");
+    for file in ["root-2026.pem", "issuing.pem"] {
+        pkilint(&checked.join(file), false);
+    }
+    pkilint(&checked.join("root-2026.crl.pem"), true);
+    // dosfstools' checker finds nothing to repair on the exported file system.
+    let fsck = Command::new("fsck.fat").arg("-n").arg(dir.path().join("rehearsal.img")).output().unwrap();
+    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    // Every record on the stick is a rehearsal step of this plan, all six completed in order.
+    let plan_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&plan).unwrap()));
+    let records = transcript_records(&checked.join("ceremony-transcript.jsonl"));
+    let steps: Vec<&str> = records.iter().map(|r| r["plan"]["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        steps,
+        ["root-key", "root-certificate", "witness-root", "issuing-ca", "first-crl", "pin-shares"]
+    );
+    for record in &records {
+        assert_eq!(
+            (record["plan"]["sha256"].as_str(), record["plan"]["rehearsal"].as_bool()),
+            (Some(&*plan_sha), Some(true))
+        );
+        assert_eq!(record["outcome"], "ok");
+    }
+    let shares = std::fs::read_to_string(dir.path().join("rehearsal/shares.txt")).unwrap();
+    assert_eq!(shares.lines().filter(|l| l.starts_with("cs2-")).count(), 3, "{shares}");
+}
+
+/// `plan run` in the token's directory (the work directory) with the PIN on fd 3 and the
+/// witnesses' answers on fd 4.
+fn plan_run(token: &Token, plan: &Path, extra: &[&str], answers: &str) -> (bool, String) {
+    let answers_file = token.write("answers.txt", answers);
+    let pin_file = token.write("pin.txt", &format!("{PIN}\n"));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("exec \"$@\" --pin-fd 3 --confirm-fd 4 3< \"$PIN_FILE\" 4< \"$ANSWERS\"")
+        .arg("bash")
+        .arg(env!("CARGO_BIN_EXE_ceremony"))
+        .args(["plan", "run"])
+        .arg(plan)
+        .args(extra)
+        .env("PIN_FILE", &pin_file)
+        .env("ANSWERS", &answers_file)
+        .env("SOFTHSM2_CONF", &token.conf)
+        .env("CEREMONY_TRANSCRIPT", token.path("transcript.jsonl"))
+        .current_dir(token.dir.path())
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_plan_refuses_swapped_files_before_the_hsm_and_resumes_after_its_last_step() {
+    let token = Token::new(&["root-ca"]);
+    let plan = readme_material(token.dir.path());
+    let material = plan.parent().unwrap().to_path_buf();
+    let empty = token.objects("root-ca");
+
+    // A CSR swapped on the material disc, or a step file edited after review: refused before
+    // any HSM session, nothing written, the refusal recorded.
+    let swapped = token.path("swapped");
+    std::fs::create_dir_all(swapped.join("steps")).unwrap();
+    for file in
+        ["plan.toml", "steps/1-key.toml", "steps/2-root.toml", "steps/3-issuing.toml", "steps/4-crl.toml"]
+    {
+        std::fs::copy(material.join(file), swapped.join(file)).unwrap();
+    }
+    openssl_csr(
+        &token,
+        "other",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=Example Issuing CA 2026",
+    );
+    std::fs::copy(token.path("other.csr"), swapped.join("issuing.csr")).unwrap();
+    let (ok, stderr) = plan_run(&token, &swapped.join("plan.toml"), &[], "yes\n");
+    assert!(
+        !ok && stderr.contains("issuing.csr has SHA-256") && stderr.contains("not the reviewed file"),
+        "{stderr}"
+    );
+    std::fs::copy(material.join("issuing.csr"), swapped.join("issuing.csr")).unwrap();
+    std::fs::write(
+        swapped.join("steps/4-crl.toml"),
+        std::fs::read_to_string(material.join("steps/4-crl.toml"))
+            .unwrap()
+            .replace("number = 1", "number = 2"),
+    )
+    .unwrap();
+    let (ok, stderr) = plan_run(&token, &swapped.join("plan.toml"), &[], "yes\n");
+    assert!(!ok && stderr.contains("step file") && stderr.contains("4-crl.toml"), "{stderr}");
+    assert_eq!(token.objects("root-ca"), empty, "the HSM was used");
+    for output in ["root-2026.pub.pem", "root-2026.pem", "issuing.pem"] {
+        assert!(!token.path(output).exists(), "{output} was written");
+    }
+    let records = transcript_records(&token.path("transcript.jsonl"));
+    assert_eq!(records.len(), 2);
+    assert!(
+        records
+            .iter()
+            .all(|r| r["plan"]["step"] == "(check)" && r["outcome"].as_str().unwrap().starts_with("error"))
+    );
+
+    // The witnesses do not confirm: the plan stops after the two steps before the checkpoint.
+    let (ok, stderr) = plan_run(&token, &plan, &[], "no\n");
+    assert!(!ok && stderr.contains("the witnesses did not confirm"), "{stderr}");
+    assert!(token.path("root-2026.pem").exists() && !token.path("issuing.pem").exists());
+    // Running it again from the start is refused; a rehearsal in this directory too.
+    let (ok, stderr) = plan_run(&token, &plan, &[], "yes\n");
+    assert!(!ok && stderr.contains("give --resume to continue after step 2"), "{stderr}");
+    let (ok, stderr) = plan_run(&token, &plan, &["--dry-run"], "yes\n");
+    assert!(!ok && stderr.contains("holds a real run of this plan"), "{stderr}");
+
+    // A certificate replaced in the work directory is caught at the checkpoint, and by export.
+    let root = std::fs::read(token.path("root-2026.pem")).unwrap();
+    std::fs::copy(token.path("other.csr"), token.path("root-2026.pem")).unwrap();
+    let (ok, stderr) = plan_run(&token, &plan, &["--resume"], "yes\n");
+    assert!(!ok && stderr.contains("root-2026.pem does not have the digest its step recorded"), "{stderr}");
+    let out = token.ceremony().args(["export", "--image"]).arg(token.path("x.img")).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("it was replaced"));
+    assert!(!token.path("x.img").exists(), "a refused export left an image");
+
+    // Restored, the plan resumes after step 2 and completes with one key on the token.
+    std::fs::write(token.path("root-2026.pem"), root).unwrap();
+    let (ok, stderr) = plan_run(&token, &plan, &["--resume"], "yes\n");
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("== step 3 of 6") && !stderr.contains("== step 2 of 6"), "{stderr}");
+    token.openssl_ok(&["verify", "-attime", VALID_AT, "-CAfile", "root-2026.pem", "issuing.pem"]);
+    assert_eq!(token.objects("root-ca").matches("Private Key Object").count(), 1);
+    let (ok, stderr) = plan_run(&token, &plan, &["--resume"], "");
+    assert!(ok && stderr.contains("every step of the plan is already done"), "{stderr}");
+    token.ceremony().args(["transcript", "verify"]).assert().success();
 }

@@ -12,6 +12,8 @@ pub enum BuildError {
     Tree(#[from] ceremony_os_tree::TreeError),
     #[error(transparent)]
     Store(#[from] ceremony_os_store::StoreError),
+    #[error(transparent)]
+    Media(#[from] ceremony_os_media::MediaError),
     #[error("refusing to remove {}: file systems are still mounted inside it: {}", path.display(), mounts.join(", "))]
     Mounted { path: PathBuf, mounts: Vec<String> },
     #[error("the build needs root (mmdebstrap in root mode, chroot and namespaces); run it as root")]

@@ -11,7 +11,6 @@
 mod cache;
 mod compiler;
 mod error;
-mod fat;
 mod image_root;
 mod normalize;
 mod outputs;

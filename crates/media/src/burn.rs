@@ -10,7 +10,7 @@
 //! synced. Then the first ISO-size bytes of the device are read back and hashed: a CD-R read-back
 //! carries padding after the image, so only the prefix is compared.
 
-use crate::{MediaError, sha256_prefix};
+use crate::MediaError;
 use ceremony_os_runner::Runner;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileTypeExt;
@@ -298,7 +298,7 @@ pub struct ReadBack {
 }
 
 pub fn read_back(plan: &BurnPlan) -> Result<ReadBack, MediaError> {
-    let (sha256, bytes_read) = sha256_prefix(&plan.device, Some(plan.iso_size))?;
+    let (sha256, bytes_read) = crate::sha256_from_medium(&plan.device, plan.iso_size)?;
     Ok(ReadBack { sha256, bytes_read })
 }
 

@@ -1,8 +1,10 @@
 //! Discs for the ceremony: the material disc (a reproducible data ISO of a folder, with a
-//! `SHA256SUMS` inside) and burning any ISO to a CD-R or USB stick with read-back verification.
+//! `SHA256SUMS` inside), burning any ISO to a CD-R or USB stick with read-back verification,
+//! reproducible FAT images, and what a device is used for.
 
 pub mod burn;
 pub mod device;
+pub mod fat;
 pub mod material;
 
 use sha2::{Digest, Sha256};
@@ -43,6 +45,19 @@ pub fn open_regular(path: &Path) -> Result<std::fs::File, MediaError> {
         });
     }
     Ok(file)
+}
+
+/// SHA-256 (hex) of the first `len` bytes `path` holds on its medium, and how many bytes were
+/// read: what was written is synced and the kernel's cached pages of the file or device are
+/// dropped first, so the bytes are read from the device rather than from memory.
+pub fn sha256_from_medium(path: &Path, len: u64) -> Result<(String, u64), MediaError> {
+    let file = std::fs::File::open(path).map_err(|e| MediaError::io(path, e))?;
+    file.sync_all().map_err(|e| MediaError::io(path, e))?;
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)
+        .map_err(|e| MediaError::io(path, e.into()))?;
+    let mut hasher = Sha256::new();
+    let n = std::io::copy(&mut file.take(len), &mut hasher).map_err(|e| MediaError::io(path, e))?;
+    Ok((hex::encode(hasher.finalize()), n))
 }
 
 /// SHA-256 (hex) of the first `limit` bytes of `path` (all of it if `None`), and how many bytes

@@ -136,7 +136,7 @@ pub(crate) fn run(
             .output()?;
         let efi_bytes = std::fs::read(&efi_binary).map_err(|e| BuildError::io(&efi_binary, e))?;
         write(&tree.join("EFI/BOOT/BOOTX64.EFI"), &efi_bytes)?;
-        crate::fat::write_fat_image(
+        ceremony_os_media::fat::write_fat_image(
             &tree.join("boot/grub/efi.img"),
             inputs.fat_label,
             &[("EFI/BOOT/BOOTX64.EFI", efi_bytes)],

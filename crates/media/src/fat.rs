@@ -1,9 +1,9 @@
-//! The EFI system partition image (FAT), written directly so that every byte is a function of
-//! its inputs: volume serial derived from SOURCE_DATE_EPOCH, every directory entry stamped with
-//! SOURCE_DATE_EPOCH's date, files added in sorted order. (mtools stamps directories it creates
-//! with the current time, whatever SOURCE_DATE_EPOCH says.)
+//! FAT images written directly so that every byte is a function of the inputs: the volume serial
+//! and every directory entry's date come from one given time, files are added in sorted order.
+//! The build uses it for the EFI system partition image, the ceremony tool for the export stick.
+//! (mtools stamps directories it creates with the current time, whatever SOURCE_DATE_EPOCH says.)
 
-use crate::error::BuildError;
+use crate::MediaError;
 use std::io::Write;
 use std::path::Path;
 
@@ -19,15 +19,16 @@ impl fatfs::TimeProvider for FixedTime {
     }
 }
 
-/// Write a FAT image at `path` holding `files` (FAT path such as `EFI/BOOT/BOOTX64.EFI`, and the
-/// bytes), sized to fit with at least 256 KiB to spare, rounded up to 1 MiB.
+/// Write a FAT image at `path` (a new file) holding `files` (FAT path such as
+/// `EFI/BOOT/BOOTX64.EFI`, and the bytes), stamped with `epoch` (Unix seconds), sized to fit
+/// with at least 256 KiB to spare, rounded up to 1 MiB.
 pub fn write_fat_image(
     path: &Path,
     label: &str,
     files: &[(&str, Vec<u8>)],
     epoch: i64,
-) -> Result<(), BuildError> {
-    let io = |e: std::io::Error| BuildError::io(path, e);
+) -> Result<(), MediaError> {
+    let io = |e: std::io::Error| MediaError::io(path, e);
     let payload: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
     let size = (payload + 256 * 1024).div_ceil(1 << 20).max(2) << 20;
     let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io)?;

@@ -1,0 +1,635 @@
+//! Ceremony plans: one reviewed TOML file that lists the ceremony's steps in order. Each HSM step
+//! names its step file and that file's SHA-256, and pins the SHA-256 of every input the step
+//! reads that the ceremony does not make itself (a CSR, an issuer certificate from an earlier
+//! ceremony). Checkpoints show digests to the witnesses and wait for their confirmation; a
+//! Shamir step splits a token's PIN among keyholders.
+//!
+//! Running a plan: the plan and everything it names are checked first (digests, step files,
+//! what each step reads and writes), before any HSM session; the files are copied, from the
+//! bytes that were checked, into the work directory (the current directory), where the steps
+//! run. Every step is recorded in the transcript with the plan's digest and the step's id, so a
+//! stopped plan resumes after its last completed step (`--resume`); before a step reads a file
+//! an earlier step made, the file must still have the digest that step recorded.
+
+use crate::ca::{HsmAccess, Outcome, Step, StepFiles};
+use crate::transcript::{PlanRef, Record};
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    plan: RawHeader,
+    #[serde(default)]
+    step: Vec<RawStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeader {
+    title: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    id: String,
+    run: String,
+    #[serde(default)]
+    say: Option<String>,
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    inputs: BTreeMap<String, String>,
+    #[serde(default)]
+    show: Vec<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    threshold: Option<u32>,
+    #[serde(default)]
+    shares: Option<u32>,
+}
+
+/// What a plan step does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// An HSM step driven by a step file whose SHA-256 is pinned, with the inputs it reads from
+    /// outside the ceremony pinned too.
+    Hsm { step: Step, file: PathBuf, sha256: String, inputs: BTreeMap<PathBuf, String> },
+    /// Show the digests of these files (and the transcript head) and wait for the witnesses.
+    Checkpoint { show: Vec<PathBuf> },
+    /// Split the PIN of `token` into `shares` shares, any `threshold` of which recover it.
+    ShamirSplit { token: String, threshold: u32, shares: u32 },
+}
+
+impl Action {
+    pub fn command(&self) -> &'static str {
+        match self {
+            Action::Hsm { step, .. } => step.name(),
+            Action::Checkpoint { .. } => "checkpoint",
+            Action::ShamirSplit { .. } => "shamir split",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanStep {
+    pub id: String,
+    /// What the administrator reads aloud.
+    pub say: Option<String>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub path: PathBuf,
+    /// Every file the plan names is relative to the plan's directory.
+    pub dir: PathBuf,
+    pub sha256: String,
+    pub title: String,
+    pub steps: Vec<PlanStep>,
+}
+
+fn sha256_field(text: &str, what: &str) -> Result<String> {
+    let lower = text.trim().to_ascii_lowercase();
+    if lower.len() != 64 || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{what} {text:?} is not a SHA-256 (64 hex digits)");
+    }
+    Ok(lower)
+}
+
+/// Parse a plan's text. `origin` names it in errors; `dir` is its directory.
+pub fn parse(text: &str, origin: &Path, dir: &Path) -> Result<Plan> {
+    let raw: RawPlan = crate::config::parse(text, origin)?;
+    if raw.plan.title.trim().is_empty() {
+        bail!("{}: plan.title is empty", origin.display());
+    }
+    if raw.step.is_empty() {
+        bail!("{}: the plan has no [[step]]", origin.display());
+    }
+    let mut ids = BTreeSet::new();
+    let mut steps = Vec::new();
+    for (i, r) in raw.step.into_iter().enumerate() {
+        let at = format!("{}: step {} ({:?})", origin.display(), i + 1, r.id);
+        if r.id.is_empty() || !r.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            bail!("{at}: id must be lower-case letters, digits and '-'");
+        }
+        if !ids.insert(r.id.clone()) {
+            bail!("{at}: another step has this id");
+        }
+        let unexpected = |field: &str, present: bool| -> Result<()> {
+            if present {
+                Err(anyhow!("{at}: `{field}` does not belong to a {:?} step", r.run))
+            } else {
+                Ok(())
+            }
+        };
+        let action = match r.run.as_str() {
+            "checkpoint" => {
+                for (field, present) in [
+                    ("file", r.file.is_some()),
+                    ("sha256", r.sha256.is_some()),
+                    ("inputs", !r.inputs.is_empty()),
+                    ("token", r.token.is_some()),
+                    ("threshold", r.threshold.is_some()),
+                    ("shares", r.shares.is_some()),
+                ] {
+                    unexpected(field, present)?;
+                }
+                let show = r
+                    .show
+                    .iter()
+                    .map(|s| crate::config::plain_relative(s, "show"))
+                    .collect::<Result<Vec<_>>>()
+                    .with_context(|| at.clone())?;
+                Action::Checkpoint { show }
+            }
+            "shamir split" => {
+                for (field, present) in [
+                    ("file", r.file.is_some()),
+                    ("sha256", r.sha256.is_some()),
+                    ("inputs", !r.inputs.is_empty()),
+                    ("show", !r.show.is_empty()),
+                ] {
+                    unexpected(field, present)?;
+                }
+                let (Some(token), Some(threshold), Some(shares)) = (r.token.clone(), r.threshold, r.shares)
+                else {
+                    bail!("{at}: a shamir split step needs token, threshold and shares");
+                };
+                crate::shamir::check_parameters(threshold, shares).with_context(|| at.clone())?;
+                Action::ShamirSplit { token, threshold, shares }
+            }
+            other => {
+                let Some(step) = Step::from_name(other) else {
+                    bail!(
+                        "{at}: run = {other:?} is not a step; one of {}, checkpoint, shamir split",
+                        Step::ALL.map(Step::name).join(", ")
+                    );
+                };
+                for (field, present) in [
+                    ("show", !r.show.is_empty()),
+                    ("token", r.token.is_some()),
+                    ("threshold", r.threshold.is_some()),
+                    ("shares", r.shares.is_some()),
+                ] {
+                    unexpected(field, present)?;
+                }
+                let (Some(file), Some(sha256)) = (&r.file, &r.sha256) else {
+                    bail!("{at}: a {other} step needs `file` (its step file) and `sha256` (that file's)");
+                };
+                let file = crate::config::plain_relative(file, "file").with_context(|| at.clone())?;
+                let sha256 = sha256_field(sha256, "sha256").with_context(|| at.clone())?;
+                let mut inputs = BTreeMap::new();
+                for (path, digest) in &r.inputs {
+                    inputs.insert(
+                        crate::config::plain_relative(path, "inputs").with_context(|| at.clone())?,
+                        sha256_field(digest, &format!("inputs.{path:?}")).with_context(|| at.clone())?,
+                    );
+                }
+                Action::Hsm { step, file, sha256, inputs }
+            }
+        };
+        steps.push(PlanStep { id: r.id, say: r.say, action });
+    }
+    Ok(Plan {
+        path: origin.to_path_buf(),
+        dir: dir.to_path_buf(),
+        sha256: crate::ca::sha256_hex(text.as_bytes()),
+        title: raw.plan.title,
+        steps,
+    })
+}
+
+/// Read and parse the plan file.
+pub fn load(path: &Path) -> Result<Plan> {
+    let bytes = crate::config::read_regular(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow!("{}: not UTF-8 text", path.display()))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    parse(&text, path, dir)
+}
+
+/// How far the transcript says this plan got: the number of steps completed, in order.
+pub fn progress(plan: &Plan, records: &[Record], rehearsal: bool) -> Result<usize> {
+    let mut done = 0;
+    for record in records {
+        // Only completed steps count: a refused or failed attempt changed nothing.
+        let Some(r) = record.plan.as_ref().filter(|r| r.sha256 == plan.sha256 && record.outcome == "ok")
+        else {
+            continue;
+        };
+        if r.rehearsal != rehearsal {
+            bail!(
+                "the transcript holds a {} of this plan (record {}); a {} needs its own work directory and transcript",
+                if r.rehearsal { "rehearsal" } else { "real run" },
+                record.seq,
+                if rehearsal { "rehearsal" } else { "real run" },
+            );
+        }
+        match plan.steps.get(done) {
+            Some(step) if step.id == r.step => done += 1,
+            _ => bail!(
+                "transcript record {} completes step {:?} of this plan out of order (after {done} completed steps)",
+                record.seq,
+                r.step
+            ),
+        }
+    }
+    Ok(done)
+}
+
+/// The outputs completed steps of this plan recorded: path -> SHA-256 of the DER.
+fn recorded_outputs(plan: &Plan, records: &[Record]) -> BTreeMap<PathBuf, String> {
+    let mut outputs = BTreeMap::new();
+    for record in records {
+        if record.outcome == "ok" && record.plan.as_ref().is_some_and(|r| r.sha256 == plan.sha256) {
+            for (path, digest) in &record.outputs {
+                outputs.insert(PathBuf::from(path), digest.clone());
+            }
+        }
+    }
+    outputs
+}
+
+/// A plan checked against its files: what every HSM step reads and writes, and the bytes of
+/// every file the plan names (step files and pinned inputs), as checked.
+#[derive(Debug)]
+pub struct Checked {
+    /// For each step, its step file's reading (HSM steps only).
+    pub files: Vec<Option<StepFiles>>,
+    /// Files to place in the work directory: relative path -> bytes.
+    pub staged: BTreeMap<PathBuf, Vec<u8>>,
+    /// Which step writes each output.
+    pub made_by: BTreeMap<PathBuf, usize>,
+}
+
+/// Read `path` in the plan's directory and check its digest.
+fn read_checked(plan: &Plan, path: &Path, expected: &str, what: &str) -> Result<Vec<u8>> {
+    let full = plan.dir.join(path);
+    let bytes = crate::config::read_regular(&full)?;
+    let actual = crate::ca::sha256_hex(&bytes);
+    if actual != expected {
+        bail!(
+            "{what} {} has SHA-256 {actual}, the plan says {expected}: it is not the reviewed file (nothing was done)",
+            full.display()
+        );
+    }
+    Ok(bytes)
+}
+
+/// Remember a plan file's checked bytes; a path named twice must carry the same bytes.
+fn stage_once(staged: &mut BTreeMap<PathBuf, Vec<u8>>, path: &Path, bytes: Vec<u8>, at: &str) -> Result<()> {
+    match staged.get(path) {
+        Some(existing) if *existing != bytes => {
+            bail!("{at}: {} is named twice with different digests", path.display())
+        }
+        _ => {
+            staged.insert(path.to_path_buf(), bytes);
+            Ok(())
+        }
+    }
+}
+
+/// Check everything the plan names, before any HSM session: step files and pinned inputs have
+/// their digests, step files parse, every file a step reads is pinned or made by an earlier
+/// step, no output is written twice or collides with a plan file, and every checkpoint shows a
+/// file the ceremony has.
+pub fn check(plan: &Plan) -> Result<Checked> {
+    let mut staged: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
+    let mut made_by: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut files = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        let at = format!("step {} ({:?})", i + 1, step.id);
+        match &step.action {
+            Action::Hsm { step: kind, file, sha256, inputs } => {
+                let bytes = read_checked(plan, file, sha256, "step file").with_context(|| at.clone())?;
+                let text = String::from_utf8(bytes.clone())
+                    .map_err(|_| anyhow!("{at}: {} is not UTF-8", file.display()))?;
+                let reading = kind.files(&text, &plan.dir.join(file)).with_context(|| at.clone())?;
+                stage_once(&mut staged, file, bytes, &at)?;
+                for read in &reading.reads {
+                    let read =
+                        crate::config::plain_relative(&read.display().to_string(), "a file the step reads")
+                            .with_context(|| format!("{at}: {}", file.display()))?;
+                    if let Some(expected) = inputs.get(&read) {
+                        let bytes =
+                            read_checked(plan, &read, expected, "input").with_context(|| at.clone())?;
+                        stage_once(&mut staged, &read, bytes, &at)?;
+                    } else if !made_by.contains_key(&read) {
+                        bail!(
+                            "{at}: {} reads {}, which no earlier step makes: pin it in the step's inputs with its SHA-256",
+                            file.display(),
+                            read.display()
+                        );
+                    }
+                }
+                for pinned in inputs.keys() {
+                    if !reading.reads.iter().any(|r| r == pinned) {
+                        bail!(
+                            "{at}: inputs names {}, which {} does not read",
+                            pinned.display(),
+                            file.display()
+                        );
+                    }
+                }
+                for write in &reading.writes {
+                    let write = crate::config::plain_relative(&write.display().to_string(), "an output")
+                        .with_context(|| format!("{at}: {}", file.display()))?;
+                    if let Some(earlier) = made_by.insert(write.clone(), i) {
+                        bail!("{at}: {} is also written by step {}", write.display(), earlier + 1);
+                    }
+                }
+                files.push(Some(reading));
+            }
+            Action::Checkpoint { show } => {
+                for path in show {
+                    if !made_by.contains_key(path) && !staged.contains_key(path) {
+                        bail!("{at}: shows {}, which no earlier step makes or pins", path.display());
+                    }
+                }
+                files.push(None);
+            }
+            Action::ShamirSplit { .. } => files.push(None),
+        }
+    }
+    for output in made_by.keys() {
+        if staged.contains_key(output) {
+            bail!("{} is both a plan file and an output", output.display());
+        }
+    }
+    Ok(Checked { files, staged, made_by })
+}
+
+/// Place the checked plan files in the work directory: written from the checked bytes, or,
+/// when already there (the plan's own directory, or a resumed run), compared with them.
+pub fn stage(checked: &Checked, workdir: &Path) -> Result<()> {
+    for (path, bytes) in &checked.staged {
+        let target = workdir.join(path);
+        match std::fs::symlink_metadata(&target) {
+            Ok(_) => {
+                let present = crate::config::read_regular(&target)?;
+                if present != *bytes {
+                    bail!(
+                        "{} is in the work directory but is not the plan's file (nothing was done)",
+                        target.display()
+                    );
+                }
+            }
+            Err(_) => {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
+                }
+                crate::config::write_new(&target, bytes)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a run's PINs and confirmations come from, and how to reach the HSM.
+pub struct Run<'a> {
+    pub access: &'a HsmAccess<'a>,
+    /// Ask the witnesses; `Ok(true)` when they confirm.
+    pub confirm: &'a dyn Fn(&str) -> Result<bool>,
+    pub rehearsal: bool,
+}
+
+/// Run the plan's steps after the first `done`, each recorded in the transcript; stop at the
+/// first that fails.
+pub fn run(
+    plan: &Plan,
+    checked: &Checked,
+    done: usize,
+    transcript: &mut crate::transcript::Transcript,
+    run: &Run<'_>,
+) -> Result<()> {
+    let total = plan.steps.len();
+    for (i, step) in plan.steps.iter().enumerate().skip(done) {
+        eprintln!("\n== step {} of {total}: {} ({})", i + 1, step.id, step.action.command());
+        if let Some(say) = &step.say {
+            eprintln!("   {say}");
+        }
+        let outputs = recorded_outputs(plan, transcript.records());
+        let result = match &step.action {
+            Action::Hsm { step: kind, file, .. } => {
+                check_inputs(checked, i, &outputs).and_then(|()| kind.run(run.access, file))
+            }
+            Action::Checkpoint { show } => {
+                checkpoint(checked, show, &outputs, transcript.records(), run.confirm)
+            }
+            Action::ShamirSplit { token, threshold, shares } => (run.access.pin)(token)
+                .and_then(|pin| crate::shamir::split_to_stdout(pin.as_bytes(), *threshold, *shares)),
+        };
+        let plan_ref =
+            PlanRef { sha256: plan.sha256.clone(), step: step.id.clone(), rehearsal: run.rehearsal };
+        crate::recorded::record(transcript, step.action.command(), Some(plan_ref), &result)?;
+        result.with_context(|| format!("step {} ({}) failed; the plan stopped there", i + 1, step.id))?;
+    }
+    eprintln!("\nall {total} steps of the plan are done");
+    Ok(())
+}
+
+/// Before an HSM step: every file it reads still has the digest it was checked with (pinned
+/// inputs) or that the step which made it recorded (the DER inside the PEM).
+fn check_inputs(checked: &Checked, index: usize, outputs: &BTreeMap<PathBuf, String>) -> Result<()> {
+    let Some(Some(files)) = checked.files.get(index) else { return Ok(()) };
+    for read in &files.reads {
+        if let Some(bytes) = checked.staged.get(read) {
+            if crate::config::read_regular(read)? != *bytes {
+                bail!("{} changed since the plan was checked (nothing was done)", read.display());
+            }
+        } else {
+            let expected = outputs.get(read).with_context(|| {
+                format!(
+                    "{} is made by step {}, which the transcript does not show completed",
+                    read.display(),
+                    checked.made_by.get(read).map_or(0, |s| s + 1)
+                )
+            })?;
+            let actual = crate::ca::sha256_hex(&der_of(read)?);
+            if actual != *expected {
+                bail!(
+                    "{} has SHA-256 {actual} (DER), the transcript recorded {expected} when it was made: it was replaced (nothing was done)",
+                    read.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The DER inside a PEM file (the digest printed and recorded for outputs).
+fn der_of(path: &Path) -> Result<Vec<u8>> {
+    let bytes = crate::config::read_regular(path)?;
+    let block = ::pem::parse(&bytes).map_err(|e| anyhow!("{}: not PEM: {e}", path.display()))?;
+    Ok(block.contents().to_vec())
+}
+
+fn checkpoint(
+    checked: &Checked,
+    show: &[PathBuf],
+    outputs: &BTreeMap<PathBuf, String>,
+    records: &[Record],
+    confirm: &dyn Fn(&str) -> Result<bool>,
+) -> Result<Outcome> {
+    let mut inputs = BTreeMap::new();
+    for path in show {
+        let digest = if checked.staged.contains_key(path) {
+            crate::ca::sha256_hex(&crate::config::read_regular(path)?)
+        } else {
+            let actual = crate::ca::sha256_hex(&der_of(path)?);
+            if outputs.get(path) != Some(&actual) {
+                bail!("{} does not have the digest its step recorded", path.display());
+            }
+            actual
+        };
+        let kind = if checked.staged.contains_key(path) { "file" } else { "DER" };
+        crate::recorded::show_digest(&format!("{} ({kind})", path.display()), &digest);
+        inputs.insert(path.display().to_string(), digest);
+    }
+    if let Some(last) = records.last() {
+        eprintln!("transcript: {} records so far", last.seq);
+    }
+    if !confirm("Do the witnesses confirm these digests match the script? Type yes to go on: ")? {
+        bail!("the witnesses did not confirm; the plan stopped (resume with --resume once resolved)");
+    }
+    Ok(Outcome { inputs, ..Default::default() })
+}
+
+/// Every token the plan uses (for a rehearsal's throwaway tokens), in order of first use.
+pub fn tokens(plan: &Plan, checked: &Checked) -> Vec<String> {
+    let mut tokens: Vec<String> = Vec::new();
+    for (step, files) in plan.steps.iter().zip(&checked.files) {
+        let label = match (&step.action, files) {
+            (Action::ShamirSplit { token, .. }, _) => token.clone(),
+            (_, Some(files)) => files.hsm.token_label.clone(),
+            _ => continue,
+        };
+        if !tokens.contains(&label) {
+            tokens.push(label);
+        }
+    }
+    tokens
+}
+
+/// The plan as reviewers read it: digest, then each step.
+pub fn describe(plan: &Plan) -> String {
+    let mut out = format!("plan {}: {}\n", plan.path.display(), plan.title);
+    for (i, step) in plan.steps.iter().enumerate() {
+        out.push_str(&format!("  {:>2}. {} ({})", i + 1, step.id, step.action.command()));
+        match &step.action {
+            Action::Hsm { file, sha256, inputs, .. } => {
+                out.push_str(&format!(": {} sha256 {}\n", file.display(), &sha256[..16]));
+                for (path, digest) in inputs {
+                    out.push_str(&format!("        input {} sha256 {}\n", path.display(), &digest[..16]));
+                }
+            }
+            Action::Checkpoint { show } => out.push_str(&format!(
+                ": show {}\n",
+                show.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            )),
+            Action::ShamirSplit { token, threshold, shares } => {
+                out.push_str(&format!(": PIN of {token:?}, {threshold} of {shares}\n"))
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAN: &str = r#"
+[plan]
+title = "Example"
+
+[[step]]
+id = "root-key"
+run = "key generate"
+file = "steps/key.toml"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+
+[[step]]
+id = "check"
+run = "checkpoint"
+show = ["root.pub.pem"]
+
+[[step]]
+id = "pin"
+run = "shamir split"
+token = "root-ca"
+threshold = 2
+shares = 3
+"#;
+
+    #[test]
+    fn a_plan_parses_into_typed_steps() {
+        let plan = parse(PLAN, Path::new("plan.toml"), Path::new(".")).unwrap();
+        assert_eq!(plan.steps.len(), 3);
+        assert!(matches!(plan.steps[0].action, Action::Hsm { step: Step::KeyGenerate, .. }));
+        assert!(matches!(plan.steps[2].action, Action::ShamirSplit { threshold: 2, shares: 3, .. }));
+        assert_eq!(plan.sha256, crate::ca::sha256_hex(PLAN.as_bytes()));
+    }
+
+    #[test]
+    fn bad_plans_are_named() {
+        let cases = [
+            (PLAN.replace("steps/key.toml", "../key.toml"), "relative path without"),
+            (PLAN.replace("steps/key.toml", "/etc/key.toml"), "relative path without"),
+            (PLAN.replace("id = \"check\"", "id = \"root-key\""), "another step has this id"),
+            (PLAN.replace("run = \"checkpoint\"", "run = \"sign\""), "is not a step"),
+            (
+                PLAN.replace("show = [\"root.pub.pem\"]", "show = [\"root.pub.pem\"]\ntoken = \"x\""),
+                "`token` does not belong",
+            ),
+            (PLAN.replace("threshold = 2", "threshold = 5"), "step 3"),
+            (PLAN.replace("sha256 = \"0000", "sha256 = \"zz00"), "is not a SHA-256"),
+            (PLAN.replace("title = \"Example\"", "title = \"Example\"\nwhen = 1"), "unknown field `when`"),
+        ];
+        for (text, expected) in cases {
+            let err = format!("{:#}", parse(&text, Path::new("plan.toml"), Path::new(".")).unwrap_err());
+            assert!(err.contains(expected), "expected {expected:?} in {err}");
+        }
+    }
+
+    fn record(step: &str, outcome: &str, rehearsal: bool, sha256: &str) -> Record {
+        Record {
+            seq: 1,
+            prev: String::new(),
+            time: String::new(),
+            command: "x".into(),
+            config_sha256: None,
+            inputs: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            outcome: outcome.into(),
+            plan: Some(PlanRef { sha256: sha256.into(), step: step.into(), rehearsal }),
+        }
+    }
+
+    #[test]
+    fn progress_counts_completed_steps_in_order() {
+        let plan = parse(PLAN, Path::new("plan.toml"), Path::new(".")).unwrap();
+        let sha = plan.sha256.clone();
+        let records = [
+            record("root-key", "ok", false, &sha),
+            record("check", "error: no", false, &sha),
+            record("check", "ok", false, &sha),
+        ];
+        assert_eq!(progress(&plan, &records, false).unwrap(), 2);
+        // Records of another plan do not count.
+        assert_eq!(progress(&plan, &[record("root-key", "ok", false, "other")], false).unwrap(), 0);
+        // Out of order, or a rehearsal's records in a real run, are refused.
+        assert!(progress(&plan, &[record("check", "ok", false, &sha)], false).is_err());
+        assert!(progress(&plan, &[record("root-key", "ok", true, &sha)], false).is_err());
+        // A refused rehearsal attempt does not make the transcript a rehearsal's.
+        assert_eq!(progress(&plan, &[record("(check)", "error: refused", true, &sha)], false).unwrap(), 0);
+    }
+}
