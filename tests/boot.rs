@@ -1,6 +1,8 @@
 //! The default image booted under QEMU (TCG here): the four boot paths reach a root shell on
 //! ttyS0 without a key press; the booted system is air-gapped, keeps nothing, runs the ceremony
-//! tools and reads a material CD. Needs root, QEMU and OVMF, and builds the image if needed.
+//! tools and reads a material CD; and a whole ceremony runs in it, typed on the serial console
+//! as the administrator would, exported to a stick that is checked outside. Needs root, QEMU
+//! and OVMF, and builds the image if needed.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -19,6 +21,8 @@ struct Image {
     _dir: tempfile::TempDir,
     iso: PathBuf,
     material: PathBuf,
+    /// The image definition (its locked toolchain writes material discs).
+    definition: PathBuf,
     version: String,
 }
 
@@ -49,6 +53,7 @@ fn image() -> &'static Image {
             iso: PathBuf::from(report["iso"].as_str().unwrap()),
             material,
             version: def.image.version.to_string(),
+            definition,
             _dir: dir,
         }
     })
@@ -76,7 +81,7 @@ fn boot_path(name: &str, firmware: Firmware, medium: Medium) {
     assert_eq!(release.status, 0);
     assert!(release.output.contains(&format!("VERSION={}", image.version)), "{release:?}");
     let efi = vm.run("test -d /sys/firmware/efi", COMMAND_TIMEOUT).unwrap();
-    assert_eq!(efi.status == 0, firmware == Firmware::Uefi, "booted with the wrong firmware");
+    assert_eq!(efi.status == 0, firmware.is_uefi(), "booted with the wrong firmware");
 }
 
 #[test]
@@ -97,6 +102,30 @@ fn uefi_cd_boots_to_a_root_shell() {
 #[test]
 fn uefi_usb_boots_to_a_root_shell() {
     boot_path("uefi-usb", Firmware::Uefi, Medium::UsbStick);
+}
+
+/// OVMF with Microsoft's keys and Secure Boot enforced: the firmware accepts Debian's shim, shim
+/// accepts GRUB and the kernel, and the kernel reports Secure Boot on (and locks itself down).
+#[test]
+fn uefi_cd_boots_with_secure_boot_enforced() {
+    let image = image();
+    let config = VmConfig { firmware: Firmware::UefiSecureBoot, ..VmConfig::new(&image.iso) };
+    let mut vm = boot_to_shell("uefi-cd-secure-boot", &config);
+    // The variable's data byte follows its four attribute bytes.
+    let variable = vm
+        .run(
+            "od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+            COMMAND_TIMEOUT,
+        )
+        .unwrap();
+    assert_eq!((variable.status, variable.output.split_whitespace().last()), (0, Some("1")), "{variable:?}");
+    let kernel =
+        vm.run("dmesg | grep -i 'secure boot'; cat /sys/kernel/security/lockdown", COMMAND_TIMEOUT).unwrap();
+    assert!(kernel.output.contains("Secure boot enabled"), "{kernel:?}");
+    assert!(
+        kernel.output.contains("[integrity]") || kernel.output.contains("[confidentiality]"),
+        "{kernel:?}"
+    );
 }
 
 #[test]
@@ -140,6 +169,43 @@ fn booted_system_is_air_gapped_stateless_and_has_its_tools() {
     let (rw, _) = run("awk '$1 ~ \"^/dev/\" && $4 ~ \"(^|,)rw(,|$)\"' /proc/mounts");
     assert_eq!(rw.trim(), "", "block devices mounted read-write");
 
+    // Nothing runs on a schedule, no pstore back end exists, and the units that write outside
+    // the overlay are masked.
+    let (timers, status) = run("systemctl list-timers --no-legend --no-pager");
+    assert_eq!((timers.trim(), status), ("", 0), "timers are active");
+    let (masked, _) = run(
+        "systemctl is-enabled systemd-pstore.service e2scrub_reap.service remote-fs.target apt-daily.timer fstrim.timer",
+    );
+    assert!(masked.lines().all(|l| l.trim() == "masked") && masked.lines().count() == 5, "{masked}");
+    let (pstore, _) = run("ls -A /sys/fs/pstore; grep -c pstore /proc/modules");
+    assert_eq!(pstore.trim(), "0", "pstore records or modules: {pstore}");
+    // No module of a channel out: USB gadget, modem, hypervisor, BMC, pstore back ends.
+    let (left, _) = run(
+        "find /lib/modules -name '*.ko*' | sed 's|.*/||; s|\\.ko.*||' | grep -xE 'g_ether|u_ether|usb_f_.*|pch_udc|net2280|dummy_hcd|option|qcserial|sierra|usb_wwan|cdc-wdm|cdc-acm|mhi.*|vmw_vmci|hv_vmbus|hv_utils|vboxsf|vboxguest|virtio_console|ipmi_.*|efi-pstore|ramoops|pstore_blk|pstore_zone|mtdoops'",
+    );
+    assert_eq!(left.trim(), "", "modules that should be gone");
+    let (networkd, _) =
+        run("ls /usr/lib/systemd/systemd-networkd /usr/bin/networkctl 2>&1 | grep -c 'No such file'");
+    assert_eq!(networkd.trim(), "2");
+
+    // The air-gap check ran at boot and passes here; on a device it does not expect, it warns.
+    let (state, _) = run("systemctl show -p Result --value ceremony-os-airgap-check.service");
+    assert_eq!(state.trim(), "success");
+    let (check, status) = run("ceremony-os-airgap-check");
+    assert_eq!(status, 0, "{check}");
+    assert!(check.contains("air gap check: no network interface but lo"), "{check}");
+    let (warning, status) = run(
+        "mkdir -p /tmp/sys/class/net/lo /tmp/sys/class/net/wwan0 /tmp/sys/class/udc/dummy_udc.0 && ceremony-os-airgap-check /tmp/sys",
+    );
+    assert_eq!(status, 1, "{warning}");
+    assert!(
+        warning.contains("AIR GAP WARNING")
+            && warning.contains("network interface: wwan0")
+            && warning.contains("udc device: dummy_udc.0")
+            && !warning.contains("interface: lo"),
+        "{warning}"
+    );
+
     // The ceremony tools and the HSM stack.
     let (version, status) = run("ceremony --version");
     assert_eq!(status, 0);
@@ -168,4 +234,206 @@ fn harness_reports_a_timeout_with_the_console_tail() {
     assert!(saved.starts_with(log_dir()) && saved.exists());
     drop(vm);
     let _ = Path::new(&saved);
+}
+
+/// The `n`th ```sh block after `marker` in the README.
+fn readme_block(marker: &str, n: usize) -> String {
+    let readme = std::fs::read_to_string(support::repo_root().join("README.md")).unwrap();
+    let start = readme.find(marker).unwrap_or_else(|| panic!("{marker:?} is in the README"));
+    readme[start..].split("```sh\n").nth(n).unwrap().split("\n```").next().unwrap().to_string()
+}
+
+fn host(program: &str, args: &[&str], dir: &Path) -> String {
+    let out = std::process::Command::new(program).args(args).current_dir(dir).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{program} {args:?}:\n{text}");
+    text
+}
+
+/// The `ceremony` tool built for the host beside `ceremony-os` (`cargo test --workspace` builds
+/// it), to check the stick as a relying party would.
+fn host_ceremony() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_ceremony-os")).with_file_name("ceremony");
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite with `make test` (or cargo build -p ceremony-tools)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn a_ceremony_runs_in_the_booted_image_and_its_stick_checks_outside() {
+    let image = image();
+    let dir = tempfile::tempdir().unwrap();
+    // The material disc: the README's plan folder, and a copy of it whose CSR was swapped.
+    let prepared = dir.path().join("prepared");
+    std::fs::create_dir(&prepared).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(readme_block("## A ceremony day", 1))
+        .current_dir(&prepared)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the README's plan: {}", String::from_utf8_lossy(&out.stderr));
+    let folder = dir.path().join("disc");
+    std::fs::create_dir(&folder).unwrap();
+    host("cp", &["-r", "prepared/material", "disc/ceremony"], dir.path());
+    host("cp", &["-r", "prepared/material", "disc/swapped"], dir.path());
+    host(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-subj",
+            "/C=CH/O=Example Bank/CN=Example Issuing CA 2026",
+            "-out",
+            "disc/swapped/issuing.csr",
+        ],
+        dir.path(),
+    );
+    let material = dir.path().join("material.iso");
+    support::ceremony_os(&support::shared_image_store())
+        .arg("material")
+        .arg(&folder)
+        .arg("--output")
+        .arg(&material)
+        .args(["--label", "MATERIAL", "--date", "2026-11-30T00:00:00Z", "--definition"])
+        .arg(&image.definition)
+        .assert()
+        .success();
+    let stick = dir.path().join("stick.img");
+    std::fs::File::create(&stick).unwrap().set_len(64 << 20).unwrap();
+
+    let config = VmConfig {
+        firmware: Firmware::Uefi,
+        material: Some(material),
+        disk: Some(stick.clone()),
+        ..VmConfig::new(&image.iso)
+    };
+    let mut vm = boot_to_shell("ceremony", &config);
+    let run = |vm: &mut Vm, command: &str| {
+        let result = vm.run(command, COMMAND_TIMEOUT).unwrap();
+        (result.output, result.status)
+    };
+    let (links, _) = run(&mut vm, "ls /sys/class/net");
+    assert_eq!(links.trim(), "lo", "the laptop has a network");
+    // The rehearsal's HSM: a SoftHSM token in RAM.
+    let (out, status) = run(
+        &mut vm,
+        "softhsm2-util --init-token --free --label root-ca --so-pin 5678 --pin 123456 > /dev/null",
+    );
+    assert_eq!(status, 0, "{out}");
+    let (out, status) =
+        run(&mut vm, "mkdir -p /media/material && mount -o ro LABEL=MATERIAL /media/material");
+    assert_eq!(status, 0, "{out}");
+    let (out, status) = run(&mut vm, "ceremony plan check /media/material/ceremony/plan.toml");
+    assert_eq!(status, 0, "{out}");
+
+    // The swapped CSR stops the plan before the HSM is used: no PIN asked, nothing on the token.
+    let (out, status) = run(
+        &mut vm,
+        "mkdir /root/swapped && (cd /root/swapped && ceremony plan run /media/material/swapped/plan.toml)",
+    );
+    assert_ne!(status, 0, "{out}");
+    assert!(out.contains("issuing.csr has SHA-256") && out.contains("not the reviewed file"), "{out}");
+    assert!(!out.contains("PIN for token"), "{out}");
+    let (objects, status) = run(
+        &mut vm,
+        "pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --token-label root-ca --login --pin 123456 --list-objects",
+    );
+    assert_eq!(status, 0, "{objects}");
+    assert!(!objects.contains("Object"), "the swapped run touched the token: {objects}");
+
+    // The real plan, typed as the administrator would: "yes" to the plan's digest, the PIN at its
+    // prompt, "yes" at the checkpoint.
+    vm.send_line(
+        "mkdir /root/ceremony && cd /root/ceremony && ceremony plan run /media/material/ceremony/plan.toml",
+    )
+    .unwrap();
+    vm.wait_for("the plan's digest matches the script? Type yes to go on: ", COMMAND_TIMEOUT).unwrap();
+    vm.send_line("yes").unwrap();
+    vm.wait_for("PIN for token \"root-ca\": ", COMMAND_TIMEOUT).unwrap();
+    vm.send_line("123456").unwrap();
+    vm.wait_for("Type yes to go on: ", COMMAND_TIMEOUT).unwrap();
+    vm.send_line("yes").unwrap();
+    let console = vm.wait_for("all 6 steps of the plan are done", COMMAND_TIMEOUT).unwrap();
+    vm.wait_for("root@ceremony:~/ceremony#", COMMAND_TIMEOUT).unwrap();
+    let head = console
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("  sha256 "))
+        .next_back()
+        .expect("the console shows the transcript head")
+        .to_string();
+    assert!(!console.contains("123456"), "the PIN was echoed: {console}");
+
+    let (out, status) = run(
+        &mut vm,
+        "ceremony export --device \"$(lsblk -dnpo PATH,TRAN | awk '$2 == \"usb\" {print $1}')\"",
+    );
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("MATCH"), "{out}");
+    vm.send_line("poweroff").unwrap();
+    vm.wait_for("reboot: Power down", COMMAND_TIMEOUT).unwrap();
+    drop(vm);
+
+    // Outside: the stick as a FAT file system, its sums, the chain, the CRL and the transcript
+    // against the head the console showed.
+    host("fsck.fat", &["-n", "stick.img"], dir.path());
+    std::fs::create_dir(dir.path().join("checked")).unwrap();
+    host("mcopy", &["-s", "-n", "-i", "stick.img", "::*", "checked/"], dir.path());
+    let checked = dir.path().join("checked");
+    let sums = host("sha256sum", &["-c", "SHA256SUMS"], &checked);
+    for file in [
+        "root-2026.pub.pem",
+        "root-2026.pem",
+        "issuing.pem",
+        "root-2026.crl.pem",
+        "ceremony-transcript.jsonl",
+    ] {
+        assert!(sums.contains(&format!("{file}: OK")), "{sums}");
+    }
+    host(
+        "openssl",
+        &["verify", "-attime", "1796083200", "-CAfile", "root-2026.pem", "issuing.pem"],
+        &checked,
+    );
+    host(
+        "openssl",
+        &[
+            "verify",
+            "-attime",
+            "1796169600",
+            "-crl_check",
+            "-CRLfile",
+            "root-2026.crl.pem",
+            "-CAfile",
+            "root-2026.pem",
+            "issuing.pem",
+        ],
+        &checked,
+    );
+    let verified = host(
+        host_ceremony().to_str().unwrap(),
+        &["transcript", "verify", "--transcript", "ceremony-transcript.jsonl", "--head", &head],
+        &checked,
+    );
+    assert!(verified.contains("6 records, chain intact"), "{verified}");
+    // The chain, recomputed with sha256sum: the head is the digest of the last line.
+    let last = std::fs::read_to_string(checked.join("ceremony-transcript.jsonl"))
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    std::fs::write(dir.path().join("last.jsonl"), &last).unwrap();
+    let digest = host("sha256sum", &["last.jsonl"], dir.path());
+    assert!(digest.starts_with(&head), "the head {head} is not the digest of the last record: {digest}");
 }

@@ -29,7 +29,7 @@ impl HsmAccess<'_> {
     }
 
     /// Load the module, find the token (checking its PIN state), ask for the PIN and log in.
-    fn session(&self, section: &HsmSection) -> Result<cryptoki::session::Session> {
+    pub fn session(&self, section: &HsmSection) -> Result<cryptoki::session::Session> {
         let module = self.module(section)?;
         let hsm = Hsm::open(&module)?;
         let slot = hsm.slot_for(&section.token_label, self.allow_final_pin_try)?;

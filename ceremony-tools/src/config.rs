@@ -332,6 +332,40 @@ pub fn read_regular(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// Create an output that did not exist: written and synced under a temporary name in the same
 /// directory, then linked to its name only if that name is still free. A failure leaves no
 /// file behind, and nothing is ever overwritten.
+/// Refuse a relative path any of whose components (the file itself included) is a symbolic
+/// link: a work-directory path must name a file in the work directory, never lead elsewhere.
+pub fn refuse_symlinks(rel: &Path) -> anyhow::Result<()> {
+    for ancestor in rel.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        if std::fs::symlink_metadata(ancestor).is_ok_and(|m| m.file_type().is_symlink()) {
+            anyhow::bail!(
+                "{} is a symbolic link; files of the ceremony must be in the work directory itself (nothing was done)",
+                ancestor.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A PEM file the ceremony wrote: its bytes and the DER inside, refusing anything but exactly
+/// that PEM (one block, as the tool writes it): text or blocks around it would go unchecked.
+pub fn read_own_pem(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    refuse_symlinks(path)?;
+    let bytes = read_regular(path)?;
+    let blocks =
+        ::pem::parse_many(&bytes).map_err(|e| anyhow::anyhow!("{}: not PEM: {e}", path.display()))?;
+    let [block] = blocks.as_slice() else {
+        anyhow::bail!("{}: holds {} PEM blocks, the ceremony wrote one", path.display(), blocks.len());
+    };
+    if crate::x509::der::pem(block.tag(), block.contents()).as_bytes() != bytes {
+        anyhow::bail!(
+            "{}: holds more than the PEM block the ceremony wrote (text around it, or another encoding)",
+            path.display()
+        );
+    }
+    let der = block.contents().to_vec();
+    Ok((bytes, der))
+}
+
 pub fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

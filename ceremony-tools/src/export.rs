@@ -17,6 +17,10 @@ pub struct Export {
     pub files: BTreeMap<String, Vec<u8>>,
     pub sums: String,
     pub epoch: i64,
+    /// The transcript's head: the last one the witnesses wrote down, if nothing ran since.
+    pub head: String,
+    /// The transcript records a rehearsal (`plan run --dry-run`), not a ceremony.
+    pub rehearsal: bool,
 }
 
 /// A name FAT (long file names) can hold and every system reads the same: no reserved
@@ -42,15 +46,27 @@ pub fn collect(transcript_path: &Path) -> Result<Export> {
     let bytes = crate::config::read_regular(transcript_path)?;
     let text = String::from_utf8(bytes.clone())
         .map_err(|_| anyhow!("{}: not UTF-8 text", transcript_path.display()))?;
-    let (records, _head) = crate::transcript::verify_text(&text).with_context(|| {
+    let (records, head) = crate::transcript::verify_text(&text).with_context(|| {
         format!("the transcript {} does not verify (nothing was exported)", transcript_path.display())
     })?;
     if records.is_empty() {
         bail!("the transcript {} holds no record: nothing to export", transcript_path.display());
     }
     let mut recorded: BTreeMap<String, String> = BTreeMap::new();
+    let (mut rehearsed, mut real) = (0, 0);
     for record in records.iter().filter(|r| r.outcome == "ok") {
         recorded.extend(record.outputs.clone());
+        match &record.plan {
+            Some(plan) if plan.rehearsal => rehearsed += 1,
+            _ if !record.outputs.is_empty() => real += 1,
+            _ => {}
+        }
+    }
+    if rehearsed > 0 && real > 0 {
+        bail!(
+            "the transcript {} mixes {rehearsed} rehearsal steps with {real} ceremony steps that made files: a rehearsal needs its own work directory (nothing was exported)",
+            transcript_path.display()
+        );
     }
     let mut files = BTreeMap::new();
     for (path, digest) in &recorded {
@@ -58,8 +74,7 @@ pub fn collect(transcript_path: &Path) -> Result<Export> {
             "export takes outputs named relative to the work directory; run it there, or copy this one by hand",
         )?;
         fat_name(path)?;
-        let bytes = crate::config::read_regular(Path::new(path))?;
-        let der = ::pem::parse(&bytes).map_err(|e| anyhow!("{path}: not PEM: {e}"))?.contents().to_vec();
+        let (bytes, der) = crate::config::read_own_pem(Path::new(path))?;
         let actual = crate::ca::sha256_hex(&der);
         if actual != *digest {
             bail!(
@@ -74,6 +89,9 @@ pub fn collect(transcript_path: &Path) -> Result<Export> {
         .context("the transcript's file name is not UTF-8")?
         .to_string();
     fat_name(&name)?;
+    if files.contains_key(&name) {
+        bail!("the transcript's name {name:?} is also the name of an output (nothing was exported)");
+    }
     files.insert(name, text.into_bytes());
     // FAT compares names without regard to case: two names that differ only in case are one.
     let mut folded = BTreeMap::new();
@@ -89,7 +107,7 @@ pub fn collect(transcript_path: &Path) -> Result<Export> {
         .and_then(|r| ceremony_os_definition::Timestamp::parse_rfc3339_utc(&r.time).ok())
         .map_or(315_532_800, |t| t.unix());
     files.insert("SHA256SUMS".into(), sums.clone().into_bytes());
-    Ok(Export { files, sums, epoch })
+    Ok(Export { files, sums, epoch, head, rehearsal: rehearsed > 0 })
 }
 
 /// Where the export goes.
@@ -150,6 +168,24 @@ pub fn write(export: &Export, target: &Target, label: &str) -> Result<Written> {
     Ok(Written { sha256, bytes: len })
 }
 
+/// Export writes only to USB storage: an unmounted internal disk must never be the target of a
+/// mistyped device name.
+fn refuse_non_usb(device: &Path) -> Result<()> {
+    let real =
+        std::fs::canonicalize(device).with_context(|| format!("cannot resolve {}", device.display()))?;
+    let name = real.file_name().and_then(|n| n.to_str()).context("the device has no name")?;
+    let sys = std::fs::canonicalize(format!("/sys/class/block/{name}"))
+        .with_context(|| format!("{} has no entry in /sys/class/block", device.display()))?;
+    if !sys.to_string_lossy().contains("/usb") {
+        bail!(
+            "{} is not on USB ({}): export writes only to a USB stick; nothing was written",
+            device.display(),
+            sys.display()
+        );
+    }
+    Ok(())
+}
+
 /// Write the image from the device's first byte, after checking the device: a block device, not
 /// mounted or used as swap (the live medium, the material disc), and large enough. Its last MiB
 /// is zeroed too, so that no backup GPT of an earlier layout makes systems see old partitions.
@@ -159,6 +195,7 @@ fn write_device(device: &Path, image: &[u8]) -> Result<()> {
     if !meta.file_type().is_block_device() {
         bail!("{} is not a block device; to write an image file use --image", device.display());
     }
+    refuse_non_usb(device)?;
     let uses = ceremony_os_media::device::uses(device)?;
     if !uses.is_empty() {
         bail!(

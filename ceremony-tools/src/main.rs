@@ -321,10 +321,18 @@ const SOFTHSM_MODULES: [&str; 2] =
 
 fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
     let rehearsal_dir = std::env::var_os(REHEARSAL_ENV).map(PathBuf::from);
+    if args.dry_run && cli.module.is_some() {
+        bail!("a rehearsal uses SoftHSM tokens made for it; --module would point it at a real HSM");
+    }
+    if rehearsal_dir.is_some() && !args.dry_run {
+        bail!("{REHEARSAL_ENV} is set, but this is not a rehearsal: unset it for a ceremony");
+    }
     if args.dry_run && rehearsal_dir.is_none() {
         return rehearse();
     }
     let rehearsal = args.dry_run;
+    let answers = Lines::new(args.confirm_fd);
+    let confirm = |question: &str| answers.ask(question).map(|a| a.trim().eq_ignore_ascii_case("yes"));
     let plan = plan::load(&args.plan)?;
     show_digest(&format!("plan {}: {}", plan.path.display(), plan.title), &plan.sha256);
     // The gate: nothing happens unless the transcript opens and verifies.
@@ -339,6 +347,7 @@ fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
         }
         let checked = plan::check(&plan)?;
         for (output, step) in &checked.made_by {
+            crate::config::refuse_symlinks(output)?;
             if *step >= done && std::fs::symlink_metadata(output).is_ok() {
                 bail!(
                     "{} already exists in the work directory; step {} would write it",
@@ -348,6 +357,20 @@ fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
             }
         }
         plan::stage(&checked, Path::new("."))?;
+        // Before any HSM session: the witnesses hold the plan's digest on their script, and, on
+        // a resume, the last head they wrote down (the transcript's chain has no key of its own).
+        if done == plan.steps.len() {
+            return Ok((done, checked));
+        }
+        let question = if done == 0 {
+            "Do the witnesses confirm the plan's digest matches the script? Type yes to go on: "
+        } else {
+            show_digest("transcript head (the last record)", transcript.head());
+            "Is this the last transcript head the witnesses wrote down? Type yes to go on: "
+        };
+        if !confirm(question)? {
+            bail!("the witnesses did not confirm; nothing was done");
+        }
         Ok((done, checked))
     })();
     let (done, checked) = match prepared {
@@ -387,8 +410,6 @@ fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
     }
     let access =
         ca::HsmAccess { module: module.as_deref(), pin: &pin, allow_final_pin_try: cli.allow_final_pin_try };
-    let answers = Lines::new(args.confirm_fd);
-    let confirm = |question: &str| answers.ask(question).map(|a| a.trim().eq_ignore_ascii_case("yes"));
     plan::run(
         &plan,
         &checked,
@@ -439,6 +460,9 @@ fn export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode> {
         _ => unreachable!("clap requires exactly one"),
     };
     let collected = export::collect(&cli.transcript)?;
+    if collected.rehearsal {
+        eprintln!("REHEARSAL: this transcript records a rehearsal (plan run --dry-run), not a ceremony");
+    }
     let written = export::write(&collected, &target, &args.label)?;
     let sums_sha256 = ca::sha256_hex(collected.sums.as_bytes());
     let (export::Target::Device(path) | export::Target::Image(path)) = &target;
@@ -450,13 +474,14 @@ fn export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode> {
             serde_json::json!({
                 "target": path, "label": args.label, "files": files,
                 "sha256sums_sha256": sums_sha256, "volume_sha256": written.sha256, "volume_bytes": written.bytes,
-                "read_back": "match",
+                "read_back": "match", "transcript_head": collected.head, "rehearsal": collected.rehearsal,
             })
         );
     } else {
         print!("{}", collected.sums);
         eprintln!("MATCH: {} read back holds the export ({} bytes)", path.display(), written.bytes);
     }
+    show_digest("the exported transcript's head", &collected.head);
     show_digest("SHA256SUMS on the stick", &sums_sha256);
     show_digest("the stick's file system", &written.sha256);
     Ok(ExitCode::SUCCESS)

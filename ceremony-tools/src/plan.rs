@@ -371,13 +371,16 @@ pub fn check(plan: &Plan) -> Result<Checked> {
 pub fn stage(checked: &Checked, workdir: &Path) -> Result<()> {
     for (path, bytes) in &checked.staged {
         let target = workdir.join(path);
+        crate::config::refuse_symlinks(&target)?;
         match std::fs::symlink_metadata(&target) {
             Ok(_) => {
                 let present = crate::config::read_regular(&target)?;
                 if present != *bytes {
                     bail!(
-                        "{} is in the work directory but is not the plan's file (nothing was done)",
-                        target.display()
+                        "{} is in the work directory with SHA-256 {}, the plan's file has {} (nothing was done)",
+                        target.display(),
+                        crate::ca::sha256_hex(&present),
+                        crate::ca::sha256_hex(bytes)
                     );
                 }
             }
@@ -418,14 +421,15 @@ pub fn run(
         }
         let outputs = recorded_outputs(plan, transcript.records());
         let result = match &step.action {
-            Action::Hsm { step: kind, file, .. } => {
-                check_inputs(checked, i, &outputs).and_then(|()| kind.run(run.access, file))
-            }
+            Action::Hsm { step: kind, file, .. } => check_staged(checked, file)
+                .and_then(|()| check_inputs(checked, i, &outputs))
+                .and_then(|()| kind.run(run.access, file)),
             Action::Checkpoint { show } => {
-                checkpoint(checked, show, &outputs, transcript.records(), run.confirm)
+                checkpoint(checked, show, &outputs, transcript.head(), run.confirm)
             }
-            Action::ShamirSplit { token, threshold, shares } => (run.access.pin)(token)
-                .and_then(|pin| crate::shamir::split_to_stdout(pin.as_bytes(), *threshold, *shares)),
+            Action::ShamirSplit { token, threshold, shares } => {
+                split_pin(checked, token, *threshold, *shares, run.access)
+            }
         };
         let plan_ref =
             PlanRef { sha256: plan.sha256.clone(), step: step.id.clone(), rehearsal: run.rehearsal };
@@ -441,66 +445,105 @@ pub fn run(
 fn check_inputs(checked: &Checked, index: usize, outputs: &BTreeMap<PathBuf, String>) -> Result<()> {
     let Some(Some(files)) = checked.files.get(index) else { return Ok(()) };
     for read in &files.reads {
-        if let Some(bytes) = checked.staged.get(read) {
-            if crate::config::read_regular(read)? != *bytes {
-                bail!("{} changed since the plan was checked (nothing was done)", read.display());
-            }
+        if checked.staged.contains_key(read) {
+            check_staged(checked, read)?;
         } else {
-            let expected = outputs.get(read).with_context(|| {
-                format!(
-                    "{} is made by step {}, which the transcript does not show completed",
-                    read.display(),
-                    checked.made_by.get(read).map_or(0, |s| s + 1)
-                )
-            })?;
-            let actual = crate::ca::sha256_hex(&der_of(read)?);
-            if actual != *expected {
-                bail!(
-                    "{} has SHA-256 {actual} (DER), the transcript recorded {expected} when it was made: it was replaced (nothing was done)",
-                    read.display()
-                );
-            }
+            check_output(checked, read, outputs)?;
         }
     }
     Ok(())
 }
 
-/// The DER inside a PEM file (the digest printed and recorded for outputs).
-fn der_of(path: &Path) -> Result<Vec<u8>> {
-    let bytes = crate::config::read_regular(path)?;
-    let block = ::pem::parse(&bytes).map_err(|e| anyhow!("{}: not PEM: {e}", path.display()))?;
-    Ok(block.contents().to_vec())
+/// A plan file in the work directory still has the bytes that were checked (the step file just
+/// before its step runs, a pinned input just before a step reads it).
+fn check_staged(checked: &Checked, path: &Path) -> Result<()> {
+    let expected =
+        checked.staged.get(path).with_context(|| format!("{} is not a file of the plan", path.display()))?;
+    crate::config::refuse_symlinks(path)?;
+    let present = crate::config::read_regular(path)?;
+    if present != *expected {
+        bail!(
+            "{} has SHA-256 {} in the work directory, the plan checked {}: it changed since (nothing was done)",
+            path.display(),
+            crate::ca::sha256_hex(&present),
+            crate::ca::sha256_hex(expected)
+        );
+    }
+    Ok(())
+}
+
+/// An output of an earlier step still holds exactly what that step wrote and recorded; returns
+/// the digest of its DER.
+fn check_output(checked: &Checked, path: &Path, outputs: &BTreeMap<PathBuf, String>) -> Result<String> {
+    let expected = outputs.get(path).with_context(|| match checked.made_by.get(path) {
+        Some(step) => format!(
+            "{} is made by step {}, which the transcript does not show completed",
+            path.display(),
+            step + 1
+        ),
+        None => format!("{} is neither a file of the plan nor made by one of its steps", path.display()),
+    })?;
+    let (_, der) = crate::config::read_own_pem(path)?;
+    let actual = crate::ca::sha256_hex(&der);
+    if actual != *expected {
+        bail!(
+            "{} has SHA-256 {actual} (DER), the transcript recorded {expected} when it was made: it was replaced (nothing was done)",
+            path.display()
+        );
+    }
+    Ok(actual)
 }
 
 fn checkpoint(
     checked: &Checked,
     show: &[PathBuf],
     outputs: &BTreeMap<PathBuf, String>,
-    records: &[Record],
+    head: &str,
     confirm: &dyn Fn(&str) -> Result<bool>,
 ) -> Result<Outcome> {
     let mut inputs = BTreeMap::new();
     for path in show {
-        let digest = if checked.staged.contains_key(path) {
-            crate::ca::sha256_hex(&crate::config::read_regular(path)?)
-        } else {
-            let actual = crate::ca::sha256_hex(&der_of(path)?);
-            if outputs.get(path) != Some(&actual) {
-                bail!("{} does not have the digest its step recorded", path.display());
+        let (digest, kind) = match checked.staged.get(path) {
+            Some(bytes) => {
+                check_staged(checked, path)?;
+                (crate::ca::sha256_hex(bytes), "file")
             }
-            actual
+            None => (check_output(checked, path, outputs)?, "DER"),
         };
-        let kind = if checked.staged.contains_key(path) { "file" } else { "DER" };
         crate::recorded::show_digest(&format!("{} ({kind})", path.display()), &digest);
         inputs.insert(path.display().to_string(), digest);
     }
-    if let Some(last) = records.last() {
-        eprintln!("transcript: {} records so far", last.seq);
-    }
+    crate::recorded::show_digest("transcript head so far", head);
     if !confirm("Do the witnesses confirm these digests match the script? Type yes to go on: ")? {
         bail!("the witnesses did not confirm; the plan stopped (resume with --resume once resolved)");
     }
     Ok(Outcome { inputs, ..Default::default() })
+}
+
+/// A `shamir split` step: log in to the token with the PIN first (a mistyped PIN must not be
+/// split and handed out), then split it.
+fn split_pin(
+    checked: &Checked,
+    token: &str,
+    threshold: u32,
+    shares: u32,
+    access: &HsmAccess<'_>,
+) -> Result<Outcome> {
+    let section = checked
+        .files
+        .iter()
+        .flatten()
+        .map(|files| &files.hsm)
+        .find(|hsm| hsm.token_label == token)
+        .cloned()
+        .unwrap_or(crate::config::HsmSection { module: None, token_label: token.to_string() });
+    drop(
+        access
+            .session(&section)
+            .with_context(|| format!("the PIN of token {token:?} does not log in; nothing was split"))?,
+    );
+    let pin = (access.pin)(token)?;
+    crate::shamir::split_to_stdout(pin.as_bytes(), threshold, shares)
 }
 
 /// Every token the plan uses (for a rehearsal's throwaway tokens), in order of first use.

@@ -215,6 +215,11 @@ impl Transcript {
         &self.path
     }
 
+    /// The head: the SHA-256 of the last line (zeros when empty).
+    pub fn head(&self) -> &str {
+        &self.head
+    }
+
     /// The records, verified when the transcript was opened, and those appended since.
     pub fn records(&self) -> &[Record] {
         &self.records

@@ -896,8 +896,12 @@ fn a_plan_refuses_swapped_files_before_the_hsm_and_resumes_after_its_last_step()
             .all(|r| r["plan"]["step"] == "(check)" && r["outcome"].as_str().unwrap().starts_with("error"))
     );
 
-    // The witnesses do not confirm: the plan stops after the two steps before the checkpoint.
+    // The witnesses must confirm the plan's digest before any HSM session.
     let (ok, stderr) = plan_run(&token, &plan, &[], "no\n");
+    assert!(!ok && stderr.contains("the witnesses did not confirm; nothing was done"), "{stderr}");
+    assert_eq!(token.objects("root-ca"), empty, "the HSM was used");
+    // They confirm it, but not the checkpoint: the plan stops after the two steps before it.
+    let (ok, stderr) = plan_run(&token, &plan, &[], "yes\nno\n");
     assert!(!ok && stderr.contains("the witnesses did not confirm"), "{stderr}");
     assert!(token.path("root-2026.pem").exists() && !token.path("issuing.pem").exists());
     // Running it again from the start is refused; a rehearsal in this directory too.
@@ -909,15 +913,41 @@ fn a_plan_refuses_swapped_files_before_the_hsm_and_resumes_after_its_last_step()
     // A certificate replaced in the work directory is caught at the checkpoint, and by export.
     let root = std::fs::read(token.path("root-2026.pem")).unwrap();
     std::fs::copy(token.path("other.csr"), token.path("root-2026.pem")).unwrap();
-    let (ok, stderr) = plan_run(&token, &plan, &["--resume"], "yes\n");
-    assert!(!ok && stderr.contains("root-2026.pem does not have the digest its step recorded"), "{stderr}");
+    let (ok, stderr) = plan_run(&token, &plan, &["--resume"], "yes\nyes\n");
+    assert!(
+        !ok && stderr.contains("root-2026.pem has SHA-256") && stderr.contains("it was replaced"),
+        "{stderr}"
+    );
     let out = token.ceremony().args(["export", "--image"]).arg(token.path("x.img")).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("it was replaced"));
     assert!(!token.path("x.img").exists(), "a refused export left an image");
 
-    // Restored, the plan resumes after step 2 and completes with one key on the token.
+    // A certificate with a second block appended is not what the step wrote, though its first
+    // block is: refused at the checkpoint and by export.
+    let mut appended = root.clone();
+    appended.extend_from_slice(&std::fs::read(token.path("other.csr")).unwrap());
+    std::fs::write(token.path("root-2026.pem"), &appended).unwrap();
+    let (ok, stderr) = plan_run(&token, &plan, &["--resume"], "yes\nyes\n");
+    assert!(!ok && stderr.contains("holds 2 PEM blocks"), "{stderr}");
+    let out = token.ceremony().args(["export", "--image"]).arg(token.path("x.img")).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("holds 2 PEM blocks"));
+
+    // On a resume the witnesses confirm the transcript's head first.
     std::fs::write(token.path("root-2026.pem"), root).unwrap();
-    let (ok, stderr) = plan_run(&token, &plan, &["--resume"], "yes\n");
+    let (ok, stderr) = plan_run(&token, &plan, &["--resume"], "no\n");
+    assert!(!ok && stderr.contains("Is this the last transcript head the witnesses wrote down?"), "{stderr}");
+
+    // A symbolic link in the work directory (to a copy with the same bytes, which someone else
+    // could change) is refused before anything runs.
+    std::fs::copy(token.path("issuing.csr"), token.path("elsewhere.csr")).unwrap();
+    std::fs::remove_file(token.path("issuing.csr")).unwrap();
+    std::os::unix::fs::symlink(token.path("elsewhere.csr"), token.path("issuing.csr")).unwrap();
+    let (ok, stderr) = plan_run(&token, &plan, &["--resume"], "yes\nyes\n");
+    assert!(!ok && stderr.contains("issuing.csr is a symbolic link"), "{stderr}");
+    std::fs::remove_file(token.path("issuing.csr")).unwrap();
+
+    // Restored, the plan resumes after step 2 and completes with one key on the token.
+    let (ok, stderr) = plan_run(&token, &plan, &["--resume"], "yes\nyes\n");
     assert!(ok, "{stderr}");
     assert!(stderr.contains("== step 3 of 6") && !stderr.contains("== step 2 of 6"), "{stderr}");
     token.openssl_ok(&["verify", "-attime", VALID_AT, "-CAfile", "root-2026.pem", "issuing.pem"]);
@@ -925,4 +955,59 @@ fn a_plan_refuses_swapped_files_before_the_hsm_and_resumes_after_its_last_step()
     let (ok, stderr) = plan_run(&token, &plan, &["--resume"], "");
     assert!(ok && stderr.contains("every step of the plan is already done"), "{stderr}");
     token.ceremony().args(["transcript", "verify"]).assert().success();
+
+    // Export writes only to USB: a loop device (a disk that is not a stick) is refused, untouched.
+    let backing = token.path("disk.img");
+    std::fs::File::create(&backing).unwrap().set_len(8 << 20).unwrap();
+    let losetup = Command::new("losetup").args(["-f", "--show"]).arg(&backing).output().unwrap();
+    assert!(losetup.status.success(), "{losetup:?}");
+    let loop_device = String::from_utf8(losetup.stdout).unwrap().trim().to_string();
+    let out = token.ceremony().args(["export", "--device", &loop_device]).output().unwrap();
+    Command::new("losetup").args(["-d", &loop_device]).status().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not on USB"), "{out:?}");
+    assert!(std::fs::read(&backing).unwrap().iter().all(|b| *b == 0), "the loop device was written");
+}
+
+#[test]
+fn a_rehearsal_never_reaches_a_real_module_and_a_pin_is_tried_before_it_is_split() {
+    let token = Token::new(&["root-ca"]);
+    let plan = readme_material(token.dir.path());
+    let (ok, stderr) = plan_run(&token, &plan, &["--dry-run", "--module", MODULE], "yes\n");
+    assert!(!ok && stderr.contains("--module would point it at a real HSM"), "{stderr}");
+    let out = token
+        .ceremony()
+        .args(["plan", "run"])
+        .arg(&plan)
+        .env("CEREMONY_REHEARSAL_HSM", token.path("x"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this is not a rehearsal"), "{out:?}");
+
+    // A plan that only splits the PIN: a wrong PIN does not log in, and nothing is split.
+    let split = token.write(
+        "material/split.toml",
+        "[plan]\ntitle = \"PIN shares\"\n\n[[step]]\nid = \"pin\"\nrun = \"shamir split\"\ntoken = \"root-ca\"\nthreshold = 2\nshares = 3\n",
+    );
+    let run_split = |pin: &str| {
+        token.write("pin.txt", &format!("{pin}\n"));
+        token.write("answers.txt", "yes\n");
+        Command::new("bash")
+            .arg("-c")
+            .arg("exec \"$@\" --pin-fd 3 --confirm-fd 4 3< pin.txt 4< answers.txt")
+            .arg("bash")
+            .arg(env!("CARGO_BIN_EXE_ceremony"))
+            .args(["plan", "run", "--module", MODULE])
+            .arg(&split)
+            .env("SOFTHSM2_CONF", &token.conf)
+            .env("CEREMONY_TRANSCRIPT", token.path("split-transcript.jsonl"))
+            .current_dir(token.dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run_split("999999");
+    assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not log in; nothing was split"), "{out:?}");
+    let out = run_split(PIN);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("cs2-")).count(), 3);
 }

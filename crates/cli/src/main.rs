@@ -112,6 +112,10 @@ struct BootArgs {
     /// Boot with UEFI firmware (OVMF) instead of BIOS.
     #[arg(long)]
     uefi: bool,
+    /// Boot with OVMF's Secure Boot firmware, Microsoft's keys enrolled and Secure Boot on
+    /// (implies --uefi).
+    #[arg(long)]
+    secure_boot: bool,
     /// Attach the ISO as a USB stick instead of a CD-ROM.
     #[arg(long)]
     usb: bool,
@@ -349,7 +353,11 @@ fn boot(args: &BootArgs) -> Result<()> {
     let (accel, why) = ceremony_os_vm::choose_accel(&runner);
     eprintln!("{why}");
     let config = VmConfig {
-        firmware: if args.uefi { Firmware::Uefi } else { Firmware::Bios },
+        firmware: match (args.uefi, args.secure_boot) {
+            (_, true) => Firmware::UefiSecureBoot,
+            (true, false) => Firmware::Uefi,
+            (false, false) => Firmware::Bios,
+        },
         medium: if args.usb { Medium::UsbStick } else { Medium::Cdrom },
         material: args.material.clone(),
         disk: args.disk.clone(),
@@ -357,14 +365,14 @@ fn boot(args: &BootArgs) -> Result<()> {
         headless: args.headless,
         ..VmConfig::new(&args.iso)
     };
-    let vars = if args.uefi {
-        let vars = tempfile::NamedTempFile::new()?;
-        std::fs::copy(ceremony_os_vm::qemu::OVMF_VARS, vars.path()).with_context(|| {
-            format!("UEFI needs OVMF ({}): install the ovmf package", ceremony_os_vm::qemu::OVMF_VARS)
-        })?;
-        Some(vars)
-    } else {
-        None
+    let vars = match config.firmware.ovmf() {
+        Some((_, template)) => {
+            let vars = tempfile::NamedTempFile::new()?;
+            std::fs::copy(template, vars.path())
+                .with_context(|| format!("UEFI needs OVMF ({template}): install the ovmf package"))?;
+            Some(vars)
+        }
+        None => None,
     };
     let status = runner
         .cmd("qemu-system-x86_64", "/")

@@ -5,7 +5,7 @@
 
 use crate::VmError;
 use crate::accel::Accel;
-use crate::qemu::{Firmware, VmConfig};
+use crate::qemu::VmConfig;
 use ceremony_os_runner::Runner;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -36,15 +36,15 @@ pub struct Vm {
 impl Vm {
     /// Start QEMU for `config`. `name` names the saved log (`<log_dir>/<name>.serial.log`).
     pub fn start(name: &str, config: &VmConfig, accel: Accel, log_dir: &Path) -> Result<Vm, VmError> {
-        let uefi_vars = match config.firmware {
-            Firmware::Uefi => {
+        let uefi_vars = match config.firmware.ovmf() {
+            Some((_, template)) => {
                 let vars = tempfile::NamedTempFile::new()
                     .map_err(|e| VmError::Io { path: "/tmp".into(), source: e })?;
-                std::fs::copy(crate::qemu::OVMF_VARS, vars.path())
-                    .map_err(|e| VmError::Io { path: crate::qemu::OVMF_VARS.into(), source: e })?;
+                std::fs::copy(template, vars.path())
+                    .map_err(|e| VmError::Io { path: template.into(), source: e })?;
                 Some(vars)
             }
-            Firmware::Bios => None,
+            None => None,
         };
         let args = config.args(accel, uefi_vars.as_ref().map(|v| v.path()));
         let mut child =

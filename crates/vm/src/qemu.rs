@@ -7,12 +7,33 @@ use std::path::{Path, PathBuf};
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built with Secure Boot (needs SMM), and a variable store with Microsoft's keys enrolled
+/// and Secure Boot on: what a laptop bought off the shelf has.
+pub const OVMF_CODE_SECURE_BOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
+pub const OVMF_VARS_SECURE_BOOT: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {
     Bios,
-    /// OVMF; `vars` is a writable copy of the variable store.
+    /// OVMF without Secure Boot.
     Uefi,
+    /// OVMF with Secure Boot enforced and Microsoft's keys enrolled.
+    UefiSecureBoot,
+}
+
+impl Firmware {
+    pub fn is_uefi(self) -> bool {
+        self != Firmware::Bios
+    }
+
+    /// The firmware code and the variable store a VM gets a writable copy of (UEFI only).
+    pub fn ovmf(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Firmware::Bios => None,
+            Firmware::Uefi => Some((OVMF_CODE, OVMF_VARS)),
+            Firmware::UefiSecureBoot => Some((OVMF_CODE_SECURE_BOOT, OVMF_VARS_SECURE_BOOT)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +85,8 @@ impl VmConfig {
         let machine = match self.firmware {
             Firmware::Bios => "pc",
             Firmware::Uefi => "q35",
+            // OVMF's Secure Boot build keeps its variables in SMM-protected flash.
+            Firmware::UefiSecureBoot => "q35,smm=on",
         };
         push(&["-machine", machine, "-accel", accel.qemu_name(), "-m", &self.memory_mib.to_string()]);
         push(&["-smp", "2", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none"]);
@@ -72,8 +95,11 @@ impl VmConfig {
         } else {
             push(&["-vga", "std"]);
         }
-        if self.firmware == Firmware::Uefi {
-            push(&["-drive", &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}")]);
+        if let Some((code, _)) = self.firmware.ovmf() {
+            if self.firmware == Firmware::UefiSecureBoot {
+                push(&["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+            }
+            push(&["-drive", &format!("if=pflash,format=raw,readonly=on,file={code}")]);
             let vars = uefi_vars.expect("UEFI needs a variable store").display().to_string();
             push(&["-drive", &format!("if=pflash,format=raw,file={vars}")]);
         }
@@ -85,7 +111,8 @@ impl VmConfig {
         match self.medium {
             Medium::Cdrom => {
                 push(&["-drive", &format!("if=none,id=os,media=cdrom,readonly=on,format=raw,file={iso}")]);
-                push(&["-device", "ide-cd,drive=os,bootindex=0"]);
+                // Explicit buses: q35's AHCI takes one device per bus, the PC's IDE two.
+                push(&["-device", "ide-cd,drive=os,bus=ide.0,bootindex=0"]);
             }
             Medium::UsbStick => {
                 // snapshot=on: the guest may write to the stick, the ISO file never changes.
@@ -96,7 +123,7 @@ impl VmConfig {
         if let Some(material) = &self.material {
             let m = material.display().to_string();
             push(&["-drive", &format!("if=none,id=material,media=cdrom,readonly=on,format=raw,file={m}")]);
-            push(&["-device", "ide-cd,drive=material"]);
+            push(&["-device", "ide-cd,drive=material,bus=ide.1"]);
         }
         if let Some(disk) = &self.disk {
             let d = disk.display().to_string();
@@ -156,5 +183,20 @@ mod tests {
         assert!(args.contains("usb-storage,bus=xhci.0,drive=output"));
         assert!(args.contains("virtio-net-pci,netdev=net0") && args.contains("e1000,netdev=net1"));
         assert!(!args.contains("-nic none"));
+    }
+
+    #[test]
+    fn secure_boot_uses_smm_the_secure_flash_and_microsofts_keys() {
+        let mut c = VmConfig::new(Path::new("/x/os.iso"));
+        c.firmware = Firmware::UefiSecureBoot;
+        c.material = Some("/x/material.iso".into());
+        let args = joined(&c, Accel::Tcg);
+        assert!(args.contains("-machine q35,smm=on -accel tcg"), "{args}");
+        assert!(args.contains("-global driver=cfi.pflash01,property=secure,value=on"));
+        assert!(args.contains(&format!("readonly=on,file={OVMF_CODE_SECURE_BOOT}")));
+        // One CD per bus: q35's AHCI takes one device per bus.
+        assert!(args.contains("drive=os,bus=ide.0") && args.contains("drive=material,bus=ide.1"));
+        assert_eq!(Firmware::UefiSecureBoot.ovmf(), Some((OVMF_CODE_SECURE_BOOT, OVMF_VARS_SECURE_BOOT)));
+        assert!(!joined(&VmConfig::new(Path::new("/x/os.iso")), Accel::Tcg).contains("secure"));
     }
 }

@@ -2,12 +2,16 @@
 //!
 //! - BIOS from CD: isolinux (El Torito, no emulation, boot info table).
 //! - BIOS from USB: the same isolinux behind the isohybrid MBR (`isohdpfx.bin`).
-//! - UEFI from CD: El Torito EFI entry pointing at `boot/grub/efi.img`, a FAT image holding a
-//!   standalone GRUB (`EFI/BOOT/BOOTX64.EFI`) built by grub-mkimage with an embedded config.
+//! - UEFI from CD: El Torito EFI entry pointing at `boot/grub/efi.img`, a FAT image holding
+//!   Debian's signed shim as `EFI/BOOT/BOOTX64.EFI`, Debian's signed GRUB beside it as
+//!   `grubx64.efi` (the monolithic CD build: every module it needs is inside, since Secure Boot
+//!   forbids loading more) and MokManager; with Secure Boot on, the firmware checks shim against
+//!   Microsoft's key, shim checks GRUB and the kernel against Debian's.
 //! - UEFI from USB: the same FAT image marked as the EFI system partition in the hybrid GPT/MBR.
 //!
-//! GRUB finds the disc by a marker file and loads `boot/grub/grub.cfg`; both loaders use the
-//! serial console (ttyS0, 115200) and the screen, and boot without a key press.
+//! GRUB reads `boot/grub/grub.cfg` from the disc; started from the FAT partition (USB), it finds
+//! `boot/grub/grub.cfg` there, which finds the disc by a marker file and loads the disc's. Both
+//! loaders use the serial console (ttyS0, 115200) and the screen, and boot without a key press.
 
 use super::{Ctx, write};
 use crate::cache::{OutputKind, StageOutput};
@@ -15,28 +19,15 @@ use crate::error::BuildError;
 use crate::toolchain::Toolchain;
 use std::path::Path;
 
-const RECIPE: u32 = 3;
+const RECIPE: u32 = 4;
 
-/// GRUB modules built into BOOTX64.EFI.
-const GRUB_EFI_MODULES: &[&str] = &[
-    "part_gpt",
-    "part_msdos",
-    "fat",
-    "iso9660",
-    "normal",
-    "linux",
-    "search",
-    "search_fs_file",
-    "configfile",
-    "echo",
-    "test",
-    "ls",
-    "cat",
-    "serial",
-    "terminal",
-    "terminfo",
-    "gzio",
-    "all_video",
+/// The signed UEFI loaders, from the toolchain tree into `EFI/BOOT/` of the FAT image and of the
+/// disc: shim (signed by Microsoft), GRUB for CDs (signed by Debian), MokManager (which shim
+/// starts when asked to enrol a key; without it shim stops there).
+const EFI_LOADERS: &[(&str, &str)] = &[
+    ("usr/lib/shim/shimx64.efi.signed", "EFI/BOOT/BOOTX64.EFI"),
+    ("usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed", "EFI/BOOT/grubx64.efi"),
+    ("usr/lib/shim/mmx64.efi.signed", "EFI/BOOT/mmx64.efi"),
 ];
 
 /// Marker file at the root of the ISO, by which GRUB finds it.
@@ -56,7 +47,7 @@ pub struct Inputs {
     pub isolinux_cfg: String,
     pub grub_cfg: String,
     pub grub_early_cfg: String,
-    pub grub_modules: &'static [&'static str],
+    pub efi_loaders: &'static [(&'static str, &'static str)],
     pub fat_label: &'static str,
 }
 
@@ -78,9 +69,9 @@ pub fn inputs(
         isolinux_cfg: isolinux_cfg(&title, &def.kernel.cmdline),
         grub_cfg: grub_cfg(&title, &def.kernel.cmdline),
         grub_early_cfg: format!(
-            "search --no-floppy --set=root --file /{MARKER}\nset prefix=($root)/boot/grub\nconfigfile ($root)/boot/grub/grub.cfg\n"
+            "if search --no-floppy --set=root --file /{MARKER}; then\n  set prefix=($root)/boot/grub\n  configfile ($root)/boot/grub/grub.cfg\nelse\n  echo \"ceremony-os: the disc (/{MARKER}) was not found\"\nfi\n"
         ),
-        grub_modules: GRUB_EFI_MODULES,
+        efi_loaders: EFI_LOADERS,
         fat_label: "EFIBOOT",
     }
 }
@@ -104,7 +95,6 @@ pub(crate) fn run(
             }
         }
         let tree = out.join("tree");
-        let work = out.parent().expect("out has a parent");
         copy(&vmlinuz, &tree.join("live/vmlinuz"))?;
         copy(&initrd, &tree.join("live/initrd.img"))?;
         write(&tree.join(MARKER), &inputs.marker)?;
@@ -119,27 +109,20 @@ pub(crate) fn run(
         copy(&toolchain.file("usr/lib/ISOLINUX/isohdpfx.bin"), &out.join("isohdpfx.bin"))?;
         write(&tree.join("isolinux/isolinux.cfg"), &inputs.isolinux_cfg)?;
 
-        // UEFI: standalone GRUB in a FAT image
+        // UEFI: signed shim and GRUB, in a FAT image and on the disc
         write(&tree.join("boot/grub/grub.cfg"), &inputs.grub_cfg)?;
-        let early = work.join("grub-early.cfg");
-        write(&early, &inputs.grub_early_cfg)?;
-        let efi_binary = work.join("BOOTX64.EFI");
-        toolchain
-            .cmd(&ctx.runner, "grub-mkimage", work)
-            .args(["--format", "x86_64-efi", "--prefix", "/boot/grub", "--directory"])
-            .arg(toolchain.file("usr/lib/grub/x86_64-efi"))
-            .arg("--config")
-            .arg(&early)
-            .arg("--output")
-            .arg(&efi_binary)
-            .args(inputs.grub_modules)
-            .output()?;
-        let efi_bytes = std::fs::read(&efi_binary).map_err(|e| BuildError::io(&efi_binary, e))?;
-        write(&tree.join("EFI/BOOT/BOOTX64.EFI"), &efi_bytes)?;
+        let mut fat_files = Vec::new();
+        for (from, to) in inputs.efi_loaders {
+            let source = toolchain.file(from);
+            let bytes = std::fs::read(&source).map_err(|e| BuildError::io(&source, e))?;
+            write(&tree.join(to), &bytes)?;
+            fat_files.push((*to, bytes));
+        }
+        fat_files.push(("boot/grub/grub.cfg", inputs.grub_early_cfg.clone().into_bytes()));
         ceremony_os_media::fat::write_fat_image(
             &tree.join("boot/grub/efi.img"),
             inputs.fat_label,
-            &[("EFI/BOOT/BOOTX64.EFI", efi_bytes)],
+            &fat_files,
             inputs.source_date_epoch,
         )?;
         ceremony_os_tree::clamp_mtimes(out, inputs.source_date_epoch)?;

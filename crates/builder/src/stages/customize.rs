@@ -18,15 +18,31 @@ use ceremony_os_definition::ImageDefinition;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-const RECIPE: u32 = 3;
+const RECIPE: u32 = 4;
 
-/// Units that would manage a network if one existed: masked so nothing even tries.
+/// Units masked besides every timer: those that would manage a network if one existed, and
+/// those that write outside the memory overlay (crash logs into EFI variables, file system
+/// maintenance on disks) or wait for remote file systems.
 const MASKED_UNITS: &[&str] = &[
     "systemd-networkd.service",
     "systemd-networkd.socket",
     "systemd-networkd-wait-online.service",
     "systemd-resolved.service",
     "systemd-timesyncd.service",
+    "systemd-pstore.service",
+    "e2scrub_reap.service",
+    "remote-fs.target",
+];
+
+/// Where packages install systemd units; every `*.timer` found there is masked, so nothing runs
+/// on a schedule (apt-daily, dpkg-db-backup, e2scrub_all, fstrim, tmpfiles-clean...).
+const UNIT_DIRS: &[&str] = &["usr/lib/systemd/system", "lib/systemd/system"];
+
+/// Programs that could configure a network, removed (their units are masked too).
+const REMOVED_PROGRAMS: &[&str] = &[
+    "usr/lib/systemd/systemd-networkd",
+    "usr/lib/systemd/systemd-networkd-wait-online",
+    "usr/bin/networkctl",
 ];
 
 /// PKCS#11 modules of the image's packages, registered with p11-kit when present.
@@ -124,14 +140,17 @@ pub(crate) fn run(ctx: &Ctx<'_>, inputs: &Inputs, sources: &Sources<'_>) -> Resu
                 register_module(&image, name, module)?;
             }
         }
-        for unit in inputs.masked_units {
+        for unit in inputs.masked_units.iter().copied().map(String::from).chain(timers(&image)?) {
             image.symlink(&format!("etc/systemd/system/{unit}"), "/dev/null")?;
+        }
+        for program in REMOVED_PROGRAMS {
+            image.remove_all(program)?;
         }
         if inputs.remove_documentation {
             remove_documentation(&image)?;
         }
         let kernel_version = kernel_version(&image)?;
-        let removed = prune_modules(ctx, &image, &inputs.exclude_modules, &kernel_version)?;
+        let removed = prune_modules(&image, &inputs.exclude_modules, &kernel_version)?;
         ctx.progress(
             "customize",
             &format!("removed {} kernel modules; rebuilding the initrd", removed.len()),
@@ -338,27 +357,56 @@ fn kernel_version(image: &ImageRoot) -> Result<String, BuildError> {
 }
 
 /// Delete the excluded module trees; return the names of the modules removed, sorted.
+/// Every timer unit the packages installed, sorted.
+fn timers(image: &ImageRoot) -> Result<Vec<String>, BuildError> {
+    let mut timers = BTreeSet::new();
+    for dir in UNIT_DIRS {
+        if image.file_type(dir)? == Some(rustix::fs::FileType::Directory) {
+            timers.extend(image.list(dir)?.into_iter().filter(|name| name.ends_with(".timer")));
+        }
+    }
+    Ok(timers.into_iter().collect())
+}
+
+/// Remove each excluded entry: a directory of modules, or one module named by its path without
+/// the `.ko` extension. An entry that matches nothing is an error: a typo must not leave a
+/// driver in the image unnoticed.
 fn prune_modules(
-    ctx: &Ctx<'_>,
     image: &ImageRoot,
     excluded: &[String],
     kernel_version: &str,
 ) -> Result<Vec<String>, BuildError> {
     let mut removed = BTreeSet::new();
-    for tree in excluded {
-        let rel = format!("lib/modules/{kernel_version}/kernel/{tree}");
-        if image.file_type(&rel)? != Some(rustix::fs::FileType::Directory) {
-            ctx.progress(
-                "customize",
-                &format!("module tree {tree} does not exist in kernel {kernel_version}"),
-            );
+    for entry in excluded {
+        let rel = format!("lib/modules/{kernel_version}/kernel/{entry}");
+        if image.file_type(&rel)? == Some(rustix::fs::FileType::Directory) {
+            collect_module_names(image, &rel, &mut removed)?;
+            image.remove_all(&rel)?;
             continue;
         }
-        collect_module_names(image, &rel, &mut removed)?;
-        image.remove_all(&rel)?;
+        let mut found = false;
+        for ext in MODULE_EXTENSIONS {
+            let file = format!("{rel}{ext}");
+            if image.file_type(&file)? == Some(rustix::fs::FileType::RegularFile) {
+                let name = file.rsplit('/').next().expect("has a name");
+                removed.extend(module_stem(name));
+                image.remove_all(&file)?;
+                found = true;
+            }
+        }
+        if !found {
+            return Err(BuildError::stage(
+                "customize",
+                format!(
+                    "kernel.exclude_modules entry {entry:?} is neither a module directory nor a module in kernel {kernel_version}"
+                ),
+            ));
+        }
     }
     Ok(removed.into_iter().collect())
 }
+
+const MODULE_EXTENSIONS: [&str; 4] = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
 
 fn collect_module_names(
     image: &ImageRoot,
@@ -378,10 +426,7 @@ fn collect_module_names(
 
 /// `e1000e.ko.xz` -> `e1000e`; `mac80211-hwsim.ko` -> `mac80211_hwsim` (as modprobe names it).
 fn module_stem(file_name: &str) -> Option<String> {
-    [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
-        .iter()
-        .find_map(|ext| file_name.strip_suffix(ext))
-        .map(|stem| stem.replace('-', "_"))
+    MODULE_EXTENSIONS.iter().find_map(|ext| file_name.strip_suffix(ext)).map(|stem| stem.replace('-', "_"))
 }
 
 fn write_blacklist(image: &ImageRoot, modules: &[String]) -> Result<(), BuildError> {
@@ -397,6 +442,39 @@ fn write_blacklist(image: &ImageRoot, modules: &[String]) -> Result<(), BuildErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn excluded_modules_are_directories_or_single_modules_and_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("lib/modules/6.1.0-1-amd64/kernel");
+        std::fs::create_dir_all(kernel.join("drivers/usb/class")).unwrap();
+        std::fs::create_dir_all(kernel.join("fs/pstore")).unwrap();
+        for file in ["drivers/usb/class/cdc-wdm.ko", "drivers/usb/class/usblp.ko", "fs/pstore/ramoops.ko.xz"]
+        {
+            std::fs::write(kernel.join(file), b"").unwrap();
+        }
+        let image = ImageRoot::open(dir.path()).unwrap();
+        let excluded = ["fs/pstore".to_string(), "drivers/usb/class/cdc-wdm".to_string()];
+        let removed = prune_modules(&image, &excluded, "6.1.0-1-amd64").unwrap();
+        assert_eq!(removed, ["cdc_wdm", "ramoops"]);
+        assert!(!kernel.join("fs/pstore").exists() && !kernel.join("drivers/usb/class/cdc-wdm.ko").exists());
+        assert!(kernel.join("drivers/usb/class/usblp.ko").exists(), "a neighbour was removed");
+        let err =
+            prune_modules(&image, &["drivers/usb/class/cdc-wmd".to_string()], "6.1.0-1-amd64").unwrap_err();
+        assert!(err.to_string().contains("\"drivers/usb/class/cdc-wmd\" is neither"), "{err}");
+    }
+
+    #[test]
+    fn every_timer_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let units = dir.path().join("usr/lib/systemd/system");
+        std::fs::create_dir_all(&units).unwrap();
+        for unit in ["apt-daily.timer", "apt-daily.service", "fstrim.timer"] {
+            std::fs::write(units.join(unit), b"").unwrap();
+        }
+        let image = ImageRoot::open(dir.path()).unwrap();
+        assert_eq!(timers(&image).unwrap(), ["apt-daily.timer", "fstrim.timer"]);
+    }
 
     #[test]
     fn module_names_from_files() {
