@@ -320,14 +320,14 @@ const SOFTHSM_MODULES: [&str; 2] =
     ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"];
 
 fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
-    let rehearsal_dir = std::env::var_os(REHEARSAL_ENV).map(PathBuf::from);
+    let in_rehearsal = std::env::var_os(REHEARSAL_ENV).is_some();
     if args.dry_run && cli.module.is_some() {
         bail!("a rehearsal uses SoftHSM tokens made for it; --module would point it at a real HSM");
     }
-    if rehearsal_dir.is_some() && !args.dry_run {
+    if in_rehearsal && !args.dry_run {
         bail!("{REHEARSAL_ENV} is set, but this is not a rehearsal: unset it for a ceremony");
     }
-    if args.dry_run && rehearsal_dir.is_none() {
+    if args.dry_run && !in_rehearsal {
         return rehearse();
     }
     let rehearsal = args.dry_run;
@@ -389,19 +389,18 @@ fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
     }
     let pins = Pins::new(cli.pin_fd);
     let pin = |token: &str| pins.get(token);
-    let module = match (&rehearsal_dir, &cli.module) {
-        (Some(_), Some(module)) => Some(module.clone()),
-        (Some(_), None) => Some(
+    let module = if rehearsal {
+        Some(
             SOFTHSM_MODULES
                 .iter()
                 .map(PathBuf::from)
                 .find(|p| p.exists())
                 .context("a rehearsal needs SoftHSM (libsofthsm2.so), which is not installed")?,
-        ),
-        (None, module) => module.clone(),
+        )
+    } else {
+        cli.module.clone()
     };
-    if rehearsal {
-        let module = module.as_deref().expect("set above");
+    if let (true, Some(module)) = (rehearsal, &module) {
         let hsm = hsm::Hsm::open(module)?;
         for token in plan::tokens(&plan, &checked) {
             eprintln!("rehearsal: a throwaway token {token:?} in SoftHSM");
