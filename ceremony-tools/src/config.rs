@@ -272,8 +272,8 @@ pub fn parse<T: for<'de> Deserialize<'de>>(text: &str, origin: &Path) -> anyhow:
 }
 
 pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<(T, String)> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8(read_input(path)?)
+        .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
     Ok((parse(&text, path)?, digest))
 }
@@ -294,7 +294,7 @@ pub fn check_outputs(paths: &[&Path]) -> anyhow::Result<()> {
 
 /// Read an input file whose SHA-256 the step pins, if it does.
 pub fn read_pinned(path: &Path, pinned: Option<&str>) -> anyhow::Result<Vec<u8>> {
-    let bytes = read_regular(path)?;
+    let bytes = read_input(path)?;
     if let Some(expected) = pinned {
         let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         if !actual.eq_ignore_ascii_case(expected.trim()) {
@@ -351,6 +351,12 @@ pub fn refuse_symlinks(rel: &Path) -> anyhow::Result<()> {
 pub fn read_own_pem(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     refuse_symlinks(path)?;
     let bytes = read_regular(path)?;
+    let der = own_pem_der(&bytes, path)?;
+    Ok((bytes, der))
+}
+
+/// The DER of `bytes` if they are exactly one PEM block as the tool writes it.
+fn own_pem_der(bytes: &[u8], path: &Path) -> anyhow::Result<Vec<u8>> {
     let blocks =
         ::pem::parse_many(&bytes).map_err(|e| anyhow::anyhow!("{}: not PEM: {e}", path.display()))?;
     let [block] = blocks.as_slice() else {
@@ -362,8 +368,74 @@ pub fn read_own_pem(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
             path.display()
         );
     }
-    let der = block.contents().to_vec();
-    Ok((bytes, der))
+    Ok(block.contents().to_vec())
+}
+
+/// What a file a plan step reads was checked to hold.
+#[derive(Debug, Clone)]
+pub enum Checked {
+    /// A plan file (step file, pinned input): exactly these bytes.
+    Bytes(Vec<u8>),
+    /// An earlier step's output: exactly the PEM it wrote, whose DER has this SHA-256.
+    OwnPem { der_sha256: String },
+}
+
+thread_local! {
+    static CHECKED_READS: std::cell::RefCell<Option<std::collections::BTreeMap<std::path::PathBuf, Checked>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` (one plan step) with every file it may read declared: each read through
+/// [`read_input`] is compared with what was checked, on the very bytes the step then uses, and
+/// a file not declared is refused. Outside a plan, reads are not restricted.
+pub fn with_checked_reads<T>(
+    reads: std::collections::BTreeMap<std::path::PathBuf, Checked>,
+    f: impl FnOnce() -> T,
+) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CHECKED_READS.with(|c| c.borrow_mut().take());
+        }
+    }
+    CHECKED_READS.with(|c| *c.borrow_mut() = Some(reads));
+    let _reset = Reset;
+    f()
+}
+
+/// Read a file a step uses (its step file, a CSR, an issuer certificate): a regular file, and,
+/// during a plan step, exactly what the plan checked it to be.
+pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let restricted = CHECKED_READS.with(|c| c.borrow().is_some());
+    if restricted {
+        refuse_symlinks(path)?;
+    }
+    let bytes = read_regular(path)?;
+    CHECKED_READS.with(|c| -> anyhow::Result<()> {
+        let reads = c.borrow();
+        let Some(reads) = reads.as_ref() else { return Ok(()) };
+        match reads.get(path) {
+            None => anyhow::bail!("{} is not a file this step of the plan was checked to read", path.display()),
+            Some(Checked::Bytes(expected)) if *expected != bytes => anyhow::bail!(
+                "{} has SHA-256 {} now, the plan checked {}: it changed (nothing was done)",
+                path.display(),
+                crate::ca::sha256_hex(&bytes),
+                crate::ca::sha256_hex(expected)
+            ),
+            Some(Checked::OwnPem { der_sha256 }) => {
+                let actual = crate::ca::sha256_hex(&own_pem_der(&bytes, path)?);
+                if actual != *der_sha256 {
+                    anyhow::bail!(
+                        "{} has SHA-256 {actual} (DER), the transcript recorded {der_sha256}: it was replaced (nothing was done)",
+                        path.display()
+                    );
+                }
+                Ok(())
+            }
+            Some(Checked::Bytes(_)) => Ok(()),
+        }
+    })?;
+    Ok(bytes)
 }
 
 pub fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -389,6 +461,40 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn during_a_plan_step_reads_are_compared_on_the_bytes_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let step = dir.path().join("step.toml");
+        let cert = dir.path().join("root.pem");
+        let der = b"not really DER".to_vec();
+        std::fs::write(&step, b"reviewed").unwrap();
+        std::fs::write(&cert, crate::x509::der::pem("CERTIFICATE", &der)).unwrap();
+        let reads = || {
+            std::collections::BTreeMap::from([
+                (step.clone(), Checked::Bytes(b"reviewed".to_vec())),
+                (cert.clone(), Checked::OwnPem { der_sha256: crate::ca::sha256_hex(&der) }),
+            ])
+        };
+        with_checked_reads(reads(), || {
+            assert_eq!(read_input(&step).unwrap(), b"reviewed");
+            assert!(read_input(&cert).is_ok());
+            let other = dir.path().join("other.csr");
+            std::fs::write(&other, b"x").unwrap();
+            let err = read_input(&other).unwrap_err().to_string();
+            assert!(err.contains("is not a file this step of the plan was checked to read"), "{err}");
+        });
+        std::fs::write(&step, b"edited").unwrap();
+        let mut appended = crate::x509::der::pem("CERTIFICATE", &der).into_bytes();
+        appended.extend_from_slice(b"trailing text\n");
+        std::fs::write(&cert, appended).unwrap();
+        with_checked_reads(reads(), || {
+            assert!(read_input(&step).unwrap_err().to_string().contains("it changed"));
+            assert!(read_input(&cert).unwrap_err().to_string().contains("more than the PEM block"));
+        });
+        // Outside a plan step nothing is restricted.
+        assert_eq!(read_input(&step).unwrap(), b"edited");
+    }
 
     #[test]
     fn unknown_keys_are_positioned_errors() {

@@ -421,9 +421,12 @@ pub fn run(
         }
         let outputs = recorded_outputs(plan, transcript.records());
         let result = match &step.action {
-            Action::Hsm { step: kind, file, .. } => check_staged(checked, file)
-                .and_then(|()| check_inputs(checked, i, &outputs))
-                .and_then(|()| kind.run(run.access, file)),
+            Action::Hsm { step: kind, file, .. } => {
+                check_staged(checked, file).and_then(|()| check_inputs(checked, i, &outputs)).and_then(|()| {
+                    let reads = checked_reads(checked, i, file, &outputs);
+                    crate::config::with_checked_reads(reads, || kind.run(run.access, file))
+                })
+            }
             Action::Checkpoint { show } => {
                 checkpoint(checked, show, &outputs, transcript.head(), run.confirm)
             }
@@ -452,6 +455,28 @@ fn check_inputs(checked: &Checked, index: usize, outputs: &BTreeMap<PathBuf, Str
         }
     }
     Ok(())
+}
+
+/// Every file step `index` may read, with what it was checked to hold: the step reads each
+/// through `config::read_input`, which compares the very bytes it then uses.
+fn checked_reads(
+    checked: &Checked,
+    index: usize,
+    file: &Path,
+    outputs: &BTreeMap<PathBuf, String>,
+) -> BTreeMap<PathBuf, crate::config::Checked> {
+    let mut reads = BTreeMap::new();
+    let reading =
+        checked.files.get(index).and_then(Option::as_ref).map(|f| f.reads.as_slice()).unwrap_or_default();
+    for path in std::iter::once(file).chain(reading.iter().map(PathBuf::as_path)) {
+        let expected = match (checked.staged.get(path), outputs.get(path)) {
+            (Some(bytes), _) => crate::config::Checked::Bytes(bytes.clone()),
+            (None, Some(digest)) => crate::config::Checked::OwnPem { der_sha256: digest.clone() },
+            (None, None) => continue,
+        };
+        reads.insert(path.to_path_buf(), expected);
+    }
+    reads
 }
 
 /// A plan file in the work directory still has the bytes that were checked (the step file just

@@ -5,7 +5,7 @@
 //! what it signs. A file edited after it was signed, a leaf certificate or a CA with
 //! pathLenConstraint 0 asked to issue a CA are refused.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use std::path::{Path, PathBuf};
 use x509_parser::prelude::*;
 
@@ -26,7 +26,7 @@ pub struct Issuer {
 
 /// The DER inside a PEM file, checking its label.
 pub fn read_pem(path: &Path, label: &str) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::config::read_input(path)?;
     let parsed = ::pem::parse(&bytes).map_err(|e| anyhow!("{}: not PEM: {e}", path.display()))?;
     if parsed.tag() != label {
         bail!("{}: a PEM {:?}, expected {label:?}", path.display(), parsed.tag());
