@@ -3,7 +3,7 @@
 //! nor its configuration files can change the bytes they produce:
 //!
 //! - [`Toolchain::cmd`] runs one program through the tree's own dynamic loader (mksquashfs,
-//!   xorriso, grub-mkimage: programs that only read and write the files they are given);
+//!   xorriso: programs that only read and write the files they are given);
 //! - [`Jail`] runs a command with the tree as its root file system (read-only), in fresh mount,
 //!   network, UTS, IPC and PID namespaces with private /proc, /dev, /tmp and /run, and only the
 //!   directories it is given bound in under `/ceremony-os/`. mmdebstrap, apt, dpkg, tar, the C

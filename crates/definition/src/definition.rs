@@ -191,7 +191,7 @@ pub struct ArchiveSpec {
 pub struct PackageSets {
     /// What goes into the image's root file system.
     pub image: PackageSet,
-    /// The tools the build runs (xorriso, mksquashfs, grub-mkimage...), pinned like the image.
+    /// The tools the build runs (xorriso, mksquashfs, the signed boot loaders...), pinned like the image.
     pub toolchain: PackageSet,
 }
 

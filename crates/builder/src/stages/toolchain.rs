@@ -1,6 +1,6 @@
 //! Stage `toolchain`: the locked build tools with their libraries, unpacked in-process into a
 //! tree that can also serve as a root file system: mmdebstrap, apt, dpkg, tar and the C compiler
-//! run inside it (see `crate::toolchain::Jail`); xorriso, mksquashfs and grub-mkimage run through
+//! run inside it (see `crate::toolchain::Jail`); xorriso and mksquashfs run through
 //! its own loader. Packages are unpacked, not configured: the few files their maintainer scripts
 //! would have made and the build needs are written here with fixed content.
 
