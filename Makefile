@@ -12,7 +12,7 @@ HOST_PACKAGES := \
 	cpio diffoscope-minimal qemu-system-x86 ovmf \
 	apt ca-certificates debian-archive-keyring dpkg-dev mmdebstrap \
 	xorriso squashfs-tools mtools dosfstools nix-bin faketime \
-	softhsm2 opensc openssl libengine-pkcs11-openssl gpg gpg-agent python3-venv
+	softhsm2 opensc openssl libengine-pkcs11-openssl gpg gpg-agent python3-venv openssh-client
 
 # Oracles from PyPI, pinned by hash (tests/oracles/requirements.txt), in a venv under target/.
 PYVENV := target/pyvenv

@@ -29,13 +29,14 @@ fn published() -> &'static Published {
 /// Verify runs one at a time: each is a full rebuild.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn verify(definition: &Path, expect: &Path) -> (i32, Value, String) {
+fn verify(definition: &Path, expect: &Path, extra: &[&std::ffi::OsStr]) -> (i32, Value, String) {
     let out = support::ceremony_os(&support::shared_image_store())
         .arg("verify")
         .arg(definition)
         .arg("--expect")
         .arg(expect)
         .arg("--json")
+        .args(extra)
         .timeout(std::time::Duration::from_secs(1800))
         .output()
         .unwrap();
@@ -49,7 +50,13 @@ fn verify(definition: &Path, expect: &Path) -> (i32, Value, String) {
 fn verify_matches_the_published_manifest() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let p = published();
-    let (code, verdict, stderr) = verify(&p.definition, &p.out.join("ceremony-os.manifest.json"));
+    let witnesses = Witnesses::new();
+    let alice = witnesses.dir.path().join("alice.json");
+    let (code, verdict, stderr) = verify(
+        &p.definition,
+        &p.out.join("ceremony-os.manifest.json"),
+        &witnesses.attest_args(&alice, "alice", "2026-11-22T10:00:00Z"),
+    );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(verdict["match"], true);
     let stages = verdict["rebuilt"]["stages"].as_array().unwrap();
@@ -57,6 +64,7 @@ fn verify_matches_the_published_manifest() {
     let words = verdict["rebuilt"]["words"].as_array().unwrap();
     assert_eq!(words.len(), 32, "one PGP word per digest byte");
     assert!(stderr.contains("MATCH"), "{stderr}");
+    witnessed_burn(p, &witnesses, &alice);
 }
 
 #[test]
@@ -86,8 +94,15 @@ fn verify_against_a_wrong_manifest_names_the_first_differing_stage_and_paths() {
     let manifest_path = forged.path().join("ceremony-os.manifest.json");
     std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
 
-    let (code, verdict, stderr) = verify(&p.definition, &manifest_path);
+    let witnesses = Witnesses::new();
+    let bob = witnesses.dir.path().join("bob.json");
+    let (code, verdict, stderr) =
+        verify(&p.definition, &manifest_path, &witnesses.attest_args(&bob, "bob", "2026-11-22T11:00:00Z"));
     assert_eq!(code, 1, "{stderr}");
+    // Bob signs his FAILED verdict: it never counts.
+    let (code, stderr) = witnesses.check(2, &"00".repeat(32), &[&bob]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("bob attests FAILED"), "{stderr}");
     assert_eq!(verdict["match"], false);
     assert_eq!(verdict["first_differing_stage"]["stage"], "customize", "{verdict:#}");
     let inputs = &verdict["first_differing_stage"]["input_differences"];
@@ -143,4 +158,159 @@ fn verify_and_compare_take_relative_paths() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"SHA256SUMS.missing\""));
+}
+
+/// Three witnesses (keys made by ssh-keygen) in an allowed_signers file, and a fourth, unknown.
+struct Witnesses {
+    dir: tempfile::TempDir,
+}
+
+impl Witnesses {
+    fn new() -> Witnesses {
+        let dir = tempfile::tempdir().unwrap();
+        let mut allowed = String::new();
+        for name in ["alice", "bob", "carol", "mallory"] {
+            let key = dir.path().join(name);
+            let out = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg(&key)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            if name != "mallory" {
+                let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+                allowed.push_str(&format!("{name}@example.org {}\n", public.trim()));
+            }
+        }
+        std::fs::write(dir.path().join("allowed_signers"), allowed).unwrap();
+        Witnesses { dir }
+    }
+
+    fn key(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn attest_args(&self, file: &Path, name: &str, time: &str) -> Vec<&std::ffi::OsStr> {
+        let leak =
+            |s: String| -> &'static std::ffi::OsStr { std::ffi::OsStr::new(Box::leak(s.into_boxed_str())) };
+        vec![
+            leak("--attest".into()),
+            leak(file.display().to_string()),
+            leak("--signing-key".into()),
+            leak(self.key(name).display().to_string()),
+            leak("--verifier".into()),
+            leak(format!("{name}@example.org")),
+            leak("--verified-at".into()),
+            leak(time.into()),
+            leak("--commit".into()),
+            leak("ab".repeat(20)),
+        ]
+    }
+
+    /// A witness's attestation made with the library `verify` signs with (for the witnesses
+    /// whose rebuild this test does not repeat).
+    fn sign(&self, name: &str, iso_sha256: &str) -> PathBuf {
+        use ceremony_os_attest::statement::{PAYLOAD_TYPE, Verdict, Verification};
+        let key =
+            ceremony_os_attest::keys::SigningKey::from_bytes(&std::fs::read(self.key(name)).unwrap(), name)
+                .unwrap();
+        let statement = Verification {
+            iso_name: "ceremony-os-0.1.0-amd64.iso".into(),
+            iso_sha256: iso_sha256.into(),
+            verifier: format!("{name}@example.org"),
+            time_verified: "2026-11-22T12:00:00Z".into(),
+            commit: Some("ab".repeat(20)),
+            lock_sha256: None,
+            verdict: Verdict::Passed,
+        };
+        let path = self.dir.path().join(format!("{name}-{}.json", &iso_sha256[..8]));
+        std::fs::write(&path, key.sign_envelope(PAYLOAD_TYPE, statement.statement()).to_json()).unwrap();
+        path
+    }
+
+    /// `attestations check --require M --digest D FILES`: exit code and report.
+    fn check(&self, required: usize, digest: &str, files: &[&Path]) -> (i32, String) {
+        let out = support::ceremony_os(&support::shared_image_store())
+            .args(["attestations", "check", "--trust"])
+            .arg(self.dir.path().join("allowed_signers"))
+            .args(["--require", &required.to_string(), "--digest", digest])
+            .args(files)
+            .output()
+            .unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Alice's attestation from a real `verify`, checked by securesystemslib; then M of N with the
+/// other witnesses, and `burn` refusing until enough of them attest.
+fn witnessed_burn(p: &Published, witnesses: &Witnesses, alice: &Path) {
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(p.out.join("ceremony-os.manifest.json")).unwrap()).unwrap();
+    let iso_sha256 = manifest["image"]["sha256"].as_str().unwrap().to_string();
+    let oracle = std::process::Command::new(support::repo_root().join("target/pyvenv/bin/python"))
+        .arg(support::repo_root().join("tests/oracles/dsse_verify.py"))
+        .arg(alice)
+        .arg(witnesses.key("alice").with_extension("pub"))
+        .output()
+        .unwrap();
+    assert!(oracle.status.success(), "securesystemslib: {}", String::from_utf8_lossy(&oracle.stderr));
+    let statement: Value = serde_json::from_slice(&oracle.stdout).unwrap();
+    assert_eq!(statement["subject"][0]["digest"]["sha256"], iso_sha256.as_str());
+    assert_eq!(statement["predicate"]["verificationResult"], "PASSED");
+    assert_eq!(statement["predicate"]["timeVerified"], "2026-11-22T10:00:00Z");
+
+    let bob = witnesses.sign("bob", &iso_sha256);
+    let carol_other = witnesses.sign("carol", &"cc".repeat(32));
+    let mallory = witnesses.sign("mallory", &iso_sha256);
+    let forged = witnesses.dir.path().join("forged.json");
+    // Carol's attestation for another ISO with its payload edited to name this one.
+    let other = std::fs::read(witnesses.sign("carol", &"dd".repeat(32))).unwrap();
+    let mut envelope = ceremony_os_attest::dsse::Envelope::from_json(&other).unwrap();
+    envelope.payload =
+        String::from_utf8(envelope.payload).unwrap().replace(&"dd".repeat(32), &iso_sha256).into_bytes();
+    std::fs::write(&forged, envelope.to_json()).unwrap();
+    let files = [alice, bob.as_path(), carol_other.as_path(), mallory.as_path(), forged.as_path(), alice];
+
+    let (code, report) = witnesses.check(2, &iso_sha256, &files);
+    assert_eq!(code, 0, "{report}");
+    for expected in [
+        "attested PASSED: alice@example.org",
+        "attested PASSED: bob@example.org",
+        "carol@example.org attests another ISO",
+        "unknown key SHA256:",
+        "bad signature for carol@example.org's key",
+        "duplicate: alice@example.org already attested",
+        "no attestation from: carol@example.org",
+        "WITNESSED: 2 of 2",
+    ] {
+        assert!(report.contains(expected), "{expected:?} missing:\n{report}");
+    }
+    let (code, report) = witnesses.check(3, &iso_sha256, &files);
+    assert_eq!(code, 1, "{report}");
+    assert!(report.contains("NOT WITNESSED: 2 of 3"), "{report}");
+
+    // burn refuses before opening the device unless enough witnesses attest.
+    let iso = p.out.join("ceremony-os-0.1.0-amd64.iso");
+    let target = witnesses.dir.path().join("burned.img");
+    std::fs::write(&target, b"").unwrap();
+    let burn = |files: &[&Path]| {
+        support::ceremony_os(&support::shared_image_store())
+            .arg("burn")
+            .arg(&iso)
+            .arg("--device")
+            .arg(&target)
+            .args(["--expect", &iso_sha256, "--trust"])
+            .arg(witnesses.dir.path().join("allowed_signers"))
+            .args(["--require", "2", "--attestations"])
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let out = burn(&[alice, carol_other.as_path(), mallory.as_path()]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too few witnesses attest this ISO"), "{out:?}");
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 0, "burn wrote without enough witnesses");
+    let out = burn(&[alice, bob.as_path()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(support::sha256_hex(&std::fs::read(&target).unwrap()), iso_sha256);
 }

@@ -357,8 +357,7 @@ pub fn read_own_pem(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
 
 /// The DER of `bytes` if they are exactly one PEM block as the tool writes it.
 fn own_pem_der(bytes: &[u8], path: &Path) -> anyhow::Result<Vec<u8>> {
-    let blocks =
-        ::pem::parse_many(bytes).map_err(|e| anyhow::anyhow!("{}: not PEM: {e}", path.display()))?;
+    let blocks = ::pem::parse_many(bytes).map_err(|e| anyhow::anyhow!("{}: not PEM: {e}", path.display()))?;
     let [block] = blocks.as_slice() else {
         anyhow::bail!("{}: holds {} PEM blocks, the ceremony wrote one", path.display(), blocks.len());
     };

@@ -63,6 +63,16 @@ pub struct BurnArgs {
     /// Print a JSON report on standard output.
     #[arg(long)]
     json: bool,
+    /// Burn only what enough witnesses attest: their allowed_signers file (see `attestations
+    /// check`); checked before the device is opened.
+    #[arg(long, value_name = "ALLOWED_SIGNERS", requires_all = ["require", "attestations"])]
+    trust: Option<PathBuf>,
+    /// With --trust: how many distinct witnesses must attest PASSED for this ISO.
+    #[arg(long, value_name = "M", requires = "trust")]
+    require: Option<usize>,
+    /// With --trust: the witnesses' attestation files.
+    #[arg(long, value_name = "FILE", num_args = 1.., requires = "trust")]
+    attestations: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -147,6 +157,13 @@ pub fn burn(args: &BurnArgs) -> Result<()> {
             &plan.iso_sha256
         )
     );
+    if let (Some(trust), Some(require)) = (&args.trust, args.require) {
+        let trust =
+            crate::attest::TrustArgs { trust: trust.clone(), require, commit: None, lock_sha256: None };
+        if !crate::attest::witnessed(&trust, &plan.iso_sha256, &args.attestations)?.passed {
+            bail!("too few witnesses attest this ISO; nothing was written");
+        }
+    }
     if args.dry_run {
         if !args.verify_only {
             eprintln!("would run: {}", plan.describe_write());

@@ -1,6 +1,7 @@
 //! `ceremony-os`: the command line. Thin on purpose: argument parsing, progress display and
 //! output formatting live here; every decision lives in the library crates.
 
+mod attest;
 mod discs;
 mod inputs;
 mod progress;
@@ -80,6 +81,9 @@ enum Command {
     /// first ISO-size bytes of the device are read back and compared. Exit status 0 only when
     /// they match.
     Burn(discs::BurnArgs),
+    /// Witness attestations (made by `verify --attest`).
+    #[command(subcommand)]
+    Attestations(attest::AttestationsCommand),
     /// SHA-256 of a file, or of the first N bytes of a device, as hex and PGP words.
     Checksum(discs::ChecksumArgs),
     /// Rebuild the image from the lock, with no cached stage, and compare with what was published.
@@ -234,9 +238,9 @@ struct BuildArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    // verify and compare keep 1 for "differs"; their errors are 2.
+    // verify, compare and attestations keep 1 for "differs" or "not witnessed"; their errors are 2.
     let error_code = match cli.command {
-        Command::Verify(_) | Command::Compare(_) => ExitCode::from(2),
+        Command::Verify(_) | Command::Compare(_) | Command::Attestations(_) => ExitCode::from(2),
         _ => ExitCode::FAILURE,
     };
     match run(cli) {
@@ -281,6 +285,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Verify(args) => verify::verify(&args, &store_root),
         Command::Compare(args) => verify::compare(&args),
+        Command::Attestations(command) => attest::run(&command),
         command => run_simple(command, &store_root).map(|()| ExitCode::SUCCESS),
     }
 }
@@ -288,7 +293,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn run_simple(command: Command, store_root: &std::path::Path) -> Result<()> {
     let store_root = store_root.to_path_buf();
     match command {
-        Command::Verify(_) | Command::Compare(_) => unreachable!("handled by run"),
+        Command::Verify(_) | Command::Compare(_) | Command::Attestations(_) => unreachable!("handled by run"),
         Command::Lock(args) => lock(&args, &store_root),
         Command::Fetch(args) => {
             let store = Store::open(&store_root)?;

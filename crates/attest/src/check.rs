@@ -1,0 +1,210 @@
+//! The M-of-N check: which attestations count for an ISO digest, which do not and why, and
+//! whether at least M distinct trusted witnesses attest PASSED.
+
+use crate::dsse::Envelope;
+use crate::statement::{PAYLOAD_TYPE, Verdict, Verification};
+use crate::trust::Witness;
+
+/// What the attestations must show.
+#[derive(Debug, Clone)]
+pub struct Requirement {
+    pub iso_sha256: String,
+    /// When given, the statement must name this source commit.
+    pub commit: Option<String>,
+    /// When given, the statement must name this lock digest.
+    pub lock_sha256: Option<String>,
+    /// How many distinct witnesses must attest PASSED.
+    pub required: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Accepted {
+    pub file: String,
+    pub witness: String,
+    pub keyid: String,
+    pub time_verified: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rejected {
+    pub file: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    pub required: usize,
+    pub accepted: Vec<Accepted>,
+    pub rejected: Vec<Rejected>,
+    /// Trusted witnesses with no accepted attestation.
+    pub missing: Vec<String>,
+    pub passed: bool,
+}
+
+/// Check each attestation (`(file name, bytes)`) against the witnesses and the requirement.
+pub fn check(attestations: &[(String, Vec<u8>)], witnesses: &[Witness], requirement: &Requirement) -> Report {
+    let mut accepted: Vec<Accepted> = Vec::new();
+    let mut rejected = Vec::new();
+    for (file, bytes) in attestations {
+        match judge(bytes, witnesses, requirement) {
+            Ok((witness, time_verified)) => {
+                if let Some(earlier) = accepted.iter().find(|a| a.keyid == witness.key.keyid()) {
+                    rejected.push(Rejected {
+                        file: file.clone(),
+                        reason: format!("duplicate: {} already attested in {}", witness.name, earlier.file),
+                    });
+                } else {
+                    accepted.push(Accepted {
+                        file: file.clone(),
+                        witness: witness.name.clone(),
+                        keyid: witness.key.keyid(),
+                        time_verified,
+                    });
+                }
+            }
+            Err(reason) => rejected.push(Rejected { file: file.clone(), reason }),
+        }
+    }
+    let missing = witnesses
+        .iter()
+        .filter(|w| !accepted.iter().any(|a| a.keyid == w.key.keyid()))
+        .map(|w| w.name.clone())
+        .collect();
+    let passed = requirement.required > 0 && accepted.len() >= requirement.required;
+    Report { required: requirement.required, accepted, rejected, missing, passed }
+}
+
+/// The witness an attestation counts for, or why it does not count.
+fn judge<'w>(
+    bytes: &[u8],
+    witnesses: &'w [Witness],
+    requirement: &Requirement,
+) -> Result<(&'w Witness, String), String> {
+    let envelope = Envelope::from_json(bytes).map_err(|e| format!("malformed: {e}"))?;
+    if envelope.payload_type != PAYLOAD_TYPE {
+        return Err(format!("malformed: payloadType {:?}, expected {PAYLOAD_TYPE}", envelope.payload_type));
+    }
+    let signed = envelope.signed_bytes();
+    let mut reasons = Vec::new();
+    let mut signer = None;
+    for sig in &envelope.signatures {
+        match witnesses.iter().find(|w| w.key.keyid() == sig.keyid) {
+            None => reasons.push(format!(
+                "unknown key {}",
+                if sig.keyid.is_empty() { "(no keyid)" } else { &sig.keyid }
+            )),
+            Some(w) if !w.key.verifies(&signed, &sig.sig) => {
+                reasons.push(format!("bad signature for {}'s key", w.name))
+            }
+            Some(w) => {
+                signer = Some(w);
+                break;
+            }
+        }
+    }
+    let Some(witness) = signer else {
+        return Err(if reasons.is_empty() { "not signed".into() } else { reasons.join("; ") });
+    };
+    let statement = Verification::parse(&envelope.payload).map_err(|e| format!("malformed: {e}"))?;
+    if !statement.iso_sha256.eq_ignore_ascii_case(&requirement.iso_sha256) {
+        return Err(format!("{} attests another ISO: sha256 {}", witness.name, statement.iso_sha256));
+    }
+    if statement.verdict == Verdict::Failed {
+        return Err(format!("{} attests FAILED: their rebuild differed", witness.name));
+    }
+    if let Some(commit) = &requirement.commit
+        && statement.commit.as_deref() != Some(commit.as_str())
+    {
+        return Err(format!("{} attests another source commit: {:?}", witness.name, statement.commit));
+    }
+    if let Some(lock) = &requirement.lock_sha256
+        && !statement.lock_sha256.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(lock))
+    {
+        return Err(format!("{} attests another lock: {:?}", witness.name, statement.lock_sha256));
+    }
+    Ok((witness, statement.time_verified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SigningKey;
+    use crate::statement::Verdict;
+
+    fn key(seed: u8) -> SigningKey {
+        let pem = ed25519_pkcs8_pem(seed);
+        SigningKey::from_bytes(pem.as_bytes(), "test").unwrap()
+    }
+
+    /// A PKCS#8 PEM ed25519 key with a fixed seed (RFC 8410 layout).
+    fn ed25519_pkcs8_pem(seed: u8) -> String {
+        use base64::Engine;
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+        ];
+        der.extend([seed; 32]);
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(der)
+        )
+    }
+
+    fn attest(key: &SigningKey, iso: &str, verdict: Verdict) -> Vec<u8> {
+        let v = Verification {
+            iso_name: "os.iso".into(),
+            iso_sha256: iso.into(),
+            verifier: "w".into(),
+            time_verified: "2026-07-12T00:00:00Z".into(),
+            commit: Some("c".repeat(40)),
+            lock_sha256: None,
+            verdict,
+        };
+        key.sign_envelope(PAYLOAD_TYPE, v.statement()).to_json().into_bytes()
+    }
+
+    #[test]
+    fn m_of_n_counts_distinct_trusted_passed_attestations_for_the_digest() {
+        let keys: Vec<SigningKey> = (1..=4).map(key).collect();
+        let witnesses: Vec<Witness> = keys[..3]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Witness { name: format!("w{i}"), key: k.public(), line: i + 1 })
+            .collect();
+        let iso = "aa".repeat(32);
+        let mut forged = attest(&keys[1], &iso, Verdict::Passed);
+        let text = String::from_utf8(forged.clone()).unwrap();
+        let env = Envelope::from_json(text.as_bytes()).unwrap();
+        let mut tampered = env.clone();
+        tampered.payload =
+            String::from_utf8(env.payload.clone()).unwrap().replace("os.iso", "xx.iso").into_bytes();
+        forged = tampered.to_json().into_bytes();
+        let files = vec![
+            ("a.json".to_string(), attest(&keys[0], &iso, Verdict::Passed)),
+            ("b.json".to_string(), attest(&keys[1], &iso, Verdict::Passed)),
+            ("c.json".to_string(), attest(&keys[2], &"bb".repeat(32), Verdict::Passed)),
+            ("d.json".to_string(), attest(&keys[3], &iso, Verdict::Passed)),
+            ("e.json".to_string(), attest(&keys[0], &iso, Verdict::Passed)),
+            ("f.json".to_string(), forged),
+            ("g.json".to_string(), attest(&keys[2], &iso, Verdict::Failed)),
+            ("h.json".to_string(), b"{}".to_vec()),
+        ];
+        let need =
+            |required| Requirement { iso_sha256: iso.clone(), commit: None, lock_sha256: None, required };
+        let report = check(&files, &witnesses, &need(2));
+        assert!(report.passed);
+        assert_eq!(report.accepted.iter().map(|a| a.witness.as_str()).collect::<Vec<_>>(), ["w0", "w1"]);
+        assert_eq!(report.missing, ["w2"]);
+        let reasons: Vec<(&str, &str)> =
+            report.rejected.iter().map(|r| (r.file.as_str(), r.reason.as_str())).collect();
+        assert!(reasons[0].0 == "c.json" && reasons[0].1.contains("another ISO"), "{reasons:?}");
+        assert!(reasons[1].0 == "d.json" && reasons[1].1.starts_with("unknown key SHA256:"), "{reasons:?}");
+        assert!(reasons[2].0 == "e.json" && reasons[2].1.starts_with("duplicate: w0"), "{reasons:?}");
+        assert!(reasons[3].0 == "f.json" && reasons[3].1.contains("bad signature for w1"), "{reasons:?}");
+        assert!(reasons[4].0 == "g.json" && reasons[4].1.contains("attests FAILED"), "{reasons:?}");
+        assert!(reasons[5].0 == "h.json" && reasons[5].1.starts_with("malformed"), "{reasons:?}");
+        assert!(!check(&files, &witnesses, &need(3)).passed);
+        assert!(!check(&files, &witnesses, &need(0)).passed, "zero required is never a pass");
+        let commit = Requirement { commit: Some("d".repeat(40)), ..need(1) };
+        assert!(!check(&files, &witnesses, &commit).passed);
+    }
+}

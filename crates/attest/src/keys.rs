@@ -1,0 +1,113 @@
+//! ed25519 keys: a witness's signing key (an OpenSSH private key file, unencrypted, or a PKCS#8
+//! PEM key), public keys as OpenSSH writes them, and key ids (the OpenSSH SHA-256 fingerprint,
+//! `SHA256:...`, as `ssh-keygen -l` prints it).
+
+use crate::AttestError;
+use crate::dsse::{Envelope, Signature};
+use ed25519_dalek::{Signer as _, Verifier as _};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey(ed25519_dalek::VerifyingKey);
+
+impl PublicKey {
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<PublicKey, AttestError> {
+        ed25519_dalek::VerifyingKey::from_bytes(bytes)
+            .map(PublicKey)
+            .map_err(|e| AttestError::Malformed(format!("not an ed25519 public key: {e}")))
+    }
+
+    fn ssh(&self) -> ssh_key::PublicKey {
+        ssh_key::PublicKey::from(ssh_key::public::Ed25519PublicKey(self.0.to_bytes()))
+    }
+
+    /// `SHA256:<base64>`, as `ssh-keygen -l` prints it.
+    pub fn keyid(&self) -> String {
+        self.ssh().fingerprint(ssh_key::HashAlg::Sha256).to_string()
+    }
+
+    /// `ssh-ed25519 AAAA...`, as in an allowed_signers or authorized_keys line.
+    pub fn to_openssh(&self) -> String {
+        self.ssh().to_openssh().expect("an ed25519 key encodes")
+    }
+
+    /// Whether `sig` is this key's ed25519 signature over `message`.
+    pub fn verifies(&self, message: &[u8], sig: &[u8]) -> bool {
+        ed25519_dalek::Signature::from_slice(sig).is_ok_and(|sig| self.0.verify(message, &sig).is_ok())
+    }
+}
+
+#[derive(Debug)]
+pub struct SigningKey(ed25519_dalek::SigningKey);
+
+impl SigningKey {
+    /// Read a private key: OpenSSH format (`-----BEGIN OPENSSH PRIVATE KEY-----`, not encrypted)
+    /// or PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`). `origin` names it in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<SigningKey, AttestError> {
+        let err = |message: String| AttestError::Key { what: origin.to_string(), message };
+        let text = std::str::from_utf8(bytes).map_err(|_| err("not a text key file".into()))?;
+        if text.trim_start().starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
+            let key = ssh_key::PrivateKey::from_openssh(text)
+                .map_err(|e| err(format!("not an OpenSSH private key: {e}")))?;
+            if key.is_encrypted() {
+                return Err(err(
+                    "the key is encrypted with a passphrase: decrypt a copy for signing (ssh-keygen -p)"
+                        .into(),
+                ));
+            }
+            let Some(pair) = key.key_data().ed25519() else {
+                return Err(err(format!("a {} key; witnesses sign with ed25519 keys", key.algorithm())));
+            };
+            Ok(SigningKey(ed25519_dalek::SigningKey::from_bytes(&pair.private.to_bytes())))
+        } else if text.trim_start().starts_with("-----BEGIN PRIVATE KEY-----") {
+            use ed25519_dalek::pkcs8::DecodePrivateKey;
+            ed25519_dalek::SigningKey::from_pkcs8_pem(text)
+                .map(SigningKey)
+                .map_err(|e| err(format!("not a PKCS#8 ed25519 key: {e}")))
+        } else {
+            Err(err("expected an OpenSSH or PKCS#8 PEM ed25519 private key".into()))
+        }
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key())
+    }
+
+    /// Sign `payload` of `payload_type` into a DSSE envelope.
+    pub fn sign_envelope(&self, payload_type: &str, payload: Vec<u8>) -> Envelope {
+        let mut envelope =
+            Envelope { payload_type: payload_type.to_string(), payload, signatures: Vec::new() };
+        let sig = self.0.sign(&envelope.signed_bytes()).to_bytes().to_vec();
+        envelope.signatures.push(Signature { keyid: self.public().keyid(), sig });
+        envelope
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An OpenSSH ed25519 key made with `ssh-keygen -t ed25519 -N '' -C test`, and its public key.
+    pub(crate) const OPENSSH_KEY: &str = include_str!("../tests/fixtures/witness");
+    pub(crate) const PUBLIC_KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFP4nj9xlOhrZIUdyiwuqMLhRcElUugRTuSgHA+yOs0F";
+
+    #[test]
+    fn an_openssh_key_signs_envelopes_its_public_key_verifies() {
+        let key = SigningKey::from_bytes(OPENSSH_KEY.as_bytes(), "test").unwrap();
+        let envelope = key.sign_envelope("t", b"payload".to_vec());
+        let sig = &envelope.signatures[0];
+        assert_eq!(sig.keyid, key.public().keyid());
+        assert!(sig.keyid.starts_with("SHA256:"));
+        assert!(key.public().verifies(&envelope.signed_bytes(), &sig.sig));
+        assert!(!key.public().verifies(b"other", &sig.sig));
+        // As ssh-keygen -l -f prints this key's fingerprint.
+        assert_eq!(sig.keyid, "SHA256:/6flyRKKrHD0Gqv0gXqbkcMT2356fiV81yCYCCO2mow");
+        assert_eq!(key.public().to_openssh(), PUBLIC_KEY);
+    }
+
+    #[test]
+    fn other_keys_are_named() {
+        let err = SigningKey::from_bytes(b"ssh-ed25519 AAAA", "k").unwrap_err().to_string();
+        assert!(err.starts_with("k: expected an OpenSSH"), "{err}");
+    }
+}

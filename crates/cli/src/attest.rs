@@ -1,0 +1,210 @@
+//! Witness attestations on the command line: `verify --attest` signs the verdict, `attestations
+//! check` counts the witnesses, and `burn --trust` refuses an ISO too few of them attest.
+
+use anyhow::{Context, Result, bail};
+use ceremony_os_attest::check::{self, Report, Requirement};
+use ceremony_os_attest::keys::SigningKey;
+use ceremony_os_attest::statement::{PAYLOAD_TYPE, Verdict, Verification};
+use ceremony_os_attest::trust;
+use clap::{Args, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `verify`'s options for writing a signed attestation of its verdict.
+#[derive(Args, Debug)]
+pub struct AttestArgs {
+    /// Write a signed attestation of the verdict (PASSED or FAILED) to FILE: an in-toto
+    /// Statement v1 with a SLSA verification summary in a DSSE envelope. FILE must not exist.
+    #[arg(long, value_name = "FILE", requires = "signing_key")]
+    pub attest: Option<PathBuf>,
+    /// The witness's ed25519 private key: an OpenSSH key file (not encrypted) or PKCS#8 PEM.
+    #[arg(long, value_name = "KEY", requires = "attest")]
+    pub signing_key: Option<PathBuf>,
+    /// Who verified, as the statement names them [default: the key's fingerprint].
+    #[arg(long, value_name = "NAME")]
+    pub verifier: Option<String>,
+    /// When the witness verified (RFC 3339 UTC, like 2026-07-12T09:30:00Z) [default: the
+    /// definition's snapshot time: the clock is never read].
+    #[arg(long, value_name = "TIME")]
+    pub verified_at: Option<String>,
+    /// The source commit the witness checked out (40 hex digits), recorded in the statement.
+    #[arg(long, value_name = "COMMIT")]
+    pub commit: Option<String>,
+}
+
+/// A signer ready before the rebuild starts (a bad key fails early, not after an hour).
+#[derive(Debug)]
+pub struct Attester {
+    file: PathBuf,
+    key: SigningKey,
+    verifier: String,
+    verified_at: String,
+    commit: Option<String>,
+}
+
+impl AttestArgs {
+    pub fn attester(&self, snapshot: &str) -> Result<Option<Attester>> {
+        let (Some(file), Some(key_path)) = (&self.attest, &self.signing_key) else { return Ok(None) };
+        if std::fs::symlink_metadata(file).is_ok() {
+            bail!("{} already exists; attestations are never overwritten", file.display());
+        }
+        let bytes = std::fs::read(key_path).with_context(|| format!("cannot read {}", key_path.display()))?;
+        let key = SigningKey::from_bytes(&bytes, &key_path.display().to_string())?;
+        let verified_at = match &self.verified_at {
+            Some(time) => {
+                ceremony_os_definition::Timestamp::parse_rfc3339_utc(time)
+                    .map_err(|e| anyhow::anyhow!("--verified-at {time:?}: {e}"))?;
+                time.clone()
+            }
+            None => snapshot.to_string(),
+        };
+        if let Some(commit) = &self.commit
+            && (commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            bail!("--commit {commit:?} is not a commit id (40 hex digits)");
+        }
+        Ok(Some(Attester {
+            file: file.clone(),
+            verifier: self.verifier.clone().unwrap_or_else(|| key.public().keyid()),
+            key,
+            verified_at,
+            commit: self.commit.as_ref().map(|c| c.to_ascii_lowercase()),
+        }))
+    }
+}
+
+impl Attester {
+    /// Sign the verdict about `iso_name` with digest `iso_sha256` and write it (new file only).
+    pub fn write(&self, iso_name: &str, iso_sha256: &str, lock_sha256: &str, passed: bool) -> Result<()> {
+        let verification = Verification {
+            iso_name: iso_name.to_string(),
+            iso_sha256: iso_sha256.to_string(),
+            verifier: self.verifier.clone(),
+            time_verified: self.verified_at.clone(),
+            commit: self.commit.clone(),
+            lock_sha256: Some(lock_sha256.to_string()),
+            verdict: if passed { Verdict::Passed } else { Verdict::Failed },
+        };
+        let envelope = self.key.sign_envelope(PAYLOAD_TYPE, verification.statement());
+        write_new(&self.file, envelope.to_json().as_bytes())?;
+        eprintln!(
+            "attestation ({}) signed by {} written to {}",
+            verification.verdict.as_str(),
+            self.key.public().keyid(),
+            self.file.display()
+        );
+        Ok(())
+    }
+}
+
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut file =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.persist_noclobber(path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+/// Who must attest: the trust file, M, and (for burn) the attestation files.
+#[derive(Args, Debug)]
+pub struct TrustArgs {
+    /// The witnesses, in OpenSSH allowed_signers format (`principal ssh-ed25519 AAAA...`).
+    #[arg(long, value_name = "ALLOWED_SIGNERS")]
+    pub trust: PathBuf,
+    /// How many distinct witnesses must attest PASSED.
+    #[arg(long, value_name = "M")]
+    pub require: usize,
+    /// When given, attestations must name this source commit.
+    #[arg(long, value_name = "COMMIT")]
+    pub commit: Option<String>,
+    /// When given, attestations must name this lock SHA-256.
+    #[arg(long, value_name = "SHA256")]
+    pub lock_sha256: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AttestationsCommand {
+    /// Count the witnesses: exit 0 when at least M distinct witnesses of the trust file attest
+    /// PASSED for this digest, 1 when not, 2 on an error. Says who attested, who did not, and
+    /// why each rejected attestation does not count.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// The ISO's SHA-256.
+    #[arg(long, value_name = "SHA256")]
+    digest: String,
+    /// Print the report as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+    /// Attestation files (DSSE envelopes).
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+pub fn run(command: &AttestationsCommand) -> Result<ExitCode> {
+    let AttestationsCommand::Check(args) = command;
+    let report = witnessed(&args.trust, &args.digest, &args.files)?;
+    if args.json {
+        writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Load the witnesses and attestations and count; the report is printed on standard error.
+pub fn witnessed(trust: &TrustArgs, digest: &str, files: &[PathBuf]) -> Result<Report> {
+    let digest = digest.trim().to_ascii_lowercase();
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("--digest {digest:?} is not a SHA-256 (64 hex digits)");
+    }
+    let text = std::fs::read_to_string(&trust.trust)
+        .with_context(|| format!("cannot read {}", trust.trust.display()))?;
+    let witnesses = trust::parse(&text, &trust.trust.display().to_string())?;
+    if witnesses.is_empty() {
+        bail!("{} names no witness", trust.trust.display());
+    }
+    if trust.require == 0 || trust.require > witnesses.len() {
+        bail!(
+            "--require {} must be between 1 and the {} witnesses of {}",
+            trust.require,
+            witnesses.len(),
+            trust.trust.display()
+        );
+    }
+    let mut attestations = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        attestations.push((file.display().to_string(), bytes));
+    }
+    let requirement = Requirement {
+        iso_sha256: digest.clone(),
+        commit: trust.commit.as_ref().map(|c| c.to_ascii_lowercase()),
+        lock_sha256: trust.lock_sha256.as_ref().map(|l| l.to_ascii_lowercase()),
+        required: trust.require,
+    };
+    let report = check::check(&attestations, &witnesses, &requirement);
+    for a in &report.accepted {
+        eprintln!("attested PASSED: {} ({}) in {}, verified {}", a.witness, a.keyid, a.file, a.time_verified);
+    }
+    for r in &report.rejected {
+        eprintln!("does not count: {}: {}", r.file, r.reason);
+    }
+    if !report.missing.is_empty() {
+        eprintln!("no attestation from: {}", report.missing.join(", "));
+    }
+    eprintln!(
+        "{}: {} of {} required witnesses attest PASSED for {digest}",
+        if report.passed { "WITNESSED" } else { "NOT WITNESSED" },
+        report.accepted.len(),
+        report.required
+    );
+    Ok(report)
+}
