@@ -102,7 +102,7 @@ fn verify_against_a_wrong_manifest_names_the_first_differing_stage_and_paths() {
     // Bob signs his FAILED verdict: it never counts.
     let (code, stderr) = witnesses.check(2, &"00".repeat(32), &[&bob]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("bob attests FAILED"), "{stderr}");
+    assert!(stderr.contains("bob@example.org attests FAILED"), "{stderr}");
     assert_eq!(verdict["match"], false);
     assert_eq!(verdict["first_differing_stage"]["stage"], "customize", "{verdict:#}");
     let inputs = &verdict["first_differing_stage"]["input_differences"];
