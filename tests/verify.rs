@@ -100,9 +100,9 @@ fn verify_against_a_wrong_manifest_names_the_first_differing_stage_and_paths() {
         verify(&p.definition, &manifest_path, &witnesses.attest_args(&bob, "bob", "2026-11-22T11:00:00Z"));
     assert_eq!(code, 1, "{stderr}");
     // Bob signs his FAILED verdict: it never counts.
-    let (code, stderr) = witnesses.check(2, &"00".repeat(32), &[&bob]);
-    assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("bob@example.org attests FAILED"), "{stderr}");
+    let (checked, report) = witnesses.check(2, &"00".repeat(32), &[&bob]);
+    assert_eq!(checked, 1, "{report}");
+    assert!(report.contains("bob@example.org attests FAILED"), "{report}");
     assert_eq!(verdict["match"], false);
     assert_eq!(verdict["first_differing_stage"]["stage"], "customize", "{verdict:#}");
     let inputs = &verdict["first_differing_stage"]["input_differences"];
