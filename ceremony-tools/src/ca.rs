@@ -184,7 +184,7 @@ fn check_uri(field: &str, uri: &Option<String>) -> Result<()> {
 }
 
 fn write(outcome: &mut Outcome, what: &'static str, path: &Path, label: &str, der: Vec<u8>) -> Result<()> {
-    config::write_new(path, der::pem(label, &der).as_bytes())?;
+    ceremony_os_media::write_new(path, der::pem(label, &der).as_bytes())?;
     outcome.outputs.push(Written { what, path: path.to_path_buf(), der });
     Ok(())
 }

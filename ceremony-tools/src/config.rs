@@ -329,9 +329,6 @@ pub fn read_regular(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Create an output that did not exist: written and synced under a temporary name in the same
-/// directory, then linked to its name only if that name is still free. A failure leaves no
-/// file behind, and nothing is ever overwritten.
 /// Refuse a relative path any of whose components (the file itself included) is a symbolic
 /// link: a work-directory path must name a file in the work directory, never lead elsewhere.
 pub fn refuse_symlinks(rel: &Path) -> anyhow::Result<()> {
@@ -435,26 +432,6 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
         }
     })?;
     Ok(bytes)
-}
-
-pub fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut file = tempfile::Builder::new()
-        .prefix(".ceremony-partial-")
-        .tempfile_in(parent)
-        .map_err(|e| anyhow::anyhow!("cannot create a file in {}: {e}", parent.display()))?;
-    // Certificates, CRLs and public keys are public: readable by all, like a file made under the
-    // usual umask.
-    use std::os::unix::fs::PermissionsExt;
-    file.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
-        .and_then(|()| file.write_all(bytes))
-        .and_then(|()| file.as_file().sync_all())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    file.persist_noclobber(path)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {}", path.display(), e.error))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -10,12 +10,13 @@ use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+const SUMS: &str = "SHA256SUMS";
+
 /// The files to export (stick path -> bytes), `SHA256SUMS` included, and the time to stamp them
 /// with (the transcript's last record).
 #[derive(Debug)]
 pub struct Export {
     pub files: BTreeMap<String, Vec<u8>>,
-    pub sums: String,
     pub epoch: i64,
     /// The transcript's head: the last one the witnesses wrote down, if nothing ran since.
     pub head: String,
@@ -95,7 +96,7 @@ pub fn collect(transcript_path: &Path) -> Result<Export> {
     files.insert(name, text.into_bytes());
     // FAT compares names without regard to case: two names that differ only in case are one.
     let mut folded = BTreeMap::new();
-    for name in files.keys().chain(std::iter::once(&"SHA256SUMS".to_string())) {
+    for name in files.keys().chain(std::iter::once(&SUMS.to_string())) {
         if let Some(other) = folded.insert(name.to_lowercase(), name.clone()) {
             bail!("{other:?} and {name:?} are the same name on a FAT stick");
         }
@@ -106,8 +107,15 @@ pub fn collect(transcript_path: &Path) -> Result<Export> {
         .last()
         .and_then(|r| ceremony_os_definition::Timestamp::parse_rfc3339_utc(&r.time).ok())
         .map_or(315_532_800, |t| t.unix());
-    files.insert("SHA256SUMS".into(), sums.clone().into_bytes());
-    Ok(Export { files, sums, epoch, head, rehearsal: rehearsed > 0 })
+    files.insert(SUMS.into(), sums.into_bytes());
+    Ok(Export { files, epoch, head, rehearsal: rehearsed > 0 })
+}
+
+impl Export {
+    /// The `SHA256SUMS` on the stick.
+    pub fn sums(&self) -> &[u8] {
+        self.files.get(SUMS).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// Where the export goes.
@@ -127,7 +135,7 @@ pub struct Written {
 }
 
 /// A volume label FAT and every system accept.
-pub fn check_label(label: &str) -> Result<()> {
+fn check_label(label: &str) -> Result<()> {
     if label.is_empty()
         || label.len() > 11
         || !label.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
@@ -140,17 +148,13 @@ pub fn check_label(label: &str) -> Result<()> {
 /// Lay the files out in a FAT image, write it to `target`, and read it back from the medium.
 pub fn write(export: &Export, target: &Target, label: &str) -> Result<Written> {
     check_label(label)?;
-    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
-    let image_path = scratch.path().join("export.img");
-    let files: Vec<(&str, Vec<u8>)> = export.files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
-    ceremony_os_media::fat::write_fat_image(&image_path, label, &files, export.epoch)?;
-    let image =
-        std::fs::read(&image_path).with_context(|| format!("cannot read {}", image_path.display()))?;
+    let files: Vec<(&str, &[u8])> = export.files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let image = ceremony_os_media::fat::fat_image(label, &files, export.epoch)?;
     let sha256 = crate::ca::sha256_hex(&image);
     let len = image.len() as u64;
     let written_to = match target {
         Target::Image(path) => {
-            crate::config::write_new(path, &image)?;
+            ceremony_os_media::write_new(path, &image)?;
             path
         }
         Target::Device(device) => {

@@ -356,7 +356,7 @@ fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
                 );
             }
         }
-        plan::stage(&checked, Path::new("."))?;
+        plan::stage(&checked)?;
         // Before any HSM session: the witnesses hold the plan's digest on their script, and, on
         // a resume, the last head they wrote down (the transcript's chain has no key of its own).
         if done == plan.steps.len() {
@@ -452,7 +452,6 @@ fn rehearse() -> Result<ExitCode> {
 }
 
 fn export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode> {
-    export::check_label(&args.label)?;
     let target = match (&args.device, &args.image) {
         (Some(device), None) => export::Target::Device(device.clone()),
         (None, Some(image)) => export::Target::Image(image.clone()),
@@ -463,7 +462,7 @@ fn export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode> {
         eprintln!("REHEARSAL: this transcript records a rehearsal (plan run --dry-run), not a ceremony");
     }
     let written = export::write(&collected, &target, &args.label)?;
-    let sums_sha256 = ca::sha256_hex(collected.sums.as_bytes());
+    let sums_sha256 = ca::sha256_hex(collected.sums());
     let (export::Target::Device(path) | export::Target::Image(path)) = &target;
     if args.json {
         let files: BTreeMap<&String, String> =
@@ -477,7 +476,7 @@ fn export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode> {
             })
         );
     } else {
-        print!("{}", collected.sums);
+        std::io::stdout().write_all(collected.sums())?;
         eprintln!("MATCH: {} read back holds the export ({} bytes)", path.display(), written.bytes);
     }
     show_digest("the exported transcript's head", &collected.head);

@@ -366,15 +366,15 @@ pub fn check(plan: &Plan) -> Result<Checked> {
     Ok(Checked { files, staged, made_by })
 }
 
-/// Place the checked plan files in the work directory: written from the checked bytes, or,
-/// when already there (the plan's own directory, or a resumed run), compared with them.
-pub fn stage(checked: &Checked, workdir: &Path) -> Result<()> {
-    for (path, bytes) in &checked.staged {
-        let target = workdir.join(path);
-        crate::config::refuse_symlinks(&target)?;
-        match std::fs::symlink_metadata(&target) {
+/// Place the checked plan files in the work directory (the current directory): written from the
+/// checked bytes, or, when already there (the plan's own directory, or a resumed run), compared
+/// with them.
+pub fn stage(checked: &Checked) -> Result<()> {
+    for (target, bytes) in &checked.staged {
+        crate::config::refuse_symlinks(target)?;
+        match std::fs::symlink_metadata(target) {
             Ok(_) => {
-                let present = crate::config::read_regular(&target)?;
+                let present = crate::config::read_regular(target)?;
                 if present != *bytes {
                     bail!(
                         "{} is in the work directory with SHA-256 {}, the plan's file has {} (nothing was done)",
@@ -389,7 +389,7 @@ pub fn stage(checked: &Checked, workdir: &Path) -> Result<()> {
                     std::fs::create_dir_all(parent)
                         .with_context(|| format!("cannot create {}", parent.display()))?;
                 }
-                crate::config::write_new(&target, bytes)?;
+                ceremony_os_media::write_new(target, bytes)?;
             }
         }
     }
@@ -421,11 +421,11 @@ pub fn run(
         }
         let outputs = recorded_outputs(plan, transcript.records());
         let result = match &step.action {
+            // Every step reads its files (step file, inputs, issuer) before its HSM session, each
+            // through the checked reader: a changed or replaced file stops it there.
             Action::Hsm { step: kind, file, .. } => {
-                check_staged(checked, file).and_then(|()| check_inputs(checked, i, &outputs)).and_then(|()| {
-                    let reads = checked_reads(checked, i, file, &outputs);
-                    crate::config::with_checked_reads(reads, || kind.run(run.access, file))
-                })
+                let reads = checked_reads(checked, i, file, &outputs);
+                crate::config::with_checked_reads(reads, || kind.run(run.access, file))
             }
             Action::Checkpoint { show } => {
                 checkpoint(checked, show, &outputs, transcript.head(), run.confirm)
@@ -440,20 +440,6 @@ pub fn run(
         result.with_context(|| format!("step {} ({}) failed; the plan stopped there", i + 1, step.id))?;
     }
     eprintln!("\nall {total} steps of the plan are done");
-    Ok(())
-}
-
-/// Before an HSM step: every file it reads still has the digest it was checked with (pinned
-/// inputs) or that the step which made it recorded (the DER inside the PEM).
-fn check_inputs(checked: &Checked, index: usize, outputs: &BTreeMap<PathBuf, String>) -> Result<()> {
-    let Some(Some(files)) = checked.files.get(index) else { return Ok(()) };
-    for read in &files.reads {
-        if checked.staged.contains_key(read) {
-            check_staged(checked, read)?;
-        } else {
-            check_output(checked, read, outputs)?;
-        }
-    }
     Ok(())
 }
 
@@ -479,8 +465,8 @@ fn checked_reads(
     reads
 }
 
-/// A plan file in the work directory still has the bytes that were checked (the step file just
-/// before its step runs, a pinned input just before a step reads it).
+/// A plan file in the work directory still has the bytes that were checked (shown at a
+/// checkpoint).
 fn check_staged(checked: &Checked, path: &Path) -> Result<()> {
     let expected =
         checked.staged.get(path).with_context(|| format!("{} is not a file of the plan", path.display()))?;

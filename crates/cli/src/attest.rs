@@ -8,7 +8,7 @@ use ceremony_os_attest::statement::{PAYLOAD_TYPE, Verdict, Verification};
 use ceremony_os_attest::trust;
 use clap::{Args, Subcommand};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// `verify`'s options for writing a signed attestation of its verdict.
@@ -87,7 +87,7 @@ impl Attester {
             verdict: if passed { Verdict::Passed } else { Verdict::Failed },
         };
         let envelope = self.key.sign_envelope(PAYLOAD_TYPE, verification.statement());
-        write_new(&self.file, envelope.to_json().as_bytes())?;
+        ceremony_os_media::write_new(&self.file, envelope.to_json().as_bytes())?;
         eprintln!(
             "attestation ({}) signed by {} written to {}",
             verification.verdict.as_str(),
@@ -96,18 +96,6 @@ impl Attester {
         );
         Ok(())
     }
-}
-
-fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut file =
-        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.as_file().sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.persist_noclobber(path)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {}", path.display(), e.error))?;
-    Ok(())
 }
 
 /// Who must attest: the trust file, M, and (for burn) the attestation files.

@@ -60,9 +60,6 @@ pub fn verify(args: &VerifyArgs, store_root: &Path) -> Result<ExitCode> {
     let iso_name = format!("{}.iso", def.artifact_stem());
     let expected = expect::load(&args.expect, &iso_name)?;
     let attester = args.attest.attester(&def.debian.snapshot.to_string())?;
-    let lock_bytes =
-        std::fs::read(&lock_path).with_context(|| format!("cannot read {}", lock_path.display()))?;
-    let lock_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&lock_bytes));
     eprintln!("expecting {} from {} ({})", expected.sha256, expected.source, expected.kind);
 
     let store = Store::open(store_root)?;
@@ -93,7 +90,8 @@ pub fn verify(args: &VerifyArgs, store_root: &Path) -> Result<ExitCode> {
     }
     eprintln!("{}", if verdict.matched { "MATCH" } else { "MISMATCH" });
     if let Some(attester) = &attester {
-        attester.write(&iso_name, &expected.sha256, &lock_sha256, verdict.matched)?;
+        // The lock's digest as the rebuild read it.
+        attester.write(&iso_name, &expected.sha256, &request.build.lock_sha256, verdict.matched)?;
     }
     if args.json {
         let json = serde_json::json!({

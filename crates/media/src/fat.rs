@@ -19,20 +19,17 @@ impl fatfs::TimeProvider for FixedTime {
     }
 }
 
-/// Write a FAT image at `path` (a new file) holding `files` (FAT path such as
-/// `EFI/BOOT/BOOTX64.EFI`, and the bytes), stamped with `epoch` (Unix seconds), sized to fit
-/// with at least 256 KiB to spare, rounded up to 1 MiB.
-pub fn write_fat_image(
-    path: &Path,
+/// A FAT image holding `files` (FAT path such as `EFI/BOOT/BOOTX64.EFI`, and the bytes), stamped
+/// with `epoch` (Unix seconds), sized to fit with at least 256 KiB to spare, rounded up to 1 MiB.
+pub fn fat_image<B: AsRef<[u8]>>(
     label: &str,
-    files: &[(&str, Vec<u8>)],
+    files: &[(&str, B)],
     epoch: i64,
-) -> Result<(), MediaError> {
-    let io = |e: std::io::Error| MediaError::io(path, e);
-    let payload: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+) -> Result<Vec<u8>, MediaError> {
+    let io = |e: std::io::Error| MediaError::io(Path::new("(FAT image in memory)"), e);
+    let payload: u64 = files.iter().map(|(_, b)| b.as_ref().len() as u64).sum();
     let size = (payload + 256 * 1024).div_ceil(1 << 20).max(2) << 20;
-    let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io)?;
-    file.set_len(size).map_err(io)?;
+    let mut disk = std::io::Cursor::new(vec![0u8; size as usize]);
 
     let mut label_bytes = [b' '; 11];
     for (slot, b) in label_bytes.iter_mut().zip(label.to_ascii_uppercase().bytes()) {
@@ -40,14 +37,14 @@ pub fn write_fat_image(
     }
     let volume_id = (epoch as u64 & 0xffff_ffff) as u32;
     fatfs::format_volume(
-        &file,
+        &mut disk,
         fatfs::FormatVolumeOptions::new().volume_id(volume_id).volume_label(label_bytes),
     )
     .map_err(io)?;
 
     let time: &'static FixedTime = Box::leak(Box::new(FixedTime(fat_date_time(epoch))));
-    let fs = fatfs::FileSystem::new(&file, fatfs::FsOptions::new().time_provider(time)).map_err(io)?;
-    let mut sorted: Vec<&(&str, Vec<u8>)> = files.iter().collect();
+    let fs = fatfs::FileSystem::new(&mut disk, fatfs::FsOptions::new().time_provider(time)).map_err(io)?;
+    let mut sorted: Vec<&(&str, B)> = files.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     for (fat_path, bytes) in sorted {
         let (dirs, name) = fat_path.rsplit_once('/').unwrap_or(("", fat_path));
@@ -60,12 +57,21 @@ pub fn write_fat_image(
         }
         let mut f = dir.create_file(name).map_err(io)?;
         f.truncate().map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
+        f.write_all(bytes.as_ref()).map_err(io)?;
         f.flush().map_err(io)?;
     }
     fs.unmount().map_err(io)?;
-    file.sync_all().map_err(io)?;
-    Ok(())
+    Ok(disk.into_inner())
+}
+
+/// [`fat_image`] written to `path`, a new file.
+pub fn write_fat_image<B: AsRef<[u8]>>(
+    path: &Path,
+    label: &str,
+    files: &[(&str, B)],
+    epoch: i64,
+) -> Result<(), MediaError> {
+    crate::write_new(path, &fat_image(label, files, epoch)?)
 }
 
 fn fat_date_time(epoch: i64) -> fatfs::DateTime {

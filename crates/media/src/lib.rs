@@ -47,6 +47,26 @@ pub fn open_regular(path: &Path) -> Result<std::fs::File, MediaError> {
     Ok(file)
 }
 
+/// Create `path` holding `bytes`, only if it does not exist: written and synced under a
+/// temporary name in the same directory (mode 0644), then linked to its name only if the name is
+/// still free. A failure leaves nothing behind, and nothing is ever overwritten.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), MediaError> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut file = tempfile::Builder::new()
+        .prefix(".ceremony-partial-")
+        .tempfile_in(dir)
+        .map_err(|e| MediaError::io(dir, e))?;
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|()| file.write_all(bytes))
+        .and_then(|()| file.as_file().sync_all())
+        .map_err(|e| MediaError::io(path, e))?;
+    file.persist_noclobber(path).map_err(|e| MediaError::io(path, e.error))?;
+    Ok(())
+}
+
 /// SHA-256 (hex) of the first `len` bytes `path` holds on its medium, and how many bytes were
 /// read: what was written is synced and the kernel's cached pages of the file or device are
 /// dropped first, so the bytes are read from the device rather than from memory.
@@ -55,9 +75,7 @@ pub fn sha256_from_medium(path: &Path, len: u64) -> Result<(String, u64), MediaE
     file.sync_all().map_err(|e| MediaError::io(path, e))?;
     rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)
         .map_err(|e| MediaError::io(path, e.into()))?;
-    let mut hasher = Sha256::new();
-    let n = std::io::copy(&mut file.take(len), &mut hasher).map_err(|e| MediaError::io(path, e))?;
-    Ok((hex::encode(hasher.finalize()), n))
+    sha256_prefix(path, Some(len))
 }
 
 /// SHA-256 (hex) of the first `limit` bytes of `path` (all of it if `None`), and how many bytes
