@@ -51,8 +51,11 @@ iso: build
 test: setup
 	$(CARGO) test --workspace --locked --no-fail-fast
 
-## bench: build times beside the plain shell pipeline, and boot times (reports, never asserts)
+## bench: build times beside the plain shell pipeline, boot times, and the squashfs compression
+## table (reports, never asserts)
 bench: build
 	tests/bench/build.sh
-	$(CEREMONY_OS) build $(DEFINITION) --output out
+	$(CEREMONY_OS) build $(DEFINITION) --output out --json > out/build-report.json
 	tests/bench/boot.sh out/ceremony-os-0.1.0-amd64.iso
+	CEREMONY_OS_STORE=$${CEREMONY_OS_STORE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/ceremony-os/store} \
+	  tests/bench/compression.sh out/build-report.json out/ceremony-os-0.1.0-amd64.iso

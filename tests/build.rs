@@ -108,6 +108,26 @@ fn build_writes_iso_sums_manifest_and_sbom() {
         serde_json::from_slice(&std::fs::read(first.out.join("ceremony-os.spdx.json")).unwrap()).unwrap();
     assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
     assert_eq!(sbom["packages"][0]["checksums"][0]["checksumValue"], first.iso_sha256());
+    // Every locked image package is in the SBOM with its digest and the archive it came from; the
+    // default image takes security updates, so some come from bookworm-security, downloadable
+    // from that archive's mirror.
+    let lock_path = s.root.join("image/ceremony.lock");
+    let lock = ceremony_os_definition::Lockfile::parse(&std::fs::read_to_string(&lock_path).unwrap(), &lock_path)
+        .unwrap();
+    let sbom_packages = &sbom["packages"].as_array().unwrap()[1..];
+    assert_eq!(sbom_packages.len(), lock.image.packages.len());
+    for (entry, locked) in sbom_packages.iter().zip(&lock.image.packages) {
+        assert_eq!(entry["name"], locked.name.as_str());
+        assert_eq!(entry["checksums"][0]["checksumValue"], locked.sha256.as_hex());
+        assert_eq!(entry["sourceInfo"], format!("Debian archive {}", locked.archive), "{entry}");
+    }
+    let security: Vec<&Value> =
+        sbom_packages.iter().filter(|p| p["sourceInfo"] == "Debian archive bookworm-security").collect();
+    assert!(!security.is_empty(), "no package of the SBOM comes from bookworm-security");
+    for entry in security {
+        let url = entry["downloadLocation"].as_str().unwrap();
+        assert!(url.starts_with("http://snapshot.debian.org/archive/debian-security/20260712T000000Z/pool/updates/"), "{url}");
+    }
     let provenance: Value =
         serde_json::from_slice(&std::fs::read(first.out.join("ceremony-os.provenance.json")).unwrap())
             .unwrap();

@@ -176,7 +176,7 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
     let tree = normalize_stage::NormalizedTree::at(&normalized.path)?;
     let squashfs = squashfs::run(
         &ctx,
-        &squashfs::inputs(sde, def.squashfs.compression, &normalized, &toolchain),
+        &squashfs::inputs(sde, &def.squashfs, &normalized, &toolchain),
         &normalized,
         &toolchain,
     )?;

@@ -21,7 +21,7 @@ use ceremony_os_definition::published::{
     ProvenanceBuilder, ProvenanceStatement, ResourceDescriptor, RootfsRecord, RunDetails, SLSA_PROVENANCE_V1,
     SlsaProvenance, StageRecord as PublishedStage, Statement, stage_byproduct_name,
 };
-use ceremony_os_definition::{ImageDefinition, Lockfile};
+use ceremony_os_definition::{ImageDefinition, LockedPackage, Lockfile};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -276,13 +276,14 @@ fn spdx(def: &ImageDefinition, lock: &Lockfile, iso_sha256: &str, iso_name: &str
             "name": p.name,
             "versionInfo": p.version,
             "supplier": "Organization: Debian",
-            "downloadLocation": "NOASSERTION",
+            "downloadLocation": download_location(def, p),
+            "sourceInfo": format!("Debian archive {}", p.archive),
             "filesAnalyzed": false,
             "checksums": [{"algorithm": "SHA256", "checksumValue": p.sha256.as_hex()}],
             "externalRefs": [{
                 "referenceCategory": "PACKAGE-MANAGER",
                 "referenceType": "purl",
-                "referenceLocator": format!("pkg:deb/debian/{}@{}?arch={}&distro={}", p.name, purl_escape(&p.version), p.architecture, lock.suite),
+                "referenceLocator": deb_purl(p, &lock.suite),
             }],
         }));
         relationships.push(json!({"spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS", "relatedSpdxElement": id}));
@@ -315,18 +316,13 @@ fn provenance(inputs: &OutputInputs<'_>, iso_name: &str, iso_sha256: &str) -> Pr
         digest: sha256(inputs.lock_sha256),
         ..Default::default()
     }];
-    let mut debs: Vec<&ceremony_os_definition::LockedPackage> = lock.all_packages();
+    let mut debs: Vec<&LockedPackage> = lock.all_packages();
     debs.sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
     for p in debs {
         dependencies.push(ResourceDescriptor {
-            uri: Some(format!(
-                "pkg:deb/debian/{}@{}?arch={}&distro={}",
-                p.name,
-                purl_escape(&p.version),
-                p.architecture,
-                lock.suite
-            )),
+            uri: Some(deb_purl(p, &lock.suite)),
             digest: sha256(p.sha256.as_hex()),
+            annotations: Some(json!({"archive": p.archive})),
             ..Default::default()
         });
     }
@@ -397,6 +393,22 @@ fn provenance(inputs: &OutputInputs<'_>, iso_name: &str, iso_sha256: &str) -> Pr
     }
 }
 
-fn purl_escape(version: &str) -> String {
-    version.replace('%', "%25").replace('+', "%2B").replace(':', "%3A")
+/// The package URL of a locked .deb: `distro` is the release (as SBOM scanners match it), the
+/// archive it was taken from (release, updates or security) is in the SPDX `sourceInfo` and
+/// `downloadLocation` and in the provenance's annotations.
+fn deb_purl(p: &LockedPackage, release: &str) -> String {
+    let version = p.version.replace('%', "%25").replace('+', "%2B").replace(':', "%3A");
+    format!("pkg:deb/debian/{}@{version}?arch={}&distro={release}", p.name, p.architecture)
+}
+
+/// Where the .deb can be downloaded in the locked state: its archive's first mirror (the
+/// snapshot, for the default definition), or NOASSERTION if the definition names no mirror.
+fn download_location(def: &ImageDefinition, p: &LockedPackage) -> String {
+    def.debian
+        .archives
+        .iter()
+        .find(|a| a.suite.as_str() == p.archive)
+        .and_then(|a| a.mirrors.urls().first())
+        .map(|m| format!("{}{}", m.base(def.debian.snapshot), p.path))
+        .unwrap_or_else(|| "NOASSERTION".into())
 }

@@ -19,7 +19,7 @@ use crate::error::BuildError;
 use crate::toolchain::Toolchain;
 use std::path::Path;
 
-const RECIPE: u32 = 4;
+const RECIPE: u32 = 5;
 
 /// The signed UEFI loaders, from the toolchain tree into `EFI/BOOT/` of the FAT image and of the
 /// disc: shim (signed by Microsoft), GRUB for CDs (signed by Debian), MokManager (which shim
@@ -146,6 +146,6 @@ fn isolinux_cfg(title: &str, cmdline: &str) -> String {
 
 fn grub_cfg(title: &str, cmdline: &str) -> String {
     format!(
-        "serial --unit=0 --speed=115200\nterminal_input console serial\nterminal_output console serial\nset timeout=1\nset default=0\n\nmenuentry \"{title}\" {{\n  linux /live/vmlinuz {cmdline}\n  initrd /live/initrd.img\n}}\n"
+        "serial --unit=0 --speed=115200\nterminal_input console serial\nterminal_output console serial\nset timeout=0\nset default=0\n\nmenuentry \"{title}\" {{\n  linux /live/vmlinuz {cmdline}\n  initrd /live/initrd.img\n}}\n"
     )
 }

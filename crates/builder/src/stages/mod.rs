@@ -245,7 +245,7 @@ mod tests {
         out.insert("normalize", KeyedInputs::new(&normalize::inputs(sde, &customized)).key);
         out.insert(
             "squashfs",
-            KeyedInputs::new(&squashfs::inputs(sde, w.def.squashfs.compression, &normalized, &toolchain)).key,
+            KeyedInputs::new(&squashfs::inputs(sde, &w.def.squashfs, &normalized, &toolchain)).key,
         );
         out.insert(
             "boot",
@@ -325,9 +325,11 @@ mod tests {
         );
         assert_eq!(changed_by(|w| redefine(w, "quiet console", "console")), set(&["boot"]));
         assert_eq!(
-            changed_by(|w| redefine(w, "compression = \"xz\"", "compression = \"zstd\"")),
+            changed_by(|w| redefine(w, "compression = \"zstd\"\nlevel = 9", "compression = \"xz\"")),
             set(&["squashfs"])
         );
+        assert_eq!(changed_by(|w| redefine(w, "level = 9", "level = 4")), set(&["squashfs"]));
+        assert_eq!(changed_by(|w| redefine(w, "block_kib = 128", "block_kib = 256")), set(&["squashfs"]));
         assert_eq!(
             changed_by(|w| redefine(w, "version = \"0.1.0\"", "version = \"0.1.1\"")),
             set(&["customize", "boot", "iso"])

@@ -6,16 +6,9 @@ use super::Ctx;
 use crate::cache::{OutputKind, StageOutput};
 use crate::error::BuildError;
 use crate::toolchain::Toolchain;
-use ceremony_os_definition::Compression;
+use ceremony_os_definition::SquashfsSection;
 
 const RECIPE: u32 = 2;
-
-fn compression_args(c: Compression) -> &'static [&'static str] {
-    match c {
-        Compression::Xz => &["-comp", "xz", "-Xbcj", "x86", "-b", "1M"],
-        Compression::Zstd => &["-comp", "zstd", "-Xcompression-level", "19", "-b", "1M"],
-    }
-}
 
 #[derive(Debug, serde::Serialize)]
 pub struct Inputs {
@@ -23,17 +16,17 @@ pub struct Inputs {
     pub source_date_epoch: i64,
     pub normalize: String,
     pub toolchain: String,
-    pub options: Vec<&'static str>,
+    pub options: Vec<String>,
 }
 
 pub fn inputs(
     source_date_epoch: i64,
-    compression: Compression,
+    squashfs: &SquashfsSection,
     normalized: &StageOutput,
     toolchain: &Toolchain,
 ) -> Inputs {
-    let mut options = vec!["-noappend", "-no-xattrs"];
-    options.extend_from_slice(compression_args(compression));
+    let mut options = vec!["-noappend".to_string(), "-no-xattrs".to_string()];
+    options.extend(squashfs.mksquashfs_options());
     Inputs {
         recipe: RECIPE,
         source_date_epoch,
