@@ -21,7 +21,7 @@ use ceremony_os_definition::published::{
     ProvenanceBuilder, ProvenanceStatement, ResourceDescriptor, RootfsRecord, RunDetails, SLSA_PROVENANCE_V1,
     SlsaProvenance, StageRecord as PublishedStage, Statement, stage_byproduct_name,
 };
-use ceremony_os_definition::{ImageDefinition, LockedPackage, Lockfile};
+use ceremony_os_definition::{ImageDefinition, LockedPackage, Lockfile, Timestamp};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -276,8 +276,8 @@ fn spdx(def: &ImageDefinition, lock: &Lockfile, iso_sha256: &str, iso_name: &str
             "name": p.name,
             "versionInfo": p.version,
             "supplier": "Organization: Debian",
-            "downloadLocation": download_location(def, p),
-            "sourceInfo": format!("Debian archive {}", p.archive),
+            "downloadLocation": download_location(def, lock, p),
+            "sourceInfo": source_info(lock, p),
             "filesAnalyzed": false,
             "checksums": [{"algorithm": "SHA256", "checksumValue": p.sha256.as_hex()}],
             "externalRefs": [{
@@ -394,21 +394,35 @@ fn provenance(inputs: &OutputInputs<'_>, iso_name: &str, iso_sha256: &str) -> Pr
 }
 
 /// The package URL of a locked .deb: `distro` is the release (as SBOM scanners match it), the
-/// archive it was taken from (release, updates or security) is in the SPDX `sourceInfo` and
-/// `downloadLocation` and in the provenance's annotations.
+/// archive it was taken from (release, updates or security) is in the SPDX `sourceInfo` and in
+/// the provenance's annotations.
 fn deb_purl(p: &LockedPackage, release: &str) -> String {
     let version = p.version.replace('%', "%25").replace('+', "%2B").replace(':', "%3A");
     format!("pkg:deb/debian/{}@{version}?arch={}&distro={release}", p.name, p.architecture)
 }
 
-/// Where the .deb can be downloaded in the locked state: its archive's first mirror (the
-/// snapshot, for the default definition), or NOASSERTION if the definition names no mirror.
-fn download_location(def: &ImageDefinition, p: &LockedPackage) -> String {
-    def.debian
+/// "Debian archive bookworm-security (Release of Tue, 01 Dec 2026 19:40:00 UTC)": the archive
+/// the .deb was locked from and the date of that archive's locked state.
+fn source_info(lock: &Lockfile, p: &LockedPackage) -> String {
+    match lock.archives.iter().find(|a| a.suite == p.archive) {
+        Some(state) => format!("Debian archive {} (Release of {})", p.archive, state.release_date),
+        None => format!("Debian archive {}", p.archive),
+    }
+}
+
+/// Where the .deb can be downloaded in the locked state: its archive's first mirror at the
+/// definition's snapshot, when the locked state of that archive is not newer than the snapshot
+/// (a lock resolved from a current-state mirror after it is not there); NOASSERTION otherwise.
+fn download_location(def: &ImageDefinition, lock: &Lockfile, p: &LockedPackage) -> String {
+    let state_at_snapshot = lock
         .archives
         .iter()
-        .find(|a| a.suite.as_str() == p.archive)
-        .and_then(|a| a.mirrors.urls().first())
-        .map(|m| format!("{}{}", m.base(def.debian.snapshot), p.path))
-        .unwrap_or_else(|| "NOASSERTION".into())
+        .find(|a| a.suite == p.archive)
+        .and_then(|a| Timestamp::parse_release_date(&a.release_date).ok())
+        .is_some_and(|released| released <= def.debian.snapshot);
+    let mirror = def.debian.archives.iter().find(|a| a.suite.as_str() == p.archive).and_then(|a| a.mirrors.urls().first());
+    match mirror {
+        Some(m) if state_at_snapshot => format!("{}{}", m.base(def.debian.snapshot), p.path),
+        _ => "NOASSERTION".into(),
+    }
 }

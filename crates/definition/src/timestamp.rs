@@ -55,6 +55,20 @@ impl Timestamp {
         Ok(Timestamp { unix: days * 86_400 + hour * 3600 + minute * 60 + second })
     }
 
+    /// Parse a Release file's `Date:` as Debian's archive software writes it
+    /// (`Tue, 01 Dec 2026 19:40:00 UTC`, RFC 2822 in UTC).
+    pub fn parse_release_date(text: &str) -> Result<Self, String> {
+        const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        let expected = || format!("expected a Release date like \"Tue, 01 Dec 2026 19:40:00 UTC\", got {text:?}");
+        let fields: Vec<&str> = text.split(' ').collect();
+        let [weekday, day, month, year, time, "UTC"] = fields.as_slice() else { return Err(expected()) };
+        if weekday.len() != 4 || !weekday.ends_with(',') || day.len() > 2 {
+            return Err(expected());
+        }
+        let month = MONTHS.iter().position(|m| m == month).ok_or_else(expected)? + 1;
+        Self::parse_rfc3339_utc(&format!("{year}-{month:02}-{day:0>2}T{time}Z")).map_err(|_| expected())
+    }
+
     pub fn unix(self) -> i64 {
         self.unix
     }
@@ -180,6 +194,17 @@ mod tests {
         fn display_parse_round_trip(unix in 315_532_800i64..4_102_444_800) {
             let t = Timestamp::from_unix(unix);
             prop_assert_eq!(Timestamp::parse_rfc3339_utc(&t.to_string()).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn release_dates_parse_as_debian_writes_them() {
+        let t = Timestamp::parse_release_date("Tue, 01 Dec 2026 19:40:00 UTC").unwrap();
+        assert_eq!(t.snapshot_id(), "20261201T194000Z");
+        let t = Timestamp::parse_release_date("Sat, 11 Jul 2026 10:16:37 UTC").unwrap();
+        assert_eq!(t.to_string(), "2026-07-11T10:16:37Z");
+        for bad in ["Tue, 01 Dec 2026 19:40:00 +0000", "01 Dec 2026 19:40:00 UTC", "Tue, 31 Feb 2026 00:00:00 UTC", "Tue, 01 Foo 2026 19:40:00 UTC", ""] {
+            assert!(Timestamp::parse_release_date(bad).is_err(), "{bad}");
         }
     }
 }
