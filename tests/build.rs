@@ -113,8 +113,9 @@ fn build_writes_iso_sums_manifest_and_sbom() {
     // location at the snapshot is claimed only for an archive whose locked state is not newer
     // than the snapshot.
     let lock_path = s.root.join("image/ceremony.lock");
-    let lock = ceremony_os_definition::Lockfile::parse(&std::fs::read_to_string(&lock_path).unwrap(), &lock_path)
-        .unwrap();
+    let lock =
+        ceremony_os_definition::Lockfile::parse(&std::fs::read_to_string(&lock_path).unwrap(), &lock_path)
+            .unwrap();
     let sbom_packages = &sbom["packages"].as_array().unwrap()[1..];
     assert_eq!(sbom_packages.len(), lock.image.packages.len());
     let snapshot = ceremony_os_definition::Timestamp::parse_rfc3339_utc("2026-07-12T00:00:00Z").unwrap();
@@ -138,7 +139,9 @@ fn build_writes_iso_sums_manifest_and_sbom() {
         }
     }
     assert!(
-        sbom_packages.iter().any(|p| p["sourceInfo"].as_str().unwrap().starts_with("Debian archive bookworm-security ")),
+        sbom_packages
+            .iter()
+            .any(|p| p["sourceInfo"].as_str().unwrap().starts_with("Debian archive bookworm-security ")),
         "no package of the SBOM comes from bookworm-security"
     );
     let provenance: Value =

@@ -70,3 +70,48 @@ fn each_cause_of_an_error_is_said_once() {
     assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
     assert!(stderr.contains(missing.to_str().unwrap()), "{stderr}");
 }
+
+#[test]
+fn verify_signing_through_an_agent_fails_before_the_rebuild_without_the_agent_or_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("witness");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "witness", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let public = dir.path().join("witness.pub");
+    let definition = concat!(env!("CARGO_MANIFEST_DIR"), "/../../image/ceremony.toml");
+    let attestation = dir.path().join("attestation.json");
+    let verify = |socket: Option<&std::path::Path>| {
+        let mut cmd = support::ceremony_os(&dir.path().join("store"));
+        cmd.arg("verify").arg(definition).args(["--expect", &"ab".repeat(32)]);
+        cmd.arg("--attest").arg(&attestation).arg("--signing-key").arg(&public);
+        match socket {
+            Some(socket) => cmd.env("SSH_AUTH_SOCK", socket),
+            None => cmd.env_remove("SSH_AUTH_SOCK"),
+        };
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (code, stderr) = verify(None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("is a public key") && stderr.contains("SSH_AUTH_SOCK is not set"), "{stderr}");
+
+    // A running agent that does not hold the key.
+    let socket = dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent").arg("-D").arg("-a").arg(&socket).spawn().unwrap();
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, stderr) = verify(Some(&socket));
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the agent does not hold SHA256:"), "{stderr}");
+    assert!(!stderr.contains("rebuilding") && !attestation.exists(), "{stderr}");
+}

@@ -29,8 +29,18 @@ fn published() -> &'static Published {
 /// Verify runs one at a time: each is a full rebuild.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn verify(definition: &Path, expect: &Path, extra: &[&std::ffi::OsStr]) -> (i32, Value, String) {
-    let out = support::ceremony_os(&support::shared_image_store())
+fn verify(
+    definition: &Path,
+    expect: &Path,
+    extra: &[&std::ffi::OsStr],
+    agent: Option<&Path>,
+) -> (i32, Value, String) {
+    let mut cmd = support::ceremony_os(&support::shared_image_store());
+    match agent {
+        Some(socket) => cmd.env("SSH_AUTH_SOCK", socket),
+        None => cmd.env_remove("SSH_AUTH_SOCK"),
+    };
+    let out = cmd
         .arg("verify")
         .arg(definition)
         .arg("--expect")
@@ -56,6 +66,7 @@ fn verify_matches_the_published_manifest() {
         &p.definition,
         &p.out.join("ceremony-os.manifest.json"),
         &witnesses.attest_args(&alice, "alice", "2026-11-22T10:00:00Z"),
+        None,
     );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(verdict["match"], true);
@@ -94,11 +105,18 @@ fn verify_against_a_wrong_manifest_names_the_first_differing_stage_and_paths() {
     let manifest_path = forged.path().join("ceremony-os.manifest.json");
     std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
 
+    // Bob's key is held by his ssh-agent (as a key on a token would be): verify is given only
+    // his public key, and the agent signs.
     let witnesses = Witnesses::new();
     let bob = witnesses.dir.path().join("bob.json");
-    let (code, verdict, stderr) =
-        verify(&p.definition, &manifest_path, &witnesses.attest_args(&bob, "bob", "2026-11-22T11:00:00Z"));
+    let agent = SshAgent::holding(&witnesses.key("bob"));
+    let mut args = witnesses.attest_args(&bob, "bob", "2026-11-22T11:00:00Z");
+    let bob_public = witnesses.key("bob").with_extension("pub");
+    args[3] = bob_public.as_os_str();
+    let (code, verdict, stderr) = verify(&p.definition, &manifest_path, &args, Some(&agent.socket));
+    drop(agent);
     assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("attestation (FAILED) signed by SHA256:"), "{stderr}");
     // Bob signs his FAILED verdict: it never counts.
     let (checked, report) = witnesses.check(2, &"00".repeat(32), &[&bob]);
     assert_eq!(checked, 1, "{report}");
@@ -158,6 +176,38 @@ fn verify_and_compare_take_relative_paths() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"SHA256SUMS.missing\""));
+}
+
+/// OpenSSH's ssh-agent holding one key, on a socket in a temporary directory; killed when dropped.
+struct SshAgent {
+    child: std::process::Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SshAgent {
+    fn holding(key: &Path) -> SshAgent {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let child = std::process::Command::new("ssh-agent").arg("-D").arg("-a").arg(&socket).spawn().unwrap();
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let added =
+            std::process::Command::new("ssh-add").arg(key).env("SSH_AUTH_SOCK", &socket).output().unwrap();
+        assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+        SshAgent { child, socket, _dir: dir }
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Three witnesses (keys made by ssh-keygen) in an allowed_signers file, and a fourth, unknown.

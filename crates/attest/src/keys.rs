@@ -1,5 +1,5 @@
 //! ed25519 keys: a witness's signing key (an OpenSSH private key file, unencrypted, or a PKCS#8
-//! PEM key), public keys as OpenSSH writes them, and key ids (the OpenSSH SHA-256 fingerprint,
+//! PEM key, or an ssh-agent that holds it), public keys as OpenSSH writes them, and key ids (the OpenSSH SHA-256 fingerprint,
 //! `SHA256:...`, as `ssh-keygen -l` prints it).
 
 use crate::AttestError;
@@ -14,6 +14,38 @@ impl PublicKey {
         ed25519_dalek::VerifyingKey::from_bytes(bytes)
             .map(PublicKey)
             .map_err(|e| AttestError::Malformed(format!("not an ed25519 public key: {e}")))
+    }
+
+    /// The key in SSH wire form (string "ssh-ed25519", string key), as in authorized_keys'
+    /// base64 and the ssh-agent protocol.
+    pub fn wire_blob(&self) -> Vec<u8> {
+        [&[0, 0, 0, 11][..], b"ssh-ed25519", &[0, 0, 0, 32], self.0.as_bytes()].concat()
+    }
+
+    /// The key of an SSH wire blob; None unless it is exactly an ssh-ed25519 key.
+    pub fn from_wire_blob(blob: &[u8]) -> Option<PublicKey> {
+        let raw: [u8; 32] = blob
+            .strip_prefix(&[0, 0, 0, 11][..])?
+            .strip_prefix(b"ssh-ed25519")?
+            .strip_prefix(&[0, 0, 0, 32][..])?
+            .try_into()
+            .ok()?;
+        PublicKey::from_bytes(&raw).ok()
+    }
+
+    /// A public key file's line as ssh-keygen writes it: `ssh-ed25519 AAAA... [comment]`.
+    pub fn from_openssh(text: &str, origin: &str) -> Result<PublicKey, AttestError> {
+        use base64::Engine as _;
+        let err = |message: &str| AttestError::Key { what: origin.to_string(), message: message.to_string() };
+        let mut fields = text.split_whitespace();
+        if fields.next() != Some("ssh-ed25519") {
+            return Err(err("expected an ssh-ed25519 public key (`ssh-ed25519 AAAA...`)"));
+        }
+        fields
+            .next()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|blob| PublicKey::from_wire_blob(&blob))
+            .ok_or_else(|| err("the key is not a base64 ssh-ed25519 key blob"))
     }
 
     fn ssh(&self) -> ssh_key::PublicKey {
@@ -82,6 +114,37 @@ impl SigningKey {
     }
 }
 
+/// Whatever signs for the witness: a key file, or an ssh-agent holding the key (on disk or on a
+/// token), asked for each signature.
+#[derive(Debug)]
+pub enum Signer {
+    Key(SigningKey),
+    Agent(crate::agent::Agent),
+}
+
+impl Signer {
+    pub fn public(&self) -> PublicKey {
+        match self {
+            Signer::Key(key) => key.public(),
+            Signer::Agent(agent) => agent.public().clone(),
+        }
+    }
+
+    /// Sign `payload` of `payload_type` into a DSSE envelope.
+    pub fn sign_envelope(&self, payload_type: &str, payload: Vec<u8>) -> Result<Envelope, AttestError> {
+        match self {
+            Signer::Key(key) => Ok(key.sign_envelope(payload_type, payload)),
+            Signer::Agent(agent) => {
+                let mut envelope =
+                    Envelope { payload_type: payload_type.to_string(), payload, signatures: Vec::new() };
+                let sig = agent.sign(&envelope.signed_bytes())?;
+                envelope.signatures.push(Signature { keyid: agent.public().keyid(), sig });
+                Ok(envelope)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -103,6 +166,19 @@ pub(crate) mod tests {
         // As ssh-keygen -l -f prints this key's fingerprint.
         assert_eq!(sig.keyid, "SHA256:/6flyRKKrHD0Gqv0gXqbkcMT2356fiV81yCYCCO2mow");
         assert_eq!(key.public().to_openssh(), PUBLIC_KEY);
+    }
+
+    #[test]
+    fn public_keys_read_as_ssh_keygen_writes_them() {
+        let key = PublicKey::from_openssh(&format!("{PUBLIC_KEY} test\n"), "k.pub").unwrap();
+        assert_eq!(key.to_openssh(), PUBLIC_KEY);
+        assert_eq!(PublicKey::from_wire_blob(&key.wire_blob()), Some(key));
+        for bad in ["ssh-rsa AAAA", "ssh-ed25519 !!!", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5", ""] {
+            assert!(
+                PublicKey::from_openssh(bad, "k.pub").unwrap_err().to_string().starts_with("k.pub: "),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

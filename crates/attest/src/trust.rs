@@ -48,13 +48,8 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Witness>, AttestError> {
             .get(key_at + 1)
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
             .ok_or_else(|| err("the key is not base64".into()))?;
-        // string "ssh-ed25519", string key (32 bytes)
-        let expected_prefix = [&[0, 0, 0, 11][..], b"ssh-ed25519", &[0, 0, 0, 32]].concat();
-        let raw_key: [u8; 32] = blob
-            .strip_prefix(expected_prefix.as_slice())
-            .and_then(|k| k.try_into().ok())
+        let key = PublicKey::from_wire_blob(&blob)
             .ok_or_else(|| err("the key blob is not an ssh-ed25519 key".into()))?;
-        let key = PublicKey::from_bytes(&raw_key).map_err(|e| err(e.to_string()))?;
         if let Some(other) = witnesses.iter().find(|w| w.key == key) {
             return Err(err(format!(
                 "the same key as line {} ({}): one key is one witness",

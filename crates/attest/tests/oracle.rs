@@ -57,3 +57,89 @@ fn securesystemslib_verifies_what_a_witness_signs_and_refuses_a_changed_payload(
     let listed = String::from_utf8(listed.stdout).unwrap();
     assert_eq!(listed.split_whitespace().nth(1), Some(key.public().keyid().as_str()), "{listed}");
 }
+
+/// OpenSSH's ssh-agent on a socket in a temporary directory, killed when dropped.
+struct SshAgent {
+    child: std::process::Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SshAgent {
+    fn start() -> SshAgent {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh-agent (openssh-client) is installed");
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        SshAgent { child, socket, _dir: dir }
+    }
+
+    fn add(&self, key: &Path) {
+        // ssh-add refuses a private key others can read.
+        let copy = self._dir.path().join("key");
+        std::fs::copy(key, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let out = Command::new("ssh-add").arg(&copy).env("SSH_AUTH_SOCK", &self.socket).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_ssh_agent_signs_for_the_witness_and_securesystemslib_verifies_it() {
+    use ceremony_os_attest::agent::Agent;
+    use ceremony_os_attest::keys::{PublicKey, Signer};
+    let public =
+        PublicKey::from_openssh(&std::fs::read_to_string(fixture("witness.pub")).unwrap(), "witness.pub")
+            .unwrap();
+    let agent = SshAgent::start();
+    // An agent that does not hold the key is refused before anything is signed.
+    let err = Agent::new(&agent.socket, public.clone()).unwrap_err().to_string();
+    assert!(err.contains("does not hold") && err.contains(&public.keyid()), "{err}");
+
+    agent.add(&fixture("witness"));
+    let signer = Signer::Agent(Agent::new(&agent.socket, public.clone()).unwrap());
+    let statement = Verification {
+        iso_name: "ceremony-os-0.1.0-amd64.iso".into(),
+        iso_sha256: "ef".repeat(32),
+        verifier: "carol@example.org".into(),
+        time_verified: "2026-12-04T10:00:00Z".into(),
+        commit: None,
+        lock_sha256: Some("cd".repeat(32)),
+        verdict: Verdict::Passed,
+    }
+    .statement();
+    let envelope = signer.sign_envelope(PAYLOAD_TYPE, statement.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("carol.json");
+    std::fs::write(&path, envelope.to_json()).unwrap();
+    let out = securesystemslib(&path, &fixture("witness.pub"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, statement);
+    // ed25519 is deterministic: the agent's envelope is the one the key file gives.
+    let from_file = SigningKey::from_bytes(&std::fs::read(fixture("witness")).unwrap(), "witness").unwrap();
+    assert_eq!(envelope.to_json(), from_file.sign_envelope(PAYLOAD_TYPE, statement.clone()).to_json());
+
+    // An agent that went away is an error, not a silent unsigned file.
+    let socket = agent.socket.clone();
+    drop(agent);
+    let err = signer.sign_envelope(PAYLOAD_TYPE, statement).unwrap_err().to_string();
+    assert!(err.contains("cannot talk to the agent") && err.contains(&socket.display().to_string()), "{err}");
+}

@@ -420,7 +420,12 @@ fn download_location(def: &ImageDefinition, lock: &Lockfile, p: &LockedPackage) 
         .find(|a| a.suite == p.archive)
         .and_then(|a| Timestamp::parse_release_date(&a.release_date).ok())
         .is_some_and(|released| released <= def.debian.snapshot);
-    let mirror = def.debian.archives.iter().find(|a| a.suite.as_str() == p.archive).and_then(|a| a.mirrors.urls().first());
+    let mirror = def
+        .debian
+        .archives
+        .iter()
+        .find(|a| a.suite.as_str() == p.archive)
+        .and_then(|a| a.mirrors.urls().first());
     match mirror {
         Some(m) if state_at_snapshot => format!("{}{}", m.base(def.debian.snapshot), p.path),
         _ => "NOASSERTION".into(),

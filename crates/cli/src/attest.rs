@@ -2,8 +2,9 @@
 //! check` counts the witnesses, and `burn --trust` refuses an ISO too few of them attest.
 
 use anyhow::{Context, Result, bail};
+use ceremony_os_attest::agent::Agent;
 use ceremony_os_attest::check::{self, Report, Requirement};
-use ceremony_os_attest::keys::SigningKey;
+use ceremony_os_attest::keys::{PublicKey, Signer, SigningKey};
 use ceremony_os_attest::statement::{PAYLOAD_TYPE, Verdict, Verification};
 use ceremony_os_attest::trust;
 use clap::{Args, Subcommand};
@@ -18,7 +19,9 @@ pub struct AttestArgs {
     /// Statement v1 with a SLSA verification summary in a DSSE envelope. FILE must not exist.
     #[arg(long, value_name = "FILE", requires = "signing_key")]
     pub attest: Option<PathBuf>,
-    /// The witness's ed25519 private key: an OpenSSH key file (not encrypted) or PKCS#8 PEM.
+    /// The witness's ed25519 key: an OpenSSH private key file (not encrypted) or PKCS#8 PEM; or
+    /// a public key file (`ssh-ed25519 AAAA...`, like id_ed25519.pub), and the ssh-agent at
+    /// $SSH_AUTH_SOCK that holds the key signs (ssh-agent, or gpg-agent for a key on a token).
     #[arg(long, value_name = "KEY", requires = "attest")]
     pub signing_key: Option<PathBuf>,
     /// Who verified, as the statement names them [default: the key's fingerprint].
@@ -37,7 +40,7 @@ pub struct AttestArgs {
 #[derive(Debug)]
 pub struct Attester {
     file: PathBuf,
-    key: SigningKey,
+    key: Signer,
     verifier: String,
     verified_at: String,
     commit: Option<String>,
@@ -50,7 +53,18 @@ impl AttestArgs {
             bail!("{} already exists; attestations are never overwritten", file.display());
         }
         let bytes = std::fs::read(key_path).with_context(|| format!("cannot read {}", key_path.display()))?;
-        let key = SigningKey::from_bytes(&bytes, &key_path.display().to_string())?;
+        let origin = key_path.display().to_string();
+        let key = if bytes.starts_with(b"ssh-") {
+            let public = PublicKey::from_openssh(&String::from_utf8_lossy(&bytes), &origin)?;
+            let Some(socket) = std::env::var_os("SSH_AUTH_SOCK") else {
+                bail!(
+                    "{origin} is a public key: an ssh-agent holding it signs, but SSH_AUTH_SOCK is not set"
+                );
+            };
+            Signer::Agent(Agent::new(std::path::Path::new(&socket), public)?)
+        } else {
+            Signer::Key(SigningKey::from_bytes(&bytes, &origin)?)
+        };
         let verified_at = match &self.verified_at {
             Some(time) => {
                 ceremony_os_definition::Timestamp::parse_rfc3339_utc(time)
@@ -86,7 +100,7 @@ impl Attester {
             lock_sha256: Some(lock_sha256.to_string()),
             verdict: if passed { Verdict::Passed } else { Verdict::Failed },
         };
-        let envelope = self.key.sign_envelope(PAYLOAD_TYPE, verification.statement());
+        let envelope = self.key.sign_envelope(PAYLOAD_TYPE, verification.statement())?;
         ceremony_os_media::write_new(&self.file, envelope.to_json().as_bytes())?;
         eprintln!(
             "attestation ({}) signed by {} written to {}",

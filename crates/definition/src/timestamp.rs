@@ -58,8 +58,10 @@ impl Timestamp {
     /// Parse a Release file's `Date:` as Debian's archive software writes it
     /// (`Tue, 01 Dec 2026 19:40:00 UTC`, RFC 2822 in UTC).
     pub fn parse_release_date(text: &str) -> Result<Self, String> {
-        const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-        let expected = || format!("expected a Release date like \"Tue, 01 Dec 2026 19:40:00 UTC\", got {text:?}");
+        const MONTHS: [&str; 12] =
+            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        let expected =
+            || format!("expected a Release date like \"Tue, 01 Dec 2026 19:40:00 UTC\", got {text:?}");
         let fields: Vec<&str> = text.split(' ').collect();
         let [weekday, day, month, year, time, "UTC"] = fields.as_slice() else { return Err(expected()) };
         if weekday.len() != 4 || !weekday.ends_with(',') || day.len() > 2 {
@@ -203,7 +205,13 @@ mod tests {
         assert_eq!(t.snapshot_id(), "20261201T194000Z");
         let t = Timestamp::parse_release_date("Sat, 11 Jul 2026 10:16:37 UTC").unwrap();
         assert_eq!(t.to_string(), "2026-07-11T10:16:37Z");
-        for bad in ["Tue, 01 Dec 2026 19:40:00 +0000", "01 Dec 2026 19:40:00 UTC", "Tue, 31 Feb 2026 00:00:00 UTC", "Tue, 01 Foo 2026 19:40:00 UTC", ""] {
+        for bad in [
+            "Tue, 01 Dec 2026 19:40:00 +0000",
+            "01 Dec 2026 19:40:00 UTC",
+            "Tue, 31 Feb 2026 00:00:00 UTC",
+            "Tue, 01 Foo 2026 19:40:00 UTC",
+            "",
+        ] {
             assert!(Timestamp::parse_release_date(bad).is_err(), "{bad}");
         }
     }
