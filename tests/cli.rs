@@ -100,17 +100,8 @@ fn verify_signing_through_an_agent_fails_before_the_rebuild_without_the_agent_or
     assert!(stderr.contains("is a public key") && stderr.contains("SSH_AUTH_SOCK is not set"), "{stderr}");
 
     // A running agent that does not hold the key.
-    let socket = dir.path().join("agent.sock");
-    let mut agent = std::process::Command::new("ssh-agent").arg("-D").arg("-a").arg(&socket).spawn().unwrap();
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let (code, stderr) = verify(Some(&socket));
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    let agent = support::SshAgent::start();
+    let (code, stderr) = verify(Some(&agent.socket));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("the agent does not hold SHA256:"), "{stderr}");
     assert!(!stderr.contains("rebuilding") && !attestation.exists(), "{stderr}");

@@ -109,7 +109,8 @@ fn verify_against_a_wrong_manifest_names_the_first_differing_stage_and_paths() {
     // his public key, and the agent signs.
     let witnesses = Witnesses::new();
     let bob = witnesses.dir.path().join("bob.json");
-    let agent = SshAgent::holding(&witnesses.key("bob"));
+    let agent = support::SshAgent::start();
+    agent.add(&witnesses.key("bob"));
     let mut args = witnesses.attest_args(&bob, "bob", "2026-11-22T11:00:00Z");
     let bob_public = witnesses.key("bob").with_extension("pub");
     args[3] = bob_public.as_os_str();
@@ -176,38 +177,6 @@ fn verify_and_compare_take_relative_paths() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"SHA256SUMS.missing\""));
-}
-
-/// OpenSSH's ssh-agent holding one key, on a socket in a temporary directory; killed when dropped.
-struct SshAgent {
-    child: std::process::Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SshAgent {
-    fn holding(key: &Path) -> SshAgent {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("agent.sock");
-        let child = std::process::Command::new("ssh-agent").arg("-D").arg("-a").arg(&socket).spawn().unwrap();
-        for _ in 0..100 {
-            if socket.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let added =
-            std::process::Command::new("ssh-add").arg(key).env("SSH_AUTH_SOCK", &socket).output().unwrap();
-        assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
-        SshAgent { child, socket, _dir: dir }
-    }
-}
-
-impl Drop for SshAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Three witnesses (keys made by ssh-keygen) in an allowed_signers file, and a fourth, unknown.

@@ -507,3 +507,43 @@ pub fn rust_sysroot() -> PathBuf {
     assert!(out.status.success());
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
+
+/// OpenSSH's ssh-agent on a socket in a temporary directory (`socket`), killed when dropped.
+pub struct SshAgent {
+    child: std::process::Child,
+    pub socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SshAgent {
+    pub fn start() -> SshAgent {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let child = std::process::Command::new("ssh-agent").arg("-D").arg("-a").arg(&socket).spawn().unwrap();
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(socket.exists(), "ssh-agent made no socket at {}", socket.display());
+        SshAgent { child, socket, _dir: dir }
+    }
+
+    /// `ssh-add KEY` (the key file must be readable by its owner only, as ssh-keygen makes it).
+    pub fn add(&self, key: &Path) {
+        let added = std::process::Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .output()
+            .unwrap();
+        assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
