@@ -236,13 +236,6 @@ fn harness_reports_a_timeout_with_the_console_tail() {
     let _ = Path::new(&saved);
 }
 
-/// The `n`th ```sh block after `marker` in the README.
-fn readme_block(marker: &str, n: usize) -> String {
-    let readme = std::fs::read_to_string(support::repo_root().join("README.md")).unwrap();
-    let start = readme.find(marker).unwrap_or_else(|| panic!("{marker:?} is in the README"));
-    readme[start..].split("```sh\n").nth(n).unwrap().split("\n```").next().unwrap().to_string()
-}
-
 fn host(program: &str, args: &[&str], dir: &Path) -> String {
     let out = std::process::Command::new(program).args(args).current_dir(dir).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -271,7 +264,7 @@ fn a_ceremony_runs_in_the_booted_image_and_its_stick_checks_outside() {
     std::fs::create_dir(&prepared).unwrap();
     let out = std::process::Command::new("bash")
         .arg("-c")
-        .arg(readme_block("## A ceremony day", 1))
+        .arg(support::readme_block("## A ceremony day", 1))
         .current_dir(&prepared)
         .output()
         .unwrap();

@@ -404,9 +404,11 @@ fn overlay_change_interrupted_then_rebuilt_changes_only_that_file() {
             break;
         }
     }
-    std::thread::sleep(std::time::Duration::from_secs(5));
+    // mksquashfs takes seconds: kill as soon as it runs, not after a guessed delay.
+    let running = support::wait_for_descendant(child.id(), "/usr/bin/mksquashfs", std::time::Duration::from_secs(120));
     child.kill().unwrap();
     child.wait().unwrap();
+    assert!(running, "mksquashfs was never seen running under the build:\n{seen}");
     assert!(!out.join("ceremony-os-0.1.0-amd64.iso").exists(), "a killed build left an ISO");
     assert_eq!(squashfs_entries(), before, "a killed build left a squashfs cache entry");
 

@@ -61,21 +61,60 @@ fn verify_matches_the_published_manifest() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let p = published();
     let witnesses = Witnesses::new();
-    let alice = witnesses.dir.path().join("alice.json");
-    let (code, verdict, stderr) = verify(
-        &p.definition,
-        &p.out.join("ceremony-os.manifest.json"),
-        &witnesses.attest_args(&alice, "alice", "2026-11-22T10:00:00Z"),
-        None,
-    );
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(verdict["match"], true);
-    let stages = verdict["rebuilt"]["stages"].as_array().unwrap();
-    assert!(stages.iter().all(|s| s["cached"] == false), "verify reused a cached stage: {stages:?}");
-    let words = verdict["rebuilt"]["words"].as_array().unwrap();
-    assert_eq!(words.len(), 32, "one PGP word per digest byte");
-    assert!(stderr.contains("MATCH"), "{stderr}");
-    witnessed_burn(p, &witnesses, &alice);
+    // Alice runs the README's witness command as written, in a clone laid out as it says: the
+    // definition under image/, the published manifest beside it, her key in ~/.ssh.
+    let clone = witnesses.dir.path().join("alice-clone");
+    std::fs::create_dir(&clone).unwrap();
+    support::image_copy(&clone, "image");
+    std::fs::copy(p.out.join("ceremony-os.manifest.json"), clone.join("ceremony-os.manifest.json")).unwrap();
+    let head = git_repository_with_one_commit(&clone);
+    let home = witnesses.dir.path().join("alice-home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::copy(witnesses.key("alice"), home.join(".ssh/id_ed25519")).unwrap();
+    let command = support::readme_block("## Witnessed releases", 1);
+    assert!(command.contains("--attest alice.json"), "{command}");
+    let out = witness_shell(&clone, &home, &command);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{command}\n{stderr}");
+    assert!(stderr.contains("MATCH") && stderr.contains("attestation (PASSED) signed by SHA256:"), "{stderr}");
+    witnessed_burn(p, &witnesses, &clone.join("alice.json"), &head);
+}
+
+/// `sh -c COMMAND` in `dir` as a witness would type it: `target/release/ceremony-os` is this
+/// test's binary, HOME is `home`, no agent.
+fn witness_shell(dir: &Path, home: &Path, command: &str) -> std::process::Output {
+    let release = dir.join("target/release");
+    if !release.exists() {
+        std::fs::create_dir_all(&release).unwrap();
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ceremony-os"), release.join("ceremony-os")).unwrap();
+    }
+    std::process::Command::new("sh")
+        .args(["-eu", "-c", command])
+        .current_dir(dir)
+        .env("HOME", home)
+        .env("CEREMONY_OS_STORE", support::shared_image_store())
+        .env("NO_COLOR", "1")
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("CEREMONY_OS_LOG")
+        .output()
+        .unwrap()
+}
+
+/// `git init` and one empty commit in `dir`; returns its id (what `git rev-parse HEAD` says).
+fn git_repository_with_one_commit(dir: &Path) -> String {
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=Alice", "-c", "user.email=alice@example.org"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    git(&["init", "-q"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "the published commit"]);
+    git(&["rev-parse", "HEAD"])
 }
 
 #[test]
@@ -123,6 +162,10 @@ fn verify_against_a_wrong_manifest_names_the_first_differing_stage_and_paths() {
     assert_eq!(checked, 1, "{report}");
     assert!(report.contains("bob@example.org attests FAILED"), "{report}");
     assert_eq!(verdict["match"], false);
+    let stages = verdict["rebuilt"]["stages"].as_array().unwrap();
+    assert!(stages.iter().all(|s| s["cached"] == false), "verify reused a cached stage: {stages:?}");
+    let words = verdict["rebuilt"]["words"].as_array().unwrap();
+    assert_eq!(words.len(), 32, "one PGP word per digest byte");
     assert_eq!(verdict["first_differing_stage"]["stage"], "customize", "{verdict:#}");
     let inputs = &verdict["first_differing_stage"]["input_differences"];
     assert_eq!(inputs.as_array().unwrap().len(), 1, "{inputs:#}");
@@ -262,7 +305,7 @@ impl Witnesses {
 
 /// Alice's attestation from a real `verify`, checked by securesystemslib; then M of N with the
 /// other witnesses, and `burn` refusing until enough of them attest.
-fn witnessed_burn(p: &Published, witnesses: &Witnesses, alice: &Path) {
+fn witnessed_burn(p: &Published, witnesses: &Witnesses, alice: &Path, commit: &str) {
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(p.out.join("ceremony-os.manifest.json")).unwrap()).unwrap();
     let iso_sha256 = manifest["image"]["sha256"].as_str().unwrap().to_string();
@@ -277,6 +320,9 @@ fn witnessed_burn(p: &Published, witnesses: &Witnesses, alice: &Path) {
     assert_eq!(statement["subject"][0]["digest"]["sha256"], iso_sha256.as_str());
     assert_eq!(statement["predicate"]["verificationResult"], "PASSED");
     assert_eq!(statement["predicate"]["timeVerified"], "2026-11-22T10:00:00Z");
+    assert_eq!(statement["predicate"]["verifier"]["id"], "alice@example.org");
+    let inputs = statement["predicate"]["inputAttestations"].to_string();
+    assert!(inputs.contains(commit), "the commit `git rev-parse HEAD` gave is not attested: {inputs}");
 
     let bob = witnesses.sign("bob", &iso_sha256);
     let carol_other = witnesses.sign("carol", &"cc".repeat(32));
@@ -332,4 +378,25 @@ fn witnessed_burn(p: &Published, witnesses: &Witnesses, alice: &Path) {
     let out = burn(&[alice, bob.as_path()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(support::sha256_hex(&std::fs::read(&target).unwrap()), iso_sha256);
+
+    // The burner's README commands as written (the digest and the device filled in), with three
+    // witnesses' PASSED attestations gathered in one folder.
+    let burner = witnesses.dir.path().join("burner");
+    std::fs::create_dir(&burner).unwrap();
+    std::fs::copy(witnesses.dir.path().join("allowed_signers"), burner.join("witnesses")).unwrap();
+    std::os::unix::fs::symlink(&p.out, burner.join("out")).unwrap();
+    std::fs::copy(alice, burner.join("alice.json")).unwrap();
+    std::fs::copy(&bob, burner.join("bob.json")).unwrap();
+    std::fs::copy(witnesses.sign("carol", &iso_sha256), burner.join("carol.json")).unwrap();
+    let disc = witnesses.dir.path().join("disc.img");
+    std::fs::write(&disc, b"").unwrap();
+    let commands = support::readme_block("## Witnessed releases", 2);
+    assert!(commands.contains("<ISO sha256>") && commands.contains("/dev/sr0"), "{commands}");
+    let commands =
+        commands.replace("<ISO sha256>", &iso_sha256).replace("/dev/sr0", disc.to_str().unwrap());
+    let out = witness_shell(&burner, witnesses.dir.path(), &commands);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{commands}\n{stderr}");
+    assert!(stderr.contains("WITNESSED: 3 of 3"), "{stderr}");
+    assert_eq!(support::sha256_hex(&std::fs::read(&disc).unwrap()), iso_sha256, "{stderr}");
 }

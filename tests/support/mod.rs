@@ -29,6 +29,13 @@ pub fn shared_image_store() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("image-store")
 }
 
+/// The `n`th ```sh block after `marker` in the README, so that tests run its examples as written.
+pub fn readme_block(marker: &str, n: usize) -> String {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let start = readme.find(marker).unwrap_or_else(|| panic!("{marker:?} is in the README"));
+    readme[start..].split("```sh\n").nth(n).unwrap().split("\n```").next().unwrap().to_string()
+}
+
 /// A copy of image/ (definition, lock, overlay) under `root`, whose tools workspace is this
 /// checkout; returns the definition's path.
 pub fn image_copy(root: &Path, name: &str) -> PathBuf {
@@ -546,4 +553,45 @@ impl Drop for SshAgent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits until a process descended from `ancestor` has `needle` in its command line; false if
+/// `ancestor` exits or `timeout` passes first. Lets a test interrupt a build inside one program
+/// however fast that program has become.
+pub fn wait_for_descendant(ancestor: u32, needle: &str, timeout: Duration) -> bool {
+    let parent_of = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    let descends = |mut pid: u32| {
+        while pid > 1 {
+            if pid == ancestor {
+                return true;
+            }
+            match parent_of(pid) {
+                Some(parent) => pid = parent,
+                None => return false,
+            }
+        }
+        false
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if !Path::new(&format!("/proc/{ancestor}")).exists() {
+            return false;
+        }
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if pid == ancestor {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+            if String::from_utf8_lossy(&cmdline).contains(needle) && descends(pid) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
 }
