@@ -405,7 +405,8 @@ fn overlay_change_interrupted_then_rebuilt_changes_only_that_file() {
         }
     }
     // mksquashfs takes seconds: kill as soon as it runs, not after a guessed delay.
-    let running = support::wait_for_descendant(child.id(), "/usr/bin/mksquashfs", std::time::Duration::from_secs(120));
+    let running =
+        support::wait_for_descendant(child.id(), "/usr/bin/mksquashfs", std::time::Duration::from_secs(120));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(running, "mksquashfs was never seen running under the build:\n{seen}");

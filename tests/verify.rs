@@ -76,7 +76,10 @@ fn verify_matches_the_published_manifest() {
     let out = witness_shell(&clone, &home, &command);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{command}\n{stderr}");
-    assert!(stderr.contains("MATCH") && stderr.contains("attestation (PASSED) signed by SHA256:"), "{stderr}");
+    assert!(
+        stderr.contains("MATCH") && stderr.contains("attestation (PASSED) signed by SHA256:"),
+        "{stderr}"
+    );
     witnessed_burn(p, &witnesses, &clone.join("alice.json"), &head);
 }
 
@@ -392,8 +395,7 @@ fn witnessed_burn(p: &Published, witnesses: &Witnesses, alice: &Path, commit: &s
     std::fs::write(&disc, b"").unwrap();
     let commands = support::readme_block("## Witnessed releases", 2);
     assert!(commands.contains("<ISO sha256>") && commands.contains("/dev/sr0"), "{commands}");
-    let commands =
-        commands.replace("<ISO sha256>", &iso_sha256).replace("/dev/sr0", disc.to_str().unwrap());
+    let commands = commands.replace("<ISO sha256>", &iso_sha256).replace("/dev/sr0", disc.to_str().unwrap());
     let out = witness_shell(&burner, witnesses.dir.path(), &commands);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{commands}\n{stderr}");
