@@ -33,19 +33,26 @@ impl PublicKey {
         PublicKey::from_bytes(&raw).ok()
     }
 
+    /// The base64 key field of an OpenSSH public key line (as in `.pub` and allowed_signers):
+    /// Err if it is not base64, Ok(None) if it is not exactly an ssh-ed25519 key blob.
+    pub fn from_base64_blob(text: &str) -> Result<Option<PublicKey>, base64::DecodeError> {
+        use base64::Engine as _;
+        let blob = base64::engine::general_purpose::STANDARD.decode(text)?;
+        Ok(PublicKey::from_wire_blob(&blob))
+    }
+
     /// A public key file's line as ssh-keygen writes it: `ssh-ed25519 AAAA... [comment]`.
     pub fn from_openssh(text: &str, origin: &str) -> Result<PublicKey, AttestError> {
-        use base64::Engine as _;
         let err = |message: &str| AttestError::Key { what: origin.to_string(), message: message.to_string() };
         let mut fields = text.split_whitespace();
         if fields.next() != Some("ssh-ed25519") {
             return Err(err("expected an ssh-ed25519 public key (`ssh-ed25519 AAAA...`)"));
         }
-        fields
-            .next()
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .and_then(|blob| PublicKey::from_wire_blob(&blob))
-            .ok_or_else(|| err("the key is not a base64 ssh-ed25519 key blob"))
+        match fields.next().map(PublicKey::from_base64_blob) {
+            Some(Ok(Some(key))) => Ok(key),
+            Some(Ok(None)) => Err(err("the key blob is not an ssh-ed25519 key")),
+            _ => Err(err("the key is not base64")),
+        }
     }
 
     fn ssh(&self) -> ssh_key::PublicKey {

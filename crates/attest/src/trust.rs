@@ -5,7 +5,6 @@
 
 use crate::AttestError;
 use crate::keys::PublicKey;
-use base64::Engine;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Witness {
@@ -44,12 +43,11 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Witness>, AttestError> {
                 "key type {key_type} is not supported: witnesses sign with ssh-ed25519 keys"
             )));
         }
-        let blob = rest
-            .get(key_at + 1)
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .ok_or_else(|| err("the key is not base64".into()))?;
-        let key = PublicKey::from_wire_blob(&blob)
-            .ok_or_else(|| err("the key blob is not an ssh-ed25519 key".into()))?;
+        let key = match rest.get(key_at + 1).map(|b| PublicKey::from_base64_blob(b)) {
+            Some(Ok(Some(key))) => key,
+            Some(Ok(None)) => return Err(err("the key blob is not an ssh-ed25519 key".into())),
+            _ => return Err(err("the key is not base64".into())),
+        };
         if let Some(other) = witnesses.iter().find(|w| w.key == key) {
             return Err(err(format!(
                 "the same key as line {} ({}): one key is one witness",

@@ -21,7 +21,7 @@ use ceremony_os_definition::published::{
     ProvenanceBuilder, ProvenanceStatement, ResourceDescriptor, RootfsRecord, RunDetails, SLSA_PROVENANCE_V1,
     SlsaProvenance, StageRecord as PublishedStage, Statement, stage_byproduct_name,
 };
-use ceremony_os_definition::{ImageDefinition, LockedPackage, Lockfile, Timestamp};
+use ceremony_os_definition::{ArchiveState, ImageDefinition, LockedPackage, Lockfile, Timestamp};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -404,20 +404,22 @@ fn deb_purl(p: &LockedPackage, release: &str) -> String {
 /// "Debian archive bookworm-security (Release of Tue, 01 Dec 2026 19:40:00 UTC)": the archive
 /// the .deb was locked from and the date of that archive's locked state.
 fn source_info(lock: &Lockfile, p: &LockedPackage) -> String {
-    match lock.archives.iter().find(|a| a.suite == p.archive) {
+    match locked_state(lock, p) {
         Some(state) => format!("Debian archive {} (Release of {})", p.archive, state.release_date),
         None => format!("Debian archive {}", p.archive),
     }
+}
+
+/// The locked state (signed Release) of the archive the .deb was taken from.
+fn locked_state<'a>(lock: &'a Lockfile, p: &LockedPackage) -> Option<&'a ArchiveState> {
+    lock.archives.iter().find(|a| a.suite == p.archive)
 }
 
 /// Where the .deb can be downloaded in the locked state: its archive's first mirror at the
 /// definition's snapshot, when the locked state of that archive is not newer than the snapshot
 /// (a lock resolved from a current-state mirror after it is not there); NOASSERTION otherwise.
 fn download_location(def: &ImageDefinition, lock: &Lockfile, p: &LockedPackage) -> String {
-    let state_at_snapshot = lock
-        .archives
-        .iter()
-        .find(|a| a.suite == p.archive)
+    let state_at_snapshot = locked_state(lock, p)
         .and_then(|a| Timestamp::parse_release_date(&a.release_date).ok())
         .is_some_and(|released| released <= def.debian.snapshot);
     let mirror = def
