@@ -10,14 +10,22 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-fn repo_file(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
-}
-
 /// One store for the whole file (the toolchain is fetched once).
 fn store() -> &'static Path {
     static STORE: OnceLock<tempfile::TempDir> = OnceLock::new();
     STORE.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// The default definition, with a lock whose inputs can be fetched today.
+fn definition() -> &'static Path {
+    static DEFINITION: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DEFINITION
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let definition = support::image_copy(dir.path(), "image");
+            (dir, definition)
+        })
+        .1
 }
 
 fn write_file(path: &Path, bytes: &[u8], mtime: i64) {
@@ -52,7 +60,7 @@ fn make_material(folder: &Path, output: &Path, umask: &str, extra: &[&str]) -> s
         .arg("--output")
         .arg(output)
         .arg("--definition")
-        .arg(repo_file("image/ceremony.toml"))
+        .arg(definition())
         .args(extra)
         .env("CEREMONY_OS_STORE", store())
         .env_remove("SOURCE_DATE_EPOCH");

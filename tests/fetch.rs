@@ -378,6 +378,27 @@ fn hand_edited_locks_are_refused_before_any_package_is_fetched() {
     assert!(stderr.contains("but the lock was made with keyring"), "{stderr}");
 }
 
+/// The mirror serves a newer state of the archive than the lock names (what deb.debian.org does
+/// a day after a lock is made): refused before any package is fetched, naming the archive and the
+/// way out.
+#[test]
+fn an_archive_that_moved_on_is_named_with_the_way_out() {
+    let s = Setup::new();
+    std::fs::create_dir(s.path("later")).unwrap();
+    let later = TestArchive::new(&s.path("later"), s.debs.clone());
+    assert_ne!(later.inrelease, s.archive.inrelease, "the later state is signed anew");
+    let mirror = TestMirror::start(&later);
+    let def = s.definition(&[mirror.base_url()]);
+    let out = ceremony_os(&s.store()).arg("fetch").arg(&def).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("bookworm InRelease:") && stderr.contains("SHA-256 mismatch"), "{stderr}");
+    assert!(stderr.contains("The archive has moved on since this lock was made"), "{stderr}");
+    assert!(stderr.contains("serve another InRelease for bookworm."), "{stderr}");
+    assert!(stderr.contains(&format!("`ceremony-os lock {}`", def.display())), "{stderr}");
+    assert!(mirror.requests().iter().all(|r| r.path.contains("/dists/")), "{:?}", mirror.requests());
+    assert!(s.debs.iter().all(|deb| s.stored(deb).is_none()), "no package entered the store");
+}
+
 #[test]
 fn a_keyring_value_apt_would_read_as_an_option_is_refused() {
     let s = Setup::new();

@@ -107,6 +107,11 @@ fn lock_resolves_the_full_closure_deterministically() {
 /// The committed lock's trust chain holds against the archive files it names (fetched by their
 /// digests). Whether the archive has moved on since (bookworm-security changes every few days) is
 /// what `lock --check` without `--offline` reports; it is printed here, not asserted.
+///
+/// Debian re-signs bookworm-updates daily, and only snapshot.debian.org keeps older states: where
+/// it cannot be reached (as on the CI machine), the committed lock's InRelease files can no longer
+/// be fetched a day after it was made. Then the check must fail for exactly that reason, said as
+/// such; the image tests build from a fresh lock instead (`support::fetchable_image_lock`).
 #[test]
 fn the_committed_lock_holds_its_trust_chain() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,8 +121,22 @@ fn the_committed_lock_holds_its_trust_chain() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(stderr.contains("trust chain holds"), "{stderr}");
     eprintln!("lock --check on the committed lock:\n{stderr}");
+    if stderr.contains("trust chain holds") {
+        return;
+    }
+    assert!(stderr.contains("The archive has moved on since this lock was made"), "{stderr}");
+    let snapshot_unreachable = stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("http://snapshot.debian.org/"))
+        .all(|l| l.contains("cannot reach the host") || l.contains("skipped: unreachable"));
+    assert!(
+        snapshot_unreachable,
+        "snapshot.debian.org answered, yet the locked state was not found:\n{stderr}"
+    );
+    eprintln!(
+        "the committed lock is older than the archive's current state: re-lock it (`ceremony-os lock`)"
+    );
 }
 
 #[test]

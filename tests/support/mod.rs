@@ -37,8 +37,15 @@ pub fn readme_block(marker: &str, n: usize) -> String {
 }
 
 /// A copy of image/ (definition, lock, overlay) under `root`, whose tools workspace is this
-/// checkout; returns the definition's path.
+/// checkout and whose lock is [`fetchable_image_lock`]; returns the definition's path.
 pub fn image_copy(root: &Path, name: &str) -> PathBuf {
+    let definition = plain_image_copy(root, name);
+    std::fs::copy(fetchable_image_lock(), definition.with_extension("lock")).unwrap();
+    definition
+}
+
+/// image/ copied as committed, with the tools workspace pointing at this checkout.
+fn plain_image_copy(root: &Path, name: &str) -> PathBuf {
     let dir = root.join(name);
     let status =
         std::process::Command::new("cp").arg("-r").arg(repo_root().join("image")).arg(&dir).status().unwrap();
@@ -50,6 +57,61 @@ pub fn image_copy(root: &Path, name: &str) -> PathBuf {
     );
     std::fs::write(&definition, text).unwrap();
     definition
+}
+
+/// The lock the image tests build from: image/ceremony.lock while every input it names can still
+/// be fetched, else a lock of the same definition made against today's archive.
+///
+/// Debian re-signs bookworm-updates every day and bookworm-security with every advisory; older
+/// archive states are kept only by snapshot.debian.org, which the CI machine cannot reach. So the
+/// committed lock stops being fetchable within a day of being made, and these tests, which test
+/// the tool and not the age of the committed lock, re-lock a copy of the definition (once per
+/// archive state, kept under target/tmp) and say so on standard error. `lock.rs` reports whether
+/// the committed lock is current.
+pub fn fetchable_image_lock() -> PathBuf {
+    static LOCK: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LOCK.get_or_init(|| {
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        // Test binaries of concurrent `cargo test` runs share the re-locked copy.
+        let guard = std::fs::File::create(tmp.join("relocked-image.lock")).unwrap();
+        guard.lock().unwrap();
+        let committed = repo_root().join("image/ceremony.toml");
+        let Err(why) = fetch_all(&committed) else { return committed.with_extension("lock") };
+        let relocked = tmp.join("relocked-image/ceremony.toml");
+        if relocked.exists() && fetch_all(&relocked).is_ok() {
+            eprintln!(
+                "image/ceremony.lock cannot be fetched; using {}:\n{why}",
+                relocked.with_extension("lock").display()
+            );
+            return relocked.with_extension("lock");
+        }
+        let _ = std::fs::remove_dir_all(tmp.join("relocked-image"));
+        let relocked = plain_image_copy(&tmp, "relocked-image");
+        let lock = ceremony_os(&shared_image_store()).arg("lock").arg(&relocked).output().unwrap();
+        assert!(
+            lock.status.success(),
+            "re-locking {} failed:\n{}",
+            relocked.display(),
+            String::from_utf8_lossy(&lock.stderr)
+        );
+        if let Err(again) = fetch_all(&relocked) {
+            panic!("a lock made just now cannot be fetched:\n{again}");
+        }
+        eprintln!("image/ceremony.lock cannot be fetched; re-locked {}:\n{why}", relocked.display());
+        relocked.with_extension("lock")
+    })
+    .clone()
+}
+
+/// `ceremony-os fetch DEFINITION` into the shared image store: every locked input, verified.
+fn fetch_all(definition: &Path) -> Result<(), String> {
+    let out = ceremony_os(&shared_image_store())
+        .arg("fetch")
+        .arg(definition)
+        .timeout(Duration::from_secs(1800))
+        .output()
+        .unwrap();
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
 }
 
 /// `ceremony-os build DEFINITION --output OUT --json EXTRA...`; panics with the log on failure,

@@ -485,7 +485,24 @@ pub(crate) fn fetch_and_check_archives(
     lock: &ceremony_os_definition::Lockfile,
     args: &SourceArgs,
 ) -> Result<ceremony_os_debian::trust::TrustReport> {
-    fetch_items(store, &ceremony_os_store::locked::archive_items(def, lock), args)?;
+    fetch_items(store, &ceremony_os_store::locked::archive_items(def, lock), args).map_err(|error| {
+        let moved = error
+            .downcast_ref::<ceremony_os_store::FetchError>()
+            .map(ceremony_os_store::locked::moved_archives)
+            .unwrap_or_default()
+            .join(", ");
+        if moved.is_empty() {
+            return error;
+        }
+        anyhow::anyhow!(
+            "{error}\nThe archive has moved on since this lock was made (or the lock was edited): \
+             the mirrors serve another InRelease for {moved}. Older archive states are kept only by snapshot.debian.org (the \
+             definition's snapshot mirror); when it cannot be reached, `ceremony-os lock {}` locks \
+             today's state instead (a new lock: the ISO stays the same only if no locked package \
+             changed).",
+            definition_path.display()
+        )
+    })?;
     let keyring = def.keyring_path(definition_path);
     let keyring_bytes =
         std::fs::read(&keyring).with_context(|| format!("reading the keyring {}", keyring.display()))?;

@@ -93,6 +93,9 @@ pub struct FetchReport {
 pub struct Attempt {
     pub source: String,
     pub reason: String,
+    /// The source served the file, but with another size or digest than expected (for an
+    /// InRelease fetched by name: the archive has moved on since the lock was made).
+    pub other_content: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +137,8 @@ enum Failure {
         reason: String,
         host_down: bool,
     },
+    /// The source served other bytes than the expected ones: try the next one.
+    OtherContent(String),
 }
 
 /// Fetch every item into the store. Items already present (and verifying) are skipped.
@@ -233,20 +238,23 @@ impl Fetcher<'_> {
                     attempts.push(Attempt {
                         source: url,
                         reason: "skipped: unreachable earlier in this run".into(),
+                        other_content: false,
                     });
                     continue;
                 }
                 match self.try_mirror(&url, base, item) {
                     Ok(()) => {
                         for a in &attempts {
-                            let Attempt { source, reason } = a;
+                            let Attempt { source, reason, .. } = a;
                             self.warn(format!("{}: {source} failed ({reason}); used {base}", item.label));
                         }
                         let origin = Origin::Mirror(base.clone());
                         self.observer.finished(item, &origin);
                         return Ok(Ok(origin));
                     }
-                    Err(reason) => attempts.push(Attempt { source: url, reason }),
+                    Err((reason, other_content)) => {
+                        attempts.push(Attempt { source: url, reason, other_content })
+                    }
                 }
             }
         }
@@ -263,19 +271,22 @@ impl Fetcher<'_> {
                     attempts.push(Attempt {
                         source: candidate.display().to_string(),
                         reason: "not present".into(),
+                        other_content: false,
                     })
                 }
                 Err(e) => attempts.push(Attempt {
                     source: candidate.display().to_string(),
                     reason: format!("{e} (rejected, nothing kept)"),
+                    other_content: matches!(e, StoreError::Hash { .. } | StoreError::Size { .. }),
                 }),
             }
         }
         Ok(Err(ItemFailure { label: item.label.clone(), attempts }))
     }
 
-    /// Try one mirror, retrying transient failures with exponential backoff.
-    fn try_mirror(&self, url: &str, base: &str, item: &FetchItem) -> Result<(), String> {
+    /// Try one mirror, retrying transient failures with exponential backoff. The error is the
+    /// reason and whether the mirror served other content.
+    fn try_mirror(&self, url: &str, base: &str, item: &FetchItem) -> Result<(), (String, bool)> {
         let mut backoff = self.options.initial_backoff;
         let mut tries = 0;
         loop {
@@ -290,16 +301,17 @@ impl Fetcher<'_> {
                     if host_down && self.dead_mirrors.lock().expect("dead lock").insert(base.to_string()) {
                         self.warn(format!("mirror {base} is unreachable ({reason}); not trying it again"));
                     }
-                    return Err(reason);
+                    return Err((reason, false));
                 }
+                Err(Failure::OtherContent(reason)) => return Err((reason, true)),
                 Err(Failure::Transient(reason)) if tries >= self.options.retries => {
-                    return Err(format!("{reason} (gave up after {} tries)", tries + 1));
+                    return Err((format!("{reason} (gave up after {} tries)", tries + 1), false));
                 }
                 Err(Failure::Unreachable(reason)) if tries >= self.options.retries => {
                     if self.dead_mirrors.lock().expect("dead lock").insert(base.to_string()) {
                         self.warn(format!("mirror {base} is unreachable ({reason}); not trying it again"));
                     }
-                    return Err(format!("{reason} (gave up after {} tries)", tries + 1));
+                    return Err((format!("{reason} (gave up after {} tries)", tries + 1), false));
                 }
                 Err(Failure::Transient(reason) | Failure::Unreachable(reason)) => {
                     tracing::info!("{url}: {reason}; retrying in {backoff:?}");
@@ -319,6 +331,9 @@ impl Fetcher<'_> {
             }
             Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 Err(Failure::Permanent { reason: "not found".into(), host_down: false })
+            }
+            Err(e @ (StoreError::Hash { .. } | StoreError::Size { .. })) => {
+                Err(Failure::OtherContent(format!("{e} (rejected, nothing kept)")))
             }
             Err(e) => {
                 Err(Failure::Permanent { reason: format!("{e} (rejected, nothing kept)"), host_down: false })
@@ -378,13 +393,10 @@ impl Fetcher<'_> {
         {
             {
                 let _ = std::fs::remove_file(&partial);
-                return Err(Failure::Permanent {
-                    reason: format!(
-                        "size mismatch: the server announces {} bytes, the lock says {size} (rejected, nothing kept)",
-                        start + announced
-                    ),
-                    host_down: false,
-                });
+                return Err(Failure::OtherContent(format!(
+                    "size mismatch: the server announces {} bytes, the lock says {size} (rejected, nothing kept)",
+                    start + announced
+                )));
             }
         }
         let mut file = OpenOptions::new()
@@ -412,12 +424,9 @@ impl Fetcher<'_> {
             if received > size {
                 drop(file);
                 let _ = std::fs::remove_file(&partial);
-                return Err(Failure::Permanent {
-                    reason: format!(
-                        "size mismatch: more than the {size} bytes the lock says (rejected, nothing kept)"
-                    ),
-                    host_down: false,
-                });
+                return Err(Failure::OtherContent(format!(
+                    "size mismatch: more than the {size} bytes the lock says (rejected, nothing kept)"
+                )));
             }
             file.write_all(&buf[..n]).map_err(local_io)?;
             self.observer.bytes(n as u64);
@@ -434,7 +443,7 @@ impl Fetcher<'_> {
                 "digest mismatch after resuming; downloading again from the start".into(),
             )),
             Err(e @ (StoreError::Hash { .. } | StoreError::Size { .. })) => {
-                Err(Failure::Permanent { reason: format!("{e} (rejected, nothing kept)"), host_down: false })
+                Err(Failure::OtherContent(format!("{e} (rejected, nothing kept)")))
             }
             Err(e) => Err(local_io(std::io::Error::other(e.to_string()))),
         }

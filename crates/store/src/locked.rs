@@ -3,10 +3,13 @@
 //! then the lock's trust chain checked against them (`ceremony_os_debian::trust`), and only then
 //! the packages. A hand-edited lock is refused before a single .deb is downloaded.
 
-use crate::fetch::FetchItem;
+use crate::fetch::{FetchError, FetchItem};
 use crate::store::{Expected, Store};
 use ceremony_os_debian::trust::{TrustError, TrustReport};
 use ceremony_os_definition::{ImageDefinition, LockedPackage, Lockfile};
+
+/// How an InRelease item's label ends (after the suite).
+const INRELEASE_LABEL: &str = " InRelease";
 
 /// The mirror bases of the definition's archive `suite` (empty if the definition has no such
 /// archive: then only the store and a vendor directory can supply its files).
@@ -26,7 +29,7 @@ pub fn archive_items(def: &ImageDefinition, lock: &Lockfile) -> Vec<FetchItem> {
     for archive in &lock.archives {
         let mirrors = mirrors(def, &archive.suite);
         items.push(FetchItem {
-            label: format!("{} InRelease", archive.suite),
+            label: format!("{}{INRELEASE_LABEL}", archive.suite),
             path: archive.inrelease_path(),
             mirrors: mirrors.clone(),
             vendor_name: format!("dists_{}_InRelease", archive.suite),
@@ -44,6 +47,18 @@ pub fn archive_items(def: &ImageDefinition, lock: &Lockfile) -> Vec<FetchItem> {
         }
     }
     items
+}
+
+/// The suites whose InRelease a mirror served with other content than the lock names: the
+/// archive has moved on since the lock was made (a mirror serves only its current InRelease;
+/// older ones are kept by snapshot.debian.org).
+pub fn moved_archives(error: &FetchError) -> Vec<&str> {
+    let FetchError::Failed { failures, .. } = error else { return Vec::new() };
+    failures
+        .iter()
+        .filter(|f| f.attempts.iter().any(|a| a.other_content))
+        .filter_map(|f| f.label.strip_suffix(INRELEASE_LABEL))
+        .collect()
 }
 
 /// The given packages, each from its archive's mirrors.
