@@ -269,6 +269,7 @@ fn another_host_gives_the_same_iso_and_every_stage_digest() {
         "--no-cache reused a stage: {:?}",
         second.cached()
     );
+    assert!(second.report["stages_dir"].is_null(), "a --no-cache build keeps no stage: {}", second.report);
     let stages: Vec<String> = s.first.cached().into_iter().map(|(name, _)| name).collect();
     for stage in &stages {
         assert_eq!(
@@ -574,7 +575,9 @@ fn a_build_killed_while_publishing_leaves_all_or_nothing() {
 fn nar_hash_matches_nix() {
     let (_guard, s) = shared();
     let key = s.first.stage("normalize")["key"].as_str().unwrap();
-    let tree = s.store.join("stages/normalize").join(key).join("out/rootfs");
+    let stages_dir = PathBuf::from(s.first.report["stages_dir"].as_str().unwrap());
+    assert_eq!(stages_dir, s.store.join("stages"), "the report names the store's stage cache");
+    let tree = stages_dir.join("normalize").join(key).join("out/rootfs");
     let output = std::process::Command::new("nix")
         .args(["--extra-experimental-features", "nix-command", "hash", "path", "--type", "sha256"])
         .arg(&tree)

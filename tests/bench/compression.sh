@@ -8,9 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 report=$1; iso=$2; boots=${BOOTS:-2}
-store=${CEREMONY_OS_STORE:?set CEREMONY_OS_STORE to the store the build used}
-key=$(/usr/bin/python3 -c "import json,sys;r=json.load(open(sys.argv[1]));print([s for s in r['stages'] if s['name']=='normalize'][0]['key'])" "$report")
-root=$store/stages/normalize/$key/out/rootfs
+root=$(/usr/bin/python3 -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+key = [s for s in r['stages'] if s['name'] == 'normalize'][0]['key']
+print(f\"{r['stages_dir']}/normalize/{key}/out/rootfs\" if r['stages_dir'] else '')" "$report")
 [ -d "$root" ] || { echo "no normalized root at $root" >&2; exit 1; }
 work=$(mktemp -d /var/tmp/ceremony-os-compression.XXXXXX)
 trap 'rm -rf "$work"' EXIT

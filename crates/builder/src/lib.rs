@@ -82,6 +82,9 @@ pub struct BuildReport {
     pub rootfs_manifest: PathBuf,
     pub nar_hash: String,
     pub stages: Vec<StageRecord>,
+    /// Where each stage's output stays (`<dir>/<stage>/<key>/out`): the store's stage cache; none
+    /// for a `no_cache` build, whose stages are removed with it.
+    pub stages_dir: Option<PathBuf>,
 }
 
 /// Only the `toolchain` stage (cached like in a build): the locked tools, ready to run. For other
@@ -187,7 +190,7 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
 
     let records = ctx.records.borrow().clone();
     observer.progress("publish", &format!("writing {}", request.out_dir.display()));
-    outputs::write_outputs(
+    let report = outputs::write_outputs(
         &request.out_dir,
         &outputs::OutputInputs {
             def,
@@ -203,7 +206,8 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
             git_commit: &git_commit,
             toolchain_digest: toolchain.digest(),
         },
-    )
+    )?;
+    Ok(BuildReport { stages_dir: (!request.no_cache).then_some(stage_root), ..report })
 }
 
 /// The workspace's git commit (`-dirty` if tracked files are modified), or `unknown`: recorded in

@@ -191,6 +191,7 @@ pub(crate) fn write_outputs(out_dir: &Path, inputs: &OutputInputs<'_>) -> Result
         rootfs_manifest: out_dir.join(&rootfs_name),
         nar_hash: inputs.nar_hash.to_string(),
         stages: inputs.stages.to_vec(),
+        stages_dir: None,
     };
     for file in files {
         file.publish(&dir, out_dir)?;
