@@ -393,7 +393,7 @@ fn an_archive_that_moved_on_is_named_with_the_way_out() {
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(stderr.contains("bookworm InRelease:") && stderr.contains("SHA-256 mismatch"), "{stderr}");
     assert!(stderr.contains("The archive has moved on since this lock was made"), "{stderr}");
-    assert!(stderr.contains("serve another InRelease for bookworm."), "{stderr}");
+    assert!(stderr.contains("another InRelease is served for bookworm."), "{stderr}");
     assert!(stderr.contains(&format!("`ceremony-os lock {}`", def.display())), "{stderr}");
     assert!(mirror.requests().iter().all(|r| r.path.contains("/dists/")), "{:?}", mirror.requests());
     assert!(s.debs.iter().all(|deb| s.stored(deb).is_none()), "no package entered the store");

@@ -13,6 +13,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 key = [s for s in r['stages'] if s['name'] == 'normalize'][0]['key']
 print(f\"{r['stages_dir']}/normalize/{key}/out/rootfs\" if r['stages_dir'] else '')" "$report")
+[ -n "$root" ] || { echo "$report names no stage cache (a --no-cache build keeps none)" >&2; exit 1; }
 [ -d "$root" ] || { echo "no normalized root at $root" >&2; exit 1; }
 work=$(mktemp -d /var/tmp/ceremony-os-compression.XXXXXX)
 trap 'rm -rf "$work"' EXIT

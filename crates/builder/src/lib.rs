@@ -190,7 +190,7 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
 
     let records = ctx.records.borrow().clone();
     observer.progress("publish", &format!("writing {}", request.out_dir.display()));
-    let report = outputs::write_outputs(
+    outputs::write_outputs(
         &request.out_dir,
         &outputs::OutputInputs {
             def,
@@ -205,9 +205,9 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
             tools_sha256: &tools.digest,
             git_commit: &git_commit,
             toolchain_digest: toolchain.digest(),
+            stages_dir: (!request.no_cache).then_some(stage_root.as_path()),
         },
-    )?;
-    Ok(BuildReport { stages_dir: (!request.no_cache).then_some(stage_root), ..report })
+    )
 }
 
 /// The workspace's git commit (`-dirty` if tracked files are modified), or `unknown`: recorded in

@@ -43,6 +43,8 @@ pub(crate) struct OutputInputs<'a> {
     pub git_commit: &'a str,
     /// The toolchain stage's digest: the unpacked build tools.
     pub toolchain_digest: &'a str,
+    /// The stage cache the build used (reported, never published): none for a `no_cache` build.
+    pub stages_dir: Option<&'a Path>,
 }
 
 /// File names in `out/` for a definition, `SHA256SUMS` last.
@@ -191,7 +193,7 @@ pub(crate) fn write_outputs(out_dir: &Path, inputs: &OutputInputs<'_>) -> Result
         rootfs_manifest: out_dir.join(&rootfs_name),
         nar_hash: inputs.nar_hash.to_string(),
         stages: inputs.stages.to_vec(),
-        stages_dir: None,
+        stages_dir: inputs.stages_dir.map(Path::to_path_buf),
     };
     for file in files {
         file.publish(&dir, out_dir)?;

@@ -496,7 +496,7 @@ pub(crate) fn fetch_and_check_archives(
         }
         anyhow::anyhow!(
             "{error}\nThe archive has moved on since this lock was made (or the lock was edited): \
-             the mirrors serve another InRelease for {moved}. Older archive states are kept only by snapshot.debian.org (the \
+             another InRelease is served for {moved}. Older archive states are kept only by snapshot.debian.org (the \
              definition's snapshot mirror); when it cannot be reached, `ceremony-os lock {}` locks \
              today's state instead (a new lock: the ISO stays the same only if no locked package \
              changed).",
