@@ -106,3 +106,36 @@ fn verify_signing_through_an_agent_fails_before_the_rebuild_without_the_agent_or
     assert!(stderr.contains("the agent does not hold SHA256:"), "{stderr}");
     assert!(!stderr.contains("rebuilding") && !attestation.exists(), "{stderr}");
 }
+
+#[test]
+fn boot_takes_paths_relative_to_where_it_is_run_and_names_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not bootable: SeaBIOS finds nothing and waits. Enough to see whether QEMU opened the file.
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("out/blank.iso"), vec![0u8; 2 << 20]).unwrap();
+    let out = support::ceremony_os(&dir.path().join("store"))
+        .current_dir(dir.path())
+        .args(["boot", "--headless", "--accel", "tcg", "out/blank.iso"])
+        .timeout(std::time::Duration::from_secs(5))
+        .write_stdin("")
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("using TCG (--accel tcg)"), "{stderr}");
+    assert!(!stderr.contains("Could not open"), "QEMU did not find the relative path: {stderr}");
+    assert!(!stderr.contains("QEMU exited"), "QEMU stopped instead of booting: {stderr}");
+
+    let missing = support::ceremony_os(&dir.path().join("store"))
+        .current_dir(dir.path())
+        .args(["boot", "--accel", "tcg", "out/missing.iso"])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&missing.get_output().stderr).to_string();
+    assert!(stderr.contains("cannot use out/missing.iso"), "{stderr}");
+
+    support::ceremony_os(&dir.path().join("store"))
+        .args(["boot", "--accel", "hvf", "x.iso"])
+        .assert()
+        .code(2)
+        .stderr(contains("possible values: auto, kvm, tcg"));
+}

@@ -14,38 +14,35 @@ paths=("$@")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-boot() { # name, qemu args...
+# The product's own QEMU command line (`ceremony-os boot --accel tcg`), so the figures are what a
+# user and the boot tests get under emulation. It runs in its own process group: QEMU goes with it when the shell is reached.
+ceremony_os=${CEREMONY_OS:-target/release/ceremony-os}
+[ -x "$ceremony_os" ] || { echo "no $ceremony_os: run make build first" >&2; exit 1; }
+
+boot() { # name, ceremony-os boot options...
   local name=$1; shift
   local log=$work/$name.log start end pid
   start=$(date +%s.%N)
-  qemu-system-x86_64 -accel tcg -m 2048 -smp 2 -nodefaults -display none -nic none -no-reboot \
-    -serial "file:$log" "$@" 2>>"$work/qemu.err" &
+  setsid "$ceremony_os" boot --headless --accel tcg "$@" "$iso" </dev/null >"$log" 2>"$work/$name.err" &
   pid=$!
   until grep -q 'root@ceremony' "$log" 2>/dev/null; do
-    if ! kill -0 "$pid" 2>/dev/null; then echo "$name: QEMU exited before the shell" >&2; cat "$work/qemu.err" >&2; return 1; fi
+    if ! kill -0 "$pid" 2>/dev/null; then echo "$name: QEMU exited before the shell" >&2; cat "$work/$name.err" >&2; return 1; fi
     sleep 0.2
   done
   end=$(date +%s.%N)
-  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  kill -- -"$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
   python3 -c "print(f'{\"$name\":<10} {$end - $start:6.1f} s to the root shell')"
   if [ -n "${BENCH_TABLE:-}" ]; then
     python3 -c "print(f'boot to the root shell, $name\t{$end - $start:.1f}\ts\t\t\t<= 30 s')" >>"$BENCH_TABLE"
   fi
 }
 
-cd_args=(-drive "if=none,id=os,media=cdrom,readonly=on,format=raw,file=$iso" -device ide-cd,drive=os,bootindex=0)
-usb_args=(-device qemu-xhci,id=xhci -drive "if=none,id=os,format=raw,snapshot=on,file=$iso" -device usb-storage,bus=xhci.0,drive=os,bootindex=0)
-uefi() { cp /usr/share/OVMF/OVMF_VARS_4M.fd "$work/vars.fd"
-  echo -machine q35 -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive "if=pflash,format=raw,file=$work/vars.fd"; }
-
 for path in "${paths[@]}"; do
   case $path in
-    bios-cd) boot bios-cd -machine pc "${cd_args[@]}" ;;
-    bios-usb) boot bios-usb -machine pc "${usb_args[@]}" ;;
-    # shellcheck disable=SC2046
-    uefi-cd) boot uefi-cd $(uefi) "${cd_args[@]}" ;;
-    # shellcheck disable=SC2046
-    uefi-usb) boot uefi-usb $(uefi) "${usb_args[@]}" ;;
+    bios-cd) boot bios-cd ;;
+    bios-usb) boot bios-usb --usb ;;
+    uefi-cd) boot uefi-cd --uefi ;;
+    uefi-usb) boot uefi-usb --uefi --usb ;;
     *) echo "unknown boot path $path (bios-cd, bios-usb, uefi-cd, uefi-usb)" >&2; exit 2 ;;
   esac
 done

@@ -135,6 +135,17 @@ struct BootArgs {
     /// Memory in MiB.
     #[arg(long, default_value_t = 2048)]
     memory: u32,
+    /// The accelerator: `auto` boots the ISO with KVM for eight seconds and uses it if the guest
+    /// runs, TCG (software emulation, slow but everywhere) otherwise.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum AccelChoice {
+    Auto,
+    Kvm,
+    Tcg,
 }
 
 #[derive(Args, Debug)]
@@ -350,13 +361,11 @@ fn run_simple(command: Command, store_root: &std::path::Path) -> Result<()> {
 }
 
 fn boot(args: &BootArgs) -> Result<()> {
-    use ceremony_os_vm::{Firmware, Medium, VmConfig};
-    for file in [Some(&args.iso), args.material.as_ref(), args.disk.as_ref()].into_iter().flatten() {
-        std::fs::metadata(file).with_context(|| format!("cannot use {}", file.display()))?;
-    }
-    let runner = ceremony_os_runner::Runner::new(0);
-    let (accel, why) = ceremony_os_vm::choose_accel(&runner);
-    eprintln!("{why}");
+    use ceremony_os_vm::{Accel, Firmware, Medium, VmConfig};
+    // QEMU runs in "/", so relative paths are made absolute here.
+    let absolute = |file: &PathBuf| -> Result<PathBuf> {
+        std::fs::canonicalize(file).with_context(|| format!("cannot use {}", file.display()))
+    };
     let config = VmConfig {
         firmware: match (args.uefi, args.secure_boot) {
             (_, true) => Firmware::UefiSecureBoot,
@@ -364,12 +373,19 @@ fn boot(args: &BootArgs) -> Result<()> {
             (false, false) => Firmware::Bios,
         },
         medium: if args.usb { Medium::UsbStick } else { Medium::Cdrom },
-        material: args.material.clone(),
-        disk: args.disk.clone(),
+        material: args.material.as_ref().map(absolute).transpose()?,
+        disk: args.disk.as_ref().map(absolute).transpose()?,
         memory_mib: args.memory,
         headless: args.headless,
-        ..VmConfig::new(&args.iso)
+        ..VmConfig::new(&absolute(&args.iso)?)
     };
+    let runner = ceremony_os_runner::Runner::new(0);
+    let (accel, why) = match args.accel {
+        AccelChoice::Auto => ceremony_os_vm::choose_accel(&runner, &config),
+        AccelChoice::Kvm => (Accel::Kvm, "using KVM (--accel kvm)".to_string()),
+        AccelChoice::Tcg => (Accel::Tcg, "using TCG (--accel tcg)".to_string()),
+    };
+    eprintln!("{why}");
     let vars = match config.firmware.ovmf() {
         Some((_, template)) => {
             let vars = tempfile::NamedTempFile::new()?;

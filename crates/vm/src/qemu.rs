@@ -88,7 +88,7 @@ impl VmConfig {
             // OVMF's Secure Boot build keeps its variables in SMM-protected flash.
             Firmware::UefiSecureBoot => "q35,smm=on",
         };
-        push(&["-machine", machine, "-accel", accel.qemu_name(), "-m", &self.memory_mib.to_string()]);
+        push(&["-machine", machine, "-accel", &accel.qemu_arg(), "-m", &self.memory_mib.to_string()]);
         push(&["-smp", "2", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none"]);
         if self.headless {
             push(&["-display", "none"]);
@@ -157,7 +157,7 @@ mod tests {
     fn default_is_an_offline_bios_cd() {
         let c = VmConfig::new(Path::new("/x/os.iso"));
         let args = joined(&c, Accel::Tcg);
-        assert!(args.contains("-machine pc -accel tcg -m 2048"));
+        assert!(args.contains("-machine pc -accel tcg,tb-size=128 -m 2048"), "{args}");
         assert!(args.contains("-nic none"), "{args}");
         assert!(args.contains("media=cdrom,readonly=on,format=raw,file=/x/os.iso"));
         assert!(args.contains("-serial stdio"));
@@ -174,7 +174,7 @@ mod tests {
         c.disk = Some("/x/out.img".into());
         c.nics = vec![Nic::VirtioNet, Nic::E1000];
         let args = joined(&c, Accel::Kvm);
-        assert!(args.contains("-machine q35 -accel kvm"));
+        assert!(args.contains("-machine q35 -accel kvm -m"), "{args}");
         assert!(args.contains(&format!("readonly=on,file={OVMF_CODE}")));
         assert!(args.contains("file=/tmp/vars.fd"));
         assert!(args.contains("snapshot=on,file=/x/os.iso"));
@@ -191,7 +191,7 @@ mod tests {
         c.firmware = Firmware::UefiSecureBoot;
         c.material = Some("/x/material.iso".into());
         let args = joined(&c, Accel::Tcg);
-        assert!(args.contains("-machine q35,smm=on -accel tcg"), "{args}");
+        assert!(args.contains("-machine q35,smm=on -accel tcg,tb-size=128"), "{args}");
         assert!(args.contains("-global driver=cfi.pflash01,property=secure,value=on"));
         assert!(args.contains(&format!("readonly=on,file={OVMF_CODE_SECURE_BOOT}")));
         // One CD per bus: q35's AHCI takes one device per bus.
