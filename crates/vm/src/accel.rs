@@ -13,7 +13,7 @@ pub enum Accel {
 }
 
 /// TCG's translation cache, in MiB. QEMU's default (1 GiB where the host has the memory) made
-/// every boot path 10-15 s slower here: with it, single page allocations in the guest's PID 1
+/// every boot path 6-13 s slower here: with it, single page allocations in the guest's PID 1
 /// took up to 1.3 s each (systemd's start, right after the initramfs), and a smaller cache ends
 /// that. Measured on the 2-core build machine, BIOS CD to the root shell: 64 MiB 27.0 s,
 /// 128 MiB 25.7 s, 256 MiB 28.1 s, 512 MiB 39.5 s, default 38.8 s. Only the emulator changes: the
