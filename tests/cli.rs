@@ -108,14 +108,15 @@ fn verify_signing_through_an_agent_fails_before_the_rebuild_without_the_agent_or
 }
 
 #[test]
-fn boot_takes_paths_relative_to_where_it_is_run_and_names_a_missing_one() {
+fn boot_opens_relative_paths_and_commas_as_named_and_names_a_missing_one() {
     let dir = tempfile::tempdir().unwrap();
     // Not bootable: SeaBIOS finds nothing and waits. Enough to see whether QEMU opened the file.
     std::fs::create_dir(dir.path().join("out")).unwrap();
-    std::fs::write(dir.path().join("out/blank.iso"), vec![0u8; 2 << 20]).unwrap();
+    // The comma: QEMU would read `file=.../out/blank,snapshot=off.iso` as two options.
+    std::fs::write(dir.path().join("out/blank,snapshot=off.iso"), vec![0u8; 2 << 20]).unwrap();
     let out = support::ceremony_os(&dir.path().join("store"))
         .current_dir(dir.path())
-        .args(["boot", "--headless", "--accel", "tcg", "out/blank.iso"])
+        .args(["boot", "--headless", "--accel", "tcg", "--usb", "out/blank,snapshot=off.iso"])
         .timeout(std::time::Duration::from_secs(5))
         .write_stdin("")
         .assert()
@@ -123,6 +124,7 @@ fn boot_takes_paths_relative_to_where_it_is_run_and_names_a_missing_one() {
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(stderr.contains("using TCG (--accel tcg)"), "{stderr}");
     assert!(!stderr.contains("Could not open"), "QEMU did not find the relative path: {stderr}");
+    assert!(!stderr.contains("qemu-system-x86_64:"), "QEMU refused the file name: {stderr}");
     assert!(!stderr.contains("QEMU exited"), "QEMU stopped instead of booting: {stderr}");
 
     let missing = support::ceremony_os(&dir.path().join("store"))

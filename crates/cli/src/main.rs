@@ -364,7 +364,13 @@ fn boot(args: &BootArgs) -> Result<()> {
     use ceremony_os_vm::{Accel, Firmware, Medium, VmConfig};
     // QEMU runs in "/", so relative paths are made absolute here.
     let absolute = |file: &PathBuf| -> Result<PathBuf> {
-        std::fs::canonicalize(file).with_context(|| format!("cannot use {}", file.display()))
+        let path = std::fs::canonicalize(file).with_context(|| format!("cannot use {}", file.display()))?;
+        anyhow::ensure!(
+            path.to_str().is_some(),
+            "cannot use {}: QEMU takes file names as text, and this one is not UTF-8",
+            path.display()
+        );
+        Ok(path)
     };
     let config = VmConfig {
         firmware: match (args.uefi, args.secure_boot) {

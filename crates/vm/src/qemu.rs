@@ -99,11 +99,12 @@ impl VmConfig {
             if self.firmware == Firmware::UefiSecureBoot {
                 push(&["-global", "driver=cfi.pflash01,property=secure,value=on"]);
             }
+            let code = option_value(Path::new(code));
             push(&["-drive", &format!("if=pflash,format=raw,readonly=on,file={code}")]);
-            let vars = uefi_vars.expect("UEFI needs a variable store").display().to_string();
+            let vars = option_value(uefi_vars.expect("UEFI needs a variable store"));
             push(&["-drive", &format!("if=pflash,format=raw,file={vars}")]);
         }
-        let iso = self.iso.display().to_string();
+        let iso = option_value(&self.iso);
         let needs_usb = self.medium == Medium::UsbStick || self.disk.is_some();
         if needs_usb {
             push(&["-device", "qemu-xhci,id=xhci"]);
@@ -121,12 +122,12 @@ impl VmConfig {
             }
         }
         if let Some(material) = &self.material {
-            let m = material.display().to_string();
+            let m = option_value(material);
             push(&["-drive", &format!("if=none,id=material,media=cdrom,readonly=on,format=raw,file={m}")]);
             push(&["-device", "ide-cd,drive=material,bus=ide.1"]);
         }
         if let Some(disk) = &self.disk {
-            let d = disk.display().to_string();
+            let d = option_value(disk);
             push(&["-drive", &format!("if=none,id=output,format=raw,file={d}")]);
             push(&["-device", "usb-storage,bus=xhci.0,drive=output"]);
         }
@@ -145,9 +146,31 @@ impl VmConfig {
     }
 }
 
+/// A path as the value of a QEMU option: a comma ends the value unless doubled, so a file named
+/// `x.iso,snapshot=off` would otherwise add an option of its own (and make a read-only ISO
+/// writable). Paths that are not UTF-8 are refused before this (see `ceremony-os boot`).
+fn option_value(path: &Path) -> String {
+    path.to_string_lossy().replace(',', ",,")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_comma_in_a_file_name_cannot_add_an_option() {
+        let mut c = VmConfig::new(Path::new("/x/os.iso,snapshot=off"));
+        c.medium = Medium::UsbStick;
+        c.material = Some("/x/m,readonly=off.iso".into());
+        c.disk = Some("/x/out,,.img".into());
+        let args = c.args(Accel::Tcg, None);
+        assert!(
+            args.contains(&"if=none,id=os,format=raw,snapshot=on,file=/x/os.iso,,snapshot=off".to_string()),
+            "{args:?}"
+        );
+        assert!(args.iter().any(|a| a.ends_with("file=/x/m,,readonly=off.iso")), "{args:?}");
+        assert!(args.iter().any(|a| a.ends_with("file=/x/out,,,,.img")), "{args:?}");
+    }
 
     fn joined(c: &VmConfig, accel: Accel) -> String {
         c.args(accel, Some(Path::new("/tmp/vars.fd"))).join(" ")
