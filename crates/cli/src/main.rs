@@ -104,8 +104,8 @@ enum Command {
     /// Boot an ISO in QEMU as the air-gapped laptop: no network device, 2 GiB, serial console
     /// on this terminal.
     ///
-    /// KVM is used when it really works (a short probe), TCG otherwise. The exit status is
-    /// QEMU's.
+    /// KVM is used when a short probe boot of the ISO runs under it, TCG otherwise (or as
+    /// `--accel` says). Exits 0 when QEMU ends normally, 1 otherwise.
     Boot(BootArgs),
 }
 
@@ -367,7 +367,7 @@ fn boot(args: &BootArgs) -> Result<()> {
         let path = std::fs::canonicalize(file).with_context(|| format!("cannot use {}", file.display()))?;
         anyhow::ensure!(
             path.to_str().is_some(),
-            "cannot use {}: QEMU takes file names as text, and this one is not UTF-8",
+            "cannot use {}: the file name is not UTF-8, and ceremony-os passes file names to QEMU as text",
             path.display()
         );
         Ok(path)
@@ -392,15 +392,7 @@ fn boot(args: &BootArgs) -> Result<()> {
         AccelChoice::Tcg => (Accel::Tcg, "using TCG (--accel tcg)".to_string()),
     };
     eprintln!("{why}");
-    let vars = match config.firmware.ovmf() {
-        Some((_, template)) => {
-            let vars = tempfile::NamedTempFile::new()?;
-            std::fs::copy(template, vars.path())
-                .with_context(|| format!("UEFI needs OVMF ({template}): install the ovmf package"))?;
-            Some(vars)
-        }
-        None => None,
-    };
+    let vars = config.firmware.vars_copy()?;
     let status = runner
         .cmd("qemu-system-x86_64", "/")
         .args(config.args(accel, vars.as_ref().map(|v| v.path())))

@@ -36,16 +36,7 @@ pub struct Vm {
 impl Vm {
     /// Start QEMU for `config`. `name` names the saved log (`<log_dir>/<name>.serial.log`).
     pub fn start(name: &str, config: &VmConfig, accel: Accel, log_dir: &Path) -> Result<Vm, VmError> {
-        let uefi_vars = match config.firmware.ovmf() {
-            Some((_, template)) => {
-                let vars = tempfile::NamedTempFile::new()
-                    .map_err(|e| VmError::Io { path: "/tmp".into(), source: e })?;
-                std::fs::copy(template, vars.path())
-                    .map_err(|e| VmError::Io { path: template.into(), source: e })?;
-                Some(vars)
-            }
-            None => None,
-        };
+        let uefi_vars = config.firmware.vars_copy()?;
         let args = config.args(accel, uefi_vars.as_ref().map(|v| v.path()));
         let mut child =
             Runner::new(0).cmd("qemu-system-x86_64", "/").args(&args).spawn_interactive(Stdio::piped())?;

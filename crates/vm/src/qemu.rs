@@ -2,6 +2,7 @@
 //! as a CD-ROM (or as a USB stick), optional material CD and output stick, serial console on
 //! standard input/output, BIOS (SeaBIOS) or UEFI (OVMF).
 
+use crate::VmError;
 use crate::accel::Accel;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,20 @@ impl Firmware {
             Firmware::Uefi => Some((OVMF_CODE, OVMF_VARS)),
             Firmware::UefiSecureBoot => Some((OVMF_CODE_SECURE_BOOT, OVMF_VARS_SECURE_BOOT)),
         }
+    }
+
+    /// A private, writable copy of the variable store for one VM (None for BIOS); deleted when
+    /// dropped, so no VM sees what another wrote into its variables.
+    pub fn vars_copy(self) -> Result<Option<tempfile::NamedTempFile>, VmError> {
+        let Some((_, template)) = self.ovmf() else { return Ok(None) };
+        let vars =
+            tempfile::NamedTempFile::new().map_err(|e| VmError::Io { path: "/tmp".into(), source: e })?;
+        std::fs::copy(template, vars.path()).map_err(|e| {
+            VmError::Missing(format!(
+                "UEFI needs OVMF's variable store {template} ({e}): install the ovmf package"
+            ))
+        })?;
+        Ok(Some(vars))
     }
 }
 
