@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make bench` (part 2): seconds from `ceremony-os boot` starting to the root shell on ttyS0 under
-# TCG, for BIOS and UEFI, CD and USB. Reported, never asserted. Target (issue "Boot"): <= 30 s; a plain Debian
-# live ISO of similar content took about 55 s here. With BENCH_TABLE=FILE, each figure is also
-# appended to FILE for `table.py`.
+# TCG, for BIOS and UEFI, CD and USB. Reported, never asserted. Target (issue "Boot"): <= 30 s; a
+# plain Debian live ISO of similar content took about 55 s here. With BENCH_TABLE=FILE, each figure
+# is also appended to FILE for `table.py`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # Usage: boot.sh [ISO [PATH...]], PATH one of bios-cd bios-usb uefi-cd uefi-usb (default: all four).
@@ -18,7 +18,8 @@ trap '[ -z "$pid" ] || kill -- -"$pid" 2>/dev/null; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
 # The product's own QEMU command line (`ceremony-os boot --accel tcg`), so the figures are what a
-# user and the boot tests get under emulation. It runs in its own process group: QEMU goes with it when the shell is reached.
+# user and the boot tests get under emulation. It runs in its own process group: QEMU goes with it
+# when the shell is reached.
 ceremony_os=${CEREMONY_OS:-target/release/ceremony-os}
 [ -x "$ceremony_os" ] || { echo "no $ceremony_os: run make build first" >&2; exit 1; }
 
@@ -29,7 +30,7 @@ boot() { # name, ceremony-os boot options...
   setsid "$ceremony_os" boot --headless --accel tcg "$@" -- "$iso" </dev/null >"$log" 2>"$work/$name.err" &
   pid=$!
   until grep -q 'root@ceremony' "$log" 2>/dev/null; do
-    if ! kill -0 "$pid" 2>/dev/null; then echo "$name: QEMU exited before the shell" >&2; cat "$work/$name.err" >&2; return 1; fi
+    if ! kill -0 "$pid" 2>/dev/null; then echo "$name: ceremony-os boot exited before the shell" >&2; cat "$work/$name.err" >&2; return 1; fi
     sleep 0.2
   done
   end=$(date +%s.%N)

@@ -362,7 +362,7 @@ fn run_simple(command: Command, store_root: &std::path::Path) -> Result<()> {
 
 fn boot(args: &BootArgs) -> Result<()> {
     use ceremony_os_vm::{Accel, Firmware, Medium, VmConfig};
-    // QEMU runs in "/", so relative paths are made absolute here.
+    // QEMU runs in "/" (`VmConfig::command` refuses relative names): absolute paths from here.
     let absolute = |file: &PathBuf| -> Result<PathBuf> {
         let path = std::fs::canonicalize(file).with_context(|| format!("cannot use {}", file.display()))?;
         anyhow::ensure!(
@@ -392,11 +392,8 @@ fn boot(args: &BootArgs) -> Result<()> {
         AccelChoice::Tcg => (Accel::Tcg, "using TCG (--accel tcg)".to_string()),
     };
     eprintln!("{why}");
-    let vars = config.firmware.vars_copy()?;
-    let status = runner
-        .cmd("qemu-system-x86_64", "/")
-        .args(config.args(accel, vars.as_ref().map(|v| v.path())))
-        .run_attached()?;
+    let qemu = config.command(&runner, accel)?;
+    let status = qemu.cmd.run_attached()?;
     if !status.success() {
         anyhow::bail!("QEMU exited with {status}");
     }

@@ -13,11 +13,8 @@ pub enum Accel {
 }
 
 /// TCG's translation cache, in MiB. QEMU's default (1 GiB where the host has the memory) made
-/// every boot path 6-13 s slower here: with it, single page allocations in the guest's PID 1
-/// took up to 1.3 s each (systemd's start, right after the initramfs: a 15 s gap, 3.4 s with a
-/// 256 MiB cache). Measured on the 2-core build machine, BIOS CD to the root shell: 64 MiB 27.0 s,
-/// 128 MiB 25.7 s, 256 MiB 28.1 s, 512 MiB 39.5 s, default 38.8 s. Only the emulator changes: the
-/// guest and the image are the same.
+/// every boot path 6-13 s slower on the build machine; the sizes measured and why are in the
+/// README ("Build and boot speed"). Only the emulator changes: the guest and the image do not.
 pub const TCG_TRANSLATION_CACHE_MIB: u32 = 128;
 
 impl Accel {
@@ -49,8 +46,8 @@ pub fn choose_accel(runner: &Runner, config: &VmConfig) -> (Accel, String) {
         // A USB stick is attached with snapshot=on: the probe writes nothing to the ISO.
         ..config.clone()
     };
-    let vars = match probe_config.firmware.vars_copy() {
-        Ok(vars) => vars,
+    let qemu = match probe_config.command(runner, Accel::Kvm) {
+        Ok(qemu) => qemu,
         Err(e) => return (Accel::Tcg, format!("no KVM probe ({e}): using TCG")),
     };
     let stderr = match tempfile::tempfile() {
@@ -61,10 +58,7 @@ pub fn choose_accel(runner: &Runner, config: &VmConfig) -> (Accel, String) {
         Ok(file) => file,
         Err(e) => return (Accel::Tcg, format!("no temporary file for the KVM probe ({e}): using TCG")),
     };
-    let probe = runner
-        .cmd("qemu-system-x86_64", "/")
-        .args(probe_config.args(Accel::Kvm, vars.as_ref().map(|v| v.path())))
-        .spawn_interactive(std::process::Stdio::from(stderr_for_child));
+    let probe = qemu.cmd.spawn_interactive(std::process::Stdio::from(stderr_for_child));
     let Ok(mut child) = probe else {
         return (Accel::Tcg, "cannot start qemu-system-x86_64 for the KVM probe: using TCG".into());
     };

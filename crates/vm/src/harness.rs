@@ -36,10 +36,8 @@ pub struct Vm {
 impl Vm {
     /// Start QEMU for `config`. `name` names the saved log (`<log_dir>/<name>.serial.log`).
     pub fn start(name: &str, config: &VmConfig, accel: Accel, log_dir: &Path) -> Result<Vm, VmError> {
-        let uefi_vars = config.firmware.vars_copy()?;
-        let args = config.args(accel, uefi_vars.as_ref().map(|v| v.path()));
-        let mut child =
-            Runner::new(0).cmd("qemu-system-x86_64", "/").args(&args).spawn_interactive(Stdio::piped())?;
+        let qemu = config.command(&Runner::new(0), accel)?;
+        let mut child = qemu.cmd.spawn_interactive(Stdio::piped())?;
         let stdin = child.stdin.take().expect("stdin is piped");
         let serial = Arc::new(Mutex::new(Vec::new()));
         for stream in [
@@ -66,7 +64,7 @@ impl Vm {
             consumed: 0,
             commands: 0,
             log_dir: log_dir.to_path_buf(),
-            _uefi_vars: uefi_vars,
+            _uefi_vars: qemu.uefi_vars,
         })
     }
 

@@ -8,7 +8,7 @@ pub mod qemu;
 
 pub use accel::{Accel, choose_accel};
 pub use harness::{CommandResult, Vm};
-pub use qemu::{Firmware, Medium, Nic, VmConfig};
+pub use qemu::{Firmware, Medium, Nic, QemuCommand, VmConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {

@@ -4,6 +4,7 @@
 
 use crate::VmError;
 use crate::accel::Accel;
+use ceremony_os_runner::{Cmd, Runner};
 use std::path::{Path, PathBuf};
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -161,6 +162,35 @@ impl VmConfig {
     }
 }
 
+/// QEMU ready to run for one VM: the command, and the VM's private UEFI variable store, which
+/// lives as long as this value (keep it until QEMU has exited).
+#[derive(Debug)]
+pub struct QemuCommand {
+    pub cmd: Cmd,
+    pub uefi_vars: Option<tempfile::NamedTempFile>,
+}
+
+impl VmConfig {
+    /// The one way a VM is started (`ceremony-os boot`, its KVM probe, the test harness): QEMU runs
+    /// in `/` with the runner's scrubbed environment, so every file must be named by an absolute
+    /// path; a relative one is refused here rather than opened against `/`.
+    pub fn command(&self, runner: &Runner, accel: Accel) -> Result<QemuCommand, VmError> {
+        for path in [Some(&self.iso), self.material.as_ref(), self.disk.as_ref()].into_iter().flatten() {
+            if !path.is_absolute() {
+                return Err(VmError::Missing(format!(
+                    "{}: QEMU runs in /, so the file must be named by an absolute path",
+                    path.display()
+                )));
+            }
+        }
+        let uefi_vars = self.firmware.vars_copy()?;
+        let cmd = runner
+            .cmd("qemu-system-x86_64", "/")
+            .args(self.args(accel, uefi_vars.as_ref().map(|v| v.path())));
+        Ok(QemuCommand { cmd, uefi_vars })
+    }
+}
+
 /// A path as the value of a QEMU option: a comma ends the value unless doubled, so a file named
 /// `x.iso,snapshot=off` would otherwise add an option of its own (and make a read-only ISO
 /// writable). Paths that are not UTF-8 are refused before this (see `ceremony-os boot`).
@@ -185,6 +215,18 @@ mod tests {
         );
         assert!(args.iter().any(|a| a.ends_with("file=/x/m,,readonly=off.iso")), "{args:?}");
         assert!(args.iter().any(|a| a.ends_with("file=/x/out,,,,.img")), "{args:?}");
+    }
+
+    #[test]
+    fn a_relative_file_name_is_refused_before_qemu_runs_in_root() {
+        let runner = Runner::new(0);
+        let err =
+            VmConfig::new(Path::new("out/os.iso")).command(&runner, Accel::Tcg).err().unwrap().to_string();
+        assert!(err.contains("out/os.iso: QEMU runs in /"), "{err}");
+        let mut c = VmConfig::new(Path::new("/x/os.iso"));
+        c.disk = Some("stick.img".into());
+        assert!(c.command(&runner, Accel::Tcg).is_err());
+        assert!(VmConfig::new(Path::new("/x/os.iso")).command(&runner, Accel::Tcg).is_ok());
     }
 
     fn joined(c: &VmConfig, accel: Accel) -> String {
