@@ -49,8 +49,8 @@ pub struct StageRecord {
     pub seconds: f64,
 }
 
-/// Progress of a build. Called from the building thread.
-pub trait BuildObserver {
+/// Progress of a build. Called from the stages' threads (`tools` and `rootfs` build side by side).
+pub trait BuildObserver: Sync {
     fn stage_started(&self, _name: &'static str) {}
     fn stage_finished(&self, _record: &StageRecord) {}
     fn progress(&self, _stage: &'static str, _message: &str) {}
@@ -156,14 +156,15 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
     let repo = repo::run(&ctx, &repo::inputs(lock))?;
     let toolchain = Toolchain::from_stage(&toolchain_stage::run(&ctx, &toolchain_stage::inputs(lock))?);
     let tools_inputs = tools::inputs(sde, &toolchain, &workspace.digest, &compiler);
-    let tools = tools::run(&ctx, &tools_inputs, &toolchain, &workspace.dir, &compiler)?;
-    let rootfs = rootfs::run(
-        &ctx,
-        &rootfs::inputs(def, lock, &repo, &toolchain),
-        lock.image.variant,
-        &repo,
-        &toolchain,
-    )?;
+    let rootfs_inputs = rootfs::inputs(def, lock, &repo, &toolchain);
+    // Independent of each other, and neither keeps both cores busy for long (the compiler's last
+    // crates and dpkg each use one): side by side they take little more than the longer alone.
+    let (tools, rootfs) = std::thread::scope(|scope| {
+        let tools = scope.spawn(|| tools::run(&ctx, &tools_inputs, &toolchain, &workspace.dir, &compiler));
+        let rootfs = rootfs::run(&ctx, &rootfs_inputs, lock.image.variant, &repo, &toolchain);
+        (tools.join().expect("the tools stage's thread does not panic"), rootfs)
+    });
+    let (tools, rootfs) = (tools?, rootfs?);
     let overlay_dir = overlay.as_ref().map(|o| o.dir.join("overlay"));
     let customized = customize::run(
         &ctx,
@@ -188,7 +189,7 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
         boot::run(&ctx, &boot::inputs(def, (&kernel.0, &kernel.1), &toolchain), &normalized, &toolchain)?;
     let iso = iso::run(&ctx, &iso::inputs(def, &squashfs, &boot, &toolchain), &squashfs, &boot, &toolchain)?;
 
-    let records = ctx.records.borrow().clone();
+    let records = ctx.records_in_pipeline_order();
     observer.progress("publish", &format!("writing {}", request.out_dir.display()));
     outputs::write_outputs(
         &request.out_dir,

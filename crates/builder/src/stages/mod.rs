@@ -28,7 +28,7 @@ pub(crate) struct Ctx<'a> {
     pub runner: Runner,
     pub cache: &'a StageCache,
     pub observer: &'a dyn BuildObserver,
-    pub records: std::cell::RefCell<Vec<StageRecord>>,
+    pub records: std::sync::Mutex<Vec<StageRecord>>,
 }
 
 impl Ctx<'_> {
@@ -41,6 +41,7 @@ impl Ctx<'_> {
         kind: OutputKind,
         produce: impl FnOnce(&Path) -> Result<String, BuildError>,
     ) -> Result<StageOutput, BuildError> {
+        debug_assert!(PIPELINE.contains(&name), "stage {name} is not in PIPELINE");
         let started = Instant::now();
         let inputs = KeyedInputs::new(inputs);
         let mut discarded = None;
@@ -79,14 +80,30 @@ impl Ctx<'_> {
             seconds: started.elapsed().as_secs_f64(),
         };
         self.observer.stage_finished(&record);
-        self.records.borrow_mut().push(record);
+        self.records.lock().expect("no stage panics holding the records").push(record);
         Ok(output)
     }
 
     pub fn progress(&self, stage: &'static str, message: &str) {
         self.observer.progress(stage, message);
     }
+
+    /// The stage records in [`PIPELINE`] order, whichever stage finished first.
+    pub fn records_in_pipeline_order(&self) -> Vec<StageRecord> {
+        in_pipeline_order(self.records.lock().expect("no stage panics holding the records").clone())
+    }
 }
+
+/// `records` sorted into [`PIPELINE`] order: the manifest lists the stages in this order, so it
+/// must not depend on which of two stages built side by side finished first.
+fn in_pipeline_order(mut records: Vec<StageRecord>) -> Vec<StageRecord> {
+    records.sort_by_key(|r| PIPELINE.iter().position(|name| *name == r.name).unwrap_or(PIPELINE.len()));
+    records
+}
+
+/// Every stage, in the order the build manifest lists them.
+pub const PIPELINE: [&str; 9] =
+    ["repo", "toolchain", "tools", "rootfs", "customize", "normalize", "squashfs", "boot", "iso"];
 
 /// One locked .deb as a stage input.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -178,6 +195,22 @@ mod tests {
 
     use super::*;
     use crate::cache::KeyedInputs;
+
+    #[test]
+    fn records_are_listed_in_pipeline_order_whichever_stage_finished_first() {
+        let record = |name: &'static str| StageRecord {
+            name,
+            key: String::new(),
+            digest: String::new(),
+            inputs: serde_json::Value::Null,
+            cached: false,
+            discarded: None,
+            seconds: 0.0,
+        };
+        let finished = ["repo", "toolchain", "rootfs", "tools", "customize"].map(record).to_vec();
+        let names: Vec<&str> = in_pipeline_order(finished).iter().map(|r| r.name).collect();
+        assert_eq!(names, ["repo", "toolchain", "tools", "rootfs", "customize"]);
+    }
     use crate::compiler::Compiler;
     use crate::toolchain::Toolchain;
     use ceremony_os_definition::{ImageDefinition, Lockfile};

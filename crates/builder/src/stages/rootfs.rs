@@ -21,7 +21,7 @@ use ceremony_os_definition::{ImageDefinition, Lockfile, Variant};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const RECIPE: u32 = 4;
+const RECIPE: u32 = 5;
 
 /// The image's own name service files: an offline system with no name servers.
 pub(crate) const RESOLV_CONF: &str = "# ceremony-os: an offline system; there are no name servers.\n";
@@ -42,8 +42,9 @@ pub struct Inputs {
     pub resolv_conf: &'static str,
 }
 
-/// initramfs-tools settings written before any package is installed, so the kernel's first
-/// initrd is already the small one (`MODULES=list`); the customize stage builds the final one.
+/// initramfs-tools settings written before any package is installed (`MODULES=list`: only the
+/// listed modules). No initrd is built here (`INITRD=No` for the kernel package's hook): the
+/// customize stage builds the image's only one, from the pruned module tree.
 pub(crate) fn initramfs_conf() -> &'static str {
     "# ceremony-os: only the modules listed in /usr/share/initramfs-tools/modules.d/ceremony-os\nMODULES=list\nRESUME=none\nCOMPRESS=gzip\n"
 }
@@ -104,6 +105,8 @@ pub(crate) fn run(
                 "/ceremony-os/target",
                 "deb [trusted=yes] copy:///ceremony-os/repo ./",
             ])
+            // The kernel package's hook would build an initrd here that customize replaces (12 s).
+            .env("INITRD", "No")
             .run_merged(|line| {
                 if line.starts_with("I: ") {
                     ctx.progress("rootfs", line.trim_start_matches("I: "));
