@@ -151,7 +151,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn parse_time(text: &str, field: &str) -> Result<i64> {
-    ceremony_os_definition::Timestamp::parse_rfc3339_utc(text)
+    ceremony_os_timestamp::Timestamp::parse_rfc3339_utc(text)
         .map(|t| t.unix())
         .map_err(|e| anyhow!("{field}: {e}"))
 }

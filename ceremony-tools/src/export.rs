@@ -105,7 +105,7 @@ pub fn collect(transcript_path: &Path) -> Result<Export> {
         files.iter().map(|(name, bytes)| format!("{}  {name}\n", crate::ca::sha256_hex(bytes))).collect();
     let epoch = records
         .last()
-        .and_then(|r| ceremony_os_definition::Timestamp::parse_rfc3339_utc(&r.time).ok())
+        .and_then(|r| ceremony_os_timestamp::Timestamp::parse_rfc3339_utc(&r.time).ok())
         .map_or(315_532_800, |t| t.unix());
     files.insert(SUMS.into(), sums.into_bytes());
     Ok(Export { files, epoch, head, rehearsal: rehearsed > 0 })

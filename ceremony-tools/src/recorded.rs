@@ -21,7 +21,7 @@ pub fn now_utc() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    ceremony_os_definition::Timestamp::from_unix(secs).to_string()
+    ceremony_os_timestamp::Timestamp::from_unix(secs).to_string()
 }
 
 /// The error and its causes, each said once.

@@ -142,7 +142,7 @@ pub fn name(attributes: &[(NameAttribute, String)]) -> Vec<u8> {
 
 /// RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050, always UTC with seconds.
 pub fn time(unix: i64) -> Vec<u8> {
-    let (y, mo, d, h, mi, s) = ceremony_os_definition::Timestamp::from_unix(unix).civil();
+    let (y, mo, d, h, mi, s) = ceremony_os_timestamp::Timestamp::from_unix(unix).civil();
     let (tag, text) = if y < 2050 {
         (0x17u8, format!("{:02}{mo:02}{d:02}{h:02}{mi:02}{s:02}Z", y % 100))
     } else {

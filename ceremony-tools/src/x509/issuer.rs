@@ -129,10 +129,10 @@ impl Issuer {
     }
 
     fn not_before_text(&self) -> String {
-        ceremony_os_definition::Timestamp::from_unix(self.not_before).to_string()
+        ceremony_os_timestamp::Timestamp::from_unix(self.not_before).to_string()
     }
 
     fn not_after_text(&self) -> String {
-        ceremony_os_definition::Timestamp::from_unix(self.not_after).to_string()
+        ceremony_os_timestamp::Timestamp::from_unix(self.not_after).to_string()
     }
 }

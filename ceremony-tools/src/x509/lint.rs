@@ -142,7 +142,7 @@ fn time_tags(tbs_raw: &[u8], certificate: bool) -> Vec<u8> {
 }
 
 fn expected_time_tag(unix: i64) -> u8 {
-    let (year, ..) = ceremony_os_definition::Timestamp::from_unix(unix).civil();
+    let (year, ..) = ceremony_os_timestamp::Timestamp::from_unix(unix).civil();
     if year < 2050 { 0x17 } else { 0x18 }
 }
 

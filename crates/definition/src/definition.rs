@@ -1,8 +1,8 @@
 //! The image definition, `image/ceremony.toml`: what to build, from which archive state.
 
 use crate::error::SpecError;
-use crate::timestamp::Timestamp;
 use crate::values::{Architecture, KeyringPath, Mirrors, PackageList, Sha256Digest, Token};
+use ceremony_os_timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -9,16 +9,15 @@ mod definition;
 mod error;
 mod lockfile;
 pub mod published;
-mod timestamp;
 mod values;
 
+pub use ceremony_os_timestamp::Timestamp;
 pub use definition::{
     ArchiveSpec, Compression, CustomizeSection, DebianSection, HsmBundle, ImageDefinition, ImageSection,
     KernelSection, ModuleTree, PackageSet, PackageSets, SquashfsSection, Variant, relative_to,
 };
 pub use error::SpecError;
 pub use lockfile::{ArchiveState, LOCK_FORMAT_VERSION, LockedIndex, LockedPackage, LockedSet, Lockfile};
-pub use timestamp::Timestamp;
 pub use values::{
     Architecture, KeyringPath, MirrorUrl, Mirrors, PackageList, PackageName, Sha256Digest, Token,
 };

@@ -9,8 +9,8 @@
 
 use crate::definition::{ImageDefinition, Variant};
 use crate::error::SpecError;
-use crate::timestamp::Timestamp;
 use crate::values::{Architecture, Sha256Digest};
+use ceremony_os_timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

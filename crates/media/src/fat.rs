@@ -75,7 +75,7 @@ pub fn write_fat_image<B: AsRef<[u8]>>(
 }
 
 fn fat_date_time(epoch: i64) -> fatfs::DateTime {
-    let (y, mo, d, h, mi, s) = ceremony_os_definition::Timestamp::from_unix(epoch).civil();
+    let (y, mo, d, h, mi, s) = ceremony_os_timestamp::Timestamp::from_unix(epoch).civil();
     fatfs::DateTime {
         date: fatfs::Date { year: y as u16, month: mo as u16, day: d as u16 },
         time: fatfs::Time { hour: h as u16, min: mi as u16, sec: (s - s % 2) as u16, millis: 0 },
