@@ -157,8 +157,8 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
     let toolchain = Toolchain::from_stage(&toolchain_stage::run(&ctx, &toolchain_stage::inputs(lock))?);
     let tools_inputs = tools::inputs(sde, &toolchain, &workspace.digest, &compiler);
     let rootfs_inputs = rootfs::inputs(def, lock, &repo, &toolchain);
-    // Independent of each other, and neither keeps both cores busy for long (the compiler's last
-    // crates and dpkg each use one): side by side they take little more than the longer alone.
+    // Independent of each other, and dpkg keeps one core busy at most: side by side, rootfs
+    // hides inside the compile (cold: 62 s and 32 s alone, about 75 s together here).
     let (tools, rootfs) = std::thread::scope(|scope| {
         let tools = scope.spawn(|| tools::run(&ctx, &tools_inputs, &toolchain, &workspace.dir, &compiler));
         let rootfs = rootfs::run(&ctx, &rootfs_inputs, lock.image.variant, &repo, &toolchain);

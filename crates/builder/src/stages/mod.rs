@@ -195,6 +195,11 @@ mod tests {
 
     use super::*;
     use crate::cache::KeyedInputs;
+    use crate::compiler::Compiler;
+    use crate::toolchain::Toolchain;
+    use ceremony_os_definition::{ImageDefinition, Lockfile};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::PathBuf;
 
     #[test]
     fn records_are_listed_in_pipeline_order_whichever_stage_finished_first() {
@@ -211,11 +216,6 @@ mod tests {
         let names: Vec<&str> = in_pipeline_order(finished).iter().map(|r| r.name).collect();
         assert_eq!(names, ["repo", "toolchain", "tools", "rootfs", "customize"]);
     }
-    use crate::compiler::Compiler;
-    use crate::toolchain::Toolchain;
-    use ceremony_os_definition::{ImageDefinition, Lockfile};
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::path::PathBuf;
 
     const DEFINITION: &str = include_str!("../../../../image/ceremony.toml");
     const LOCK: &str = include_str!("../../../../image/ceremony.lock");
