@@ -2,8 +2,8 @@
 //! image's identity, root autologin on the configured consoles, the `ceremony` tool, PKCS#11
 //! modules registered with p11-kit (SoftHSMv2, OpenSC and declared vendor bundles), and the air
 //! gap by construction: excluded kernel module trees deleted and blacklisted, network units
-//! masked, and a small initrd rebuilt from what is left (inside the image tree, which sees only
-//! its own /etc).
+//! masked, and the image's one initrd built from what is left (inside the image tree, which sees
+//! only its own /etc).
 //!
 //! Every write goes through [`ImageRoot`]: paths resolve inside the tree, so the image's absolute
 //! symlinks cannot redirect a write to the build host.
@@ -151,12 +151,8 @@ pub(crate) fn run(ctx: &Ctx<'_>, inputs: &Inputs, sources: &Sources<'_>) -> Resu
         }
         let kernel_version = kernel_version(&image)?;
         let removed = prune_modules(&image, &inputs.exclude_modules, &kernel_version)?;
-        ctx.progress(
-            "customize",
-            &format!("removed {} kernel modules; rebuilding the initrd", removed.len()),
-        );
+        ctx.progress("customize", &format!("removed {} kernel modules; building the initrd", removed.len()));
         write_blacklist(&image, &removed)?;
-        image.remove_all(&format!("boot/initrd.img-{kernel_version}"))?;
         let script = format!("depmod {kernel_version} && update-initramfs -c -k {kernel_version}");
         sandbox::in_chroot(&ctx.runner, out, &["/bin/sh", "-c", &script])
             .run_merged(|line| tracing::debug!("initramfs: {line}"))?;

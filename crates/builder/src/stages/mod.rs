@@ -41,7 +41,7 @@ impl Ctx<'_> {
         kind: OutputKind,
         produce: impl FnOnce(&Path) -> Result<String, BuildError>,
     ) -> Result<StageOutput, BuildError> {
-        debug_assert!(PIPELINE.contains(&name), "stage {name} is not in PIPELINE");
+        assert!(PIPELINE.contains(&name), "stage {name} is not in PIPELINE");
         let started = Instant::now();
         let inputs = KeyedInputs::new(inputs);
         let mut discarded = None;
@@ -308,17 +308,12 @@ mod tests {
 
     #[test]
     fn the_snapshot_reaches_every_stage() {
-        let all = set(&[
-            "repo",
-            "toolchain",
-            "tools",
-            "rootfs",
-            "customize",
-            "normalize",
-            "squashfs",
-            "boot",
-            "iso",
-        ]);
+        let all = set(&PIPELINE);
+        assert_eq!(
+            keys(&world()).keys().copied().collect::<BTreeSet<_>>(),
+            all,
+            "PIPELINE lists every stage"
+        );
         assert_eq!(
             changed_by(|w| {
                 redefine(w, "2026-07-12T00:00:00Z", "2026-07-13T00:00:00Z");

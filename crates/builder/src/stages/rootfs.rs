@@ -37,14 +37,16 @@ pub struct Inputs {
     /// Installed by name; with their versions, for the check that nothing else got in.
     pub packages: Vec<String>,
     pub initramfs_conf: &'static str,
+    /// `INITRD` for the kernel package's hook: "No", so no initrd is built here (customize builds
+    /// the image's only one, from the pruned modules).
+    pub kernel_hook_initrd: &'static str,
     pub initrd_modules: Vec<String>,
     pub hostname: String,
     pub resolv_conf: &'static str,
 }
 
 /// initramfs-tools settings written before any package is installed (`MODULES=list`: only the
-/// listed modules). No initrd is built here (`INITRD=No` for the kernel package's hook): the
-/// customize stage builds the image's only one, from the pruned module tree.
+/// listed modules), for the initrd the customize stage builds.
 pub(crate) fn initramfs_conf() -> &'static str {
     "# ceremony-os: only the modules listed in /usr/share/initramfs-tools/modules.d/ceremony-os\nMODULES=list\nRESUME=none\nCOMPRESS=gzip\n"
 }
@@ -59,6 +61,7 @@ pub fn inputs(def: &ImageDefinition, lock: &Lockfile, repo: &StageOutput, toolch
         architecture: lock.architecture.debian_name().to_string(),
         packages: lock.image.packages.iter().map(|p| p.spec()).collect(),
         initramfs_conf: initramfs_conf(),
+        kernel_hook_initrd: "No",
         initrd_modules: def.kernel.initrd_modules.iter().map(|m| m.as_str().to_string()).collect(),
         hostname: def.customize.hostname.as_str().to_string(),
         resolv_conf: RESOLV_CONF,
@@ -105,8 +108,7 @@ pub(crate) fn run(
                 "/ceremony-os/target",
                 "deb [trusted=yes] copy:///ceremony-os/repo ./",
             ])
-            // The kernel package's hook would build an initrd here that customize replaces (12 s).
-            .env("INITRD", "No")
+            .env("INITRD", inputs.kernel_hook_initrd)
             .run_merged(|line| {
                 if line.starts_with("I: ") {
                     ctx.progress("rootfs", line.trim_start_matches("I: "));
