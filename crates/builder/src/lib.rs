@@ -4,9 +4,9 @@
 //! normalize -> squashfs -> boot -> iso, then `out/`. Each stage's inputs are one value whose
 //! canonical JSON is the stage's key; outputs are cached in the store (`<store>/stages`) and
 //! checked against their recorded digests before reuse; `no_cache` builds every stage afresh in a
-//! temporary stage root. Every subprocess goes through the runner; everything that shapes the output's bytes
-//! runs from the locked toolchain tree (see `toolchain`), and the sources it reads are snapshots
-//! taken when the build starts (see `sources`).
+//! temporary stage root. Every subprocess goes through the runner; everything that shapes the
+//! output's bytes runs from the locked toolchain tree (see `toolchain`), and the sources it reads
+//! are snapshots taken when the build starts (see `sources`).
 
 mod cache;
 mod compiler;

@@ -97,7 +97,9 @@ impl Ctx<'_> {
 /// `records` sorted into [`PIPELINE`] order: the manifest lists the stages in this order, so it
 /// must not depend on which of two stages built side by side finished first.
 fn in_pipeline_order(mut records: Vec<StageRecord>) -> Vec<StageRecord> {
-    records.sort_by_key(|r| PIPELINE.iter().position(|name| *name == r.name).unwrap_or(PIPELINE.len()));
+    records.sort_by_key(|r| {
+        PIPELINE.iter().position(|name| *name == r.name).expect("`Ctx::stage` records only PIPELINE's stages")
+    });
     records
 }
 
