@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub struct ImageRoot {
     fd: OwnedFd,
     path: PathBuf,
+    /// The stage writing, named in its errors.
+    stage: &'static str,
 }
 
 fn resolve_flags() -> ResolveFlags {
@@ -24,10 +26,10 @@ fn resolve_flags() -> ResolveFlags {
 }
 
 impl ImageRoot {
-    pub fn open(path: &Path) -> Result<Self, BuildError> {
+    pub fn open(path: &Path, stage: &'static str) -> Result<Self, BuildError> {
         let fd = rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| BuildError::io(path, e.into()))?;
-        Ok(ImageRoot { fd, path: path.to_path_buf() })
+        Ok(ImageRoot { fd, path: path.to_path_buf(), stage })
     }
 
     fn err(&self, rel: &str, e: impl Into<std::io::Error>) -> BuildError {
@@ -42,7 +44,7 @@ impl ImageRoot {
         if ok {
             Ok(())
         } else {
-            Err(BuildError::stage("customize", format!("{rel:?} is not a relative path inside the image")))
+            Err(BuildError::stage(self.stage, format!("{rel:?} is not a relative path inside the image")))
         }
     }
 
@@ -89,7 +91,7 @@ impl ImageRoot {
                 && rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Symlink
             {
                 return Err(BuildError::stage(
-                    "customize",
+                    self.stage,
                     format!(
                         "{prefix} is a symlink whose target is not a directory inside the image; refusing to write under it"
                     ),
@@ -234,7 +236,7 @@ mod tests {
     #[test]
     fn writes_through_absolute_and_dotdot_symlinks_stay_in_the_tree() {
         let (dir, root) = tree();
-        let image = ImageRoot::open(&root).unwrap();
+        let image = ImageRoot::open(&root, "customize").unwrap();
         image.write("var/run/ceremony.pid", b"1\n", 0o644).unwrap();
         assert_eq!(std::fs::read(root.join("run/ceremony.pid")).unwrap(), b"1\n", "resolved as in the image");
         image.write("up/file", b"x", 0o644).unwrap();
@@ -253,7 +255,7 @@ mod tests {
         let (dir, root) = tree();
         std::fs::write(dir.path().join("outside/victim"), b"host file").unwrap();
         std::os::unix::fs::symlink(dir.path().join("outside/victim"), root.join("link")).unwrap();
-        let image = ImageRoot::open(&root).unwrap();
+        let image = ImageRoot::open(&root, "customize").unwrap();
         image.write("link", b"image file", 0o600).unwrap();
         assert_eq!(std::fs::read(dir.path().join("outside/victim")).unwrap(), b"host file");
         assert_eq!(std::fs::read(root.join("link")).unwrap(), b"image file");
@@ -268,7 +270,7 @@ mod tests {
         std::fs::create_dir_all(root.join("usr/share/doc/pkg")).unwrap();
         std::fs::write(root.join("usr/share/doc/pkg/changelog"), b"x").unwrap();
         std::os::unix::fs::symlink(dir.path().join("outside"), root.join("usr/share/doc/link")).unwrap();
-        let image = ImageRoot::open(&root).unwrap();
+        let image = ImageRoot::open(&root, "customize").unwrap();
         assert!(image.remove_all("usr/share/doc").unwrap());
         assert!(!root.join("usr/share/doc").exists());
         assert!(dir.path().join("outside/keep").exists());
@@ -278,7 +280,7 @@ mod tests {
     #[test]
     fn refuses_paths_that_are_not_relative_and_clean() {
         let (_dir, root) = tree();
-        let image = ImageRoot::open(&root).unwrap();
+        let image = ImageRoot::open(&root, "customize").unwrap();
         for bad in ["/etc/passwd", "../x", "a/../b", "", "a//b"] {
             assert!(image.write(bad, b"", 0o644).is_err(), "{bad:?}");
         }

@@ -44,18 +44,44 @@ pub fn control_text(deb: &Path) -> Result<String, DebError> {
     text.ok_or_else(|| DebError::format(deb, "control.tar holds no ./control"))
 }
 
-/// Unpack the package's files (`data.tar`) into `dest` with their modes, owners and mtimes,
-/// without extended attributes. Entries that would land outside `dest` are refused by the tar
-/// reader; the packages unpacked this way are verified against the lock first.
+/// Unpack the package's files (`data.tar`) into `dest`: [`DataTar::unpack`].
 pub fn unpack_data(deb: &Path, dest: &Path) -> Result<(), DebError> {
-    with_member(deb, "data.tar", |archive| {
+    data_tar(deb)?.unpack(dest)
+}
+
+/// A package's file archive, decompressed into memory: split from writing it out so that a
+/// caller can decompress the next package on one core while it writes this one on the other.
+#[derive(Debug)]
+pub struct DataTar {
+    deb: PathBuf,
+    tar: Vec<u8>,
+}
+
+/// Read and decompress the package's `data.tar`.
+pub fn data_tar(deb: &Path) -> Result<DataTar, DebError> {
+    let mut tar = Vec::new();
+    with_member_reader(deb, "data.tar", |mut reader| {
+        reader
+            .read_to_end(&mut tar)
+            .map(drop)
+            .map_err(|e| DebError::Io { path: deb.to_path_buf(), source: e })
+    })?;
+    Ok(DataTar { deb: deb.to_path_buf(), tar })
+}
+
+impl DataTar {
+    /// Unpack the files into `dest` with their modes, owners and mtimes, without extended
+    /// attributes. Entries that would land outside `dest` are refused by the tar reader; the
+    /// packages unpacked this way are verified against the lock first.
+    pub fn unpack(&self, dest: &Path) -> Result<(), DebError> {
+        let mut archive = tar::Archive::new(self.tar.as_slice());
         archive.set_preserve_permissions(true);
         archive.set_preserve_ownerships(true);
         archive.set_preserve_mtime(true);
         archive.set_unpack_xattrs(false);
         archive.set_overwrite(true);
-        archive.unpack(dest).map_err(|e| DebError::Io { path: deb.to_path_buf(), source: e })
-    })
+        archive.unpack(dest).map_err(|e| DebError::Io { path: self.deb.clone(), source: e })
+    }
 }
 
 /// Find the ar member `<prefix>[.gz|.xz]` and hand its tar archive to `f`.
@@ -63,6 +89,15 @@ fn with_member(
     deb: &Path,
     prefix: &str,
     f: impl FnOnce(&mut tar::Archive<Box<dyn Read + '_>>) -> Result<(), DebError>,
+) -> Result<(), DebError> {
+    with_member_reader(deb, prefix, |reader| f(&mut tar::Archive::new(reader)))
+}
+
+/// Find the ar member `<prefix>[.gz|.xz]` and hand its decompressed bytes to `f`.
+fn with_member_reader(
+    deb: &Path,
+    prefix: &str,
+    f: impl FnOnce(Box<dyn Read + '_>) -> Result<(), DebError>,
 ) -> Result<(), DebError> {
     let io = |source| DebError::Io { path: deb.to_path_buf(), source };
     let file = std::fs::File::open(deb).map_err(io)?;
@@ -92,8 +127,7 @@ fn with_member(
                 return Err(DebError::format(deb, format!("{prefix}{other}: unsupported compression")));
             }
         };
-        let mut archive = tar::Archive::new(reader);
-        return f(&mut archive);
+        return f(reader);
     }
     Err(DebError::format(deb, format!("no {prefix}.* member")))
 }

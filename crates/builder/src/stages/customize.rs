@@ -1,9 +1,10 @@
 //! Stage `customize`: the root file system made into the ceremony system. Overlay files, the
-//! image's identity, root autologin on the configured consoles, the `ceremony` tool, PKCS#11
-//! modules registered with p11-kit (SoftHSMv2, OpenSC and declared vendor bundles), and the air
-//! gap by construction: excluded kernel module trees deleted and blacklisted, network units
-//! masked, and the image's one initrd built from what is left (inside the image tree, which sees
-//! only its own /etc).
+//! image's identity, root autologin on the configured consoles, PKCS#11 modules registered with
+//! p11-kit (SoftHSMv2, OpenSC and declared vendor bundles), and the air gap by construction:
+//! excluded kernel module trees deleted and blacklisted, network units masked, and the image's
+//! one initrd built from what is left (inside the image tree, which sees only its own /etc).
+//! The `ceremony` tool is not needed here and is installed by `normalize`, so this stage runs
+//! while `tools` still compiles.
 //!
 //! Every write goes through [`ImageRoot`]: paths resolve inside the tree, so the image's absolute
 //! symlinks cannot redirect a write to the build host.
@@ -18,7 +19,7 @@ use ceremony_os_definition::ImageDefinition;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-const RECIPE: u32 = 4;
+const RECIPE: u32 = 5;
 
 /// Units masked besides every timer: those that would manage a network if one existed, and
 /// those that write outside the memory overlay (crash logs into EFI variables, file system
@@ -56,7 +57,6 @@ pub struct Inputs {
     pub recipe: u32,
     pub source_date_epoch: i64,
     pub rootfs: String,
-    pub tools: String,
     /// Content digest of the overlay snapshot, if the definition has an overlay.
     pub overlay: Option<String>,
     pub name: String,
@@ -78,17 +78,11 @@ pub struct BundleInput {
     pub module: String,
 }
 
-pub fn inputs(
-    def: &ImageDefinition,
-    rootfs: &StageOutput,
-    tools: &StageOutput,
-    overlay: Option<&str>,
-) -> Inputs {
+pub fn inputs(def: &ImageDefinition, rootfs: &StageOutput, overlay: Option<&str>) -> Inputs {
     Inputs {
         recipe: RECIPE,
         source_date_epoch: def.source_date_epoch(),
         rootfs: rootfs.digest.clone(),
-        tools: tools.digest.clone(),
         overlay: overlay.map(str::to_string),
         name: def.image.name.to_string(),
         version: def.image.version.to_string(),
@@ -115,7 +109,6 @@ pub fn inputs(
 #[derive(Debug)]
 pub struct Sources<'a> {
     pub rootfs: &'a StageOutput,
-    pub tools: &'a StageOutput,
     pub overlay: Option<&'a Path>,
     /// Each bundle's archive, in the order of `Inputs::hsm_bundles`.
     pub bundle_archives: Vec<PathBuf>,
@@ -125,13 +118,12 @@ pub(crate) fn run(ctx: &Ctx<'_>, inputs: &Inputs, sources: &Sources<'_>) -> Resu
     ctx.stage("customize", inputs, OutputKind::Tree, |out| {
         ctx.progress("customize", "copying the root file system");
         super::copy_tree(&ctx.runner, &sources.rootfs.path, out)?;
-        let image = ImageRoot::open(out)?;
+        let image = ImageRoot::open(out, "customize")?;
         if let Some(dir) = sources.overlay {
             apply_overlay(&image, dir, "")?;
         }
         write_identity(&image, inputs)?;
         write_autologin(&image, &inputs.autologin)?;
-        image.copy_from(&sources.tools.path, "usr/local/bin/ceremony", 0o755)?;
         for (bundle, archive) in inputs.hsm_bundles.iter().zip(&sources.bundle_archives) {
             install_hsm_bundle(&image, bundle, archive)?;
         }
@@ -449,7 +441,7 @@ mod tests {
         {
             std::fs::write(kernel.join(file), b"").unwrap();
         }
-        let image = ImageRoot::open(dir.path()).unwrap();
+        let image = ImageRoot::open(dir.path(), "customize").unwrap();
         let excluded = ["fs/pstore".to_string(), "drivers/usb/class/cdc-wdm".to_string()];
         let removed = prune_modules(&image, &excluded, "6.1.0-1-amd64").unwrap();
         assert_eq!(removed, ["cdc_wdm", "ramoops"]);
@@ -468,7 +460,7 @@ mod tests {
         for unit in ["apt-daily.timer", "apt-daily.service", "fstrim.timer"] {
             std::fs::write(units.join(unit), b"").unwrap();
         }
-        let image = ImageRoot::open(dir.path()).unwrap();
+        let image = ImageRoot::open(dir.path(), "customize").unwrap();
         assert_eq!(timers(&image).unwrap(), ["apt-daily.timer", "fstrim.timer"]);
     }
 
@@ -480,7 +472,7 @@ mod tests {
         std::fs::write(dir.path().join("e1000e.ko.xz"), b"").unwrap();
         std::fs::write(dir.path().join("mac80211-hwsim.ko"), b"").unwrap();
         std::fs::write(dir.path().join("README"), b"").unwrap();
-        let image = ImageRoot::open(dir.path()).unwrap();
+        let image = ImageRoot::open(dir.path(), "customize").unwrap();
         let mut names = BTreeSet::new();
         for top in image.list("").unwrap() {
             if image.file_type(&top).unwrap() == Some(rustix::fs::FileType::Directory) {
@@ -505,12 +497,14 @@ mod tests {
         std::fs::write(overlay.join("var/run/marker"), b"x").unwrap();
         // The image's var/run points at a directory that exists on the host but not in the image.
         std::fs::create_dir_all(&host_target).unwrap();
-        let err = apply_overlay(&ImageRoot::open(&root).unwrap(), &overlay, "").unwrap_err().to_string();
+        let err = apply_overlay(&ImageRoot::open(&root, "customize").unwrap(), &overlay, "")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("var/run is a symlink"), "{err}");
         assert_eq!(std::fs::read_dir(&host_target).unwrap().count(), 0, "nothing written on the host");
         // Once the target exists inside the image, the file lands there, as in the booted system.
         std::fs::create_dir_all(root.join(host_target.strip_prefix("/").unwrap())).unwrap();
-        apply_overlay(&ImageRoot::open(&root).unwrap(), &overlay, "").unwrap();
+        apply_overlay(&ImageRoot::open(&root, "customize").unwrap(), &overlay, "").unwrap();
         assert!(root.join(host_target.strip_prefix("/").unwrap()).join("marker").exists());
         assert_eq!(std::fs::read_dir(&host_target).unwrap().count(), 0, "nothing written on the host");
     }

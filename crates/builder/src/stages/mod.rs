@@ -275,9 +275,9 @@ mod tests {
         out.insert("rootfs", KeyedInputs::new(&rootfs::inputs(&w.def, &w.lock, &repo, &toolchain)).key);
         out.insert(
             "customize",
-            KeyedInputs::new(&customize::inputs(&w.def, &rootfs, &tools, w.overlay.as_deref())).key,
+            KeyedInputs::new(&customize::inputs(&w.def, &rootfs, w.overlay.as_deref())).key,
         );
-        out.insert("normalize", KeyedInputs::new(&normalize::inputs(sde, &customized)).key);
+        out.insert("normalize", KeyedInputs::new(&normalize::inputs(sde, &customized, &tools)).key);
         out.insert(
             "squashfs",
             KeyedInputs::new(&squashfs::inputs(sde, &w.def.squashfs, &normalized, &toolchain)).key,
@@ -324,6 +324,17 @@ mod tests {
             }),
             all
         );
+    }
+
+    #[test]
+    fn the_tool_is_an_input_of_normalize_which_installs_it() {
+        // customize runs beside the compiler and must not read its output (its inputs have no
+        // tools digest: the type says so); normalize installs the binary and is keyed by it.
+        let key =
+            |tools: &StageOutput| KeyedInputs::new(&normalize::inputs(1, &upstream("customize"), tools)).key;
+        let mut other = upstream("tools");
+        other.digest.push('x');
+        assert_ne!(key(&upstream("tools")), key(&other));
     }
 
     #[test]

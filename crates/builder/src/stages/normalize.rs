@@ -1,15 +1,17 @@
-//! Stage `normalize`: the final root tree. Known non-determinism removed and mtimes clamped (as
-//! every tree stage does), static device nodes dropped (the live system mounts devtmpfs; NAR
+//! Stage `normalize`: the final root tree. The `ceremony` tool installed (the one input here
+//! that is not already in `customize`'s tree: `customize` runs beside the compiler), known
+//! non-determinism removed and mtimes clamped (as every tree stage does), static device nodes dropped (the live system mounts devtmpfs; NAR
 //! cannot hold devices), the kernel and initrd moved out beside the tree (they boot from the ISO,
 //! not from the squashfs), then the tree manifest and the tree's NAR hash recorded beside it.
 
 use super::Ctx;
 use crate::cache::{OutputKind, StageOutput};
 use crate::error::BuildError;
+use crate::image_root::ImageRoot;
 use crate::normalize::normalize_debian_tree;
 use std::path::{Path, PathBuf};
 
-const RECIPE: u32 = 3;
+const RECIPE: u32 = 4;
 
 /// Paths inside a `normalize` stage output.
 #[derive(Debug, Clone)]
@@ -70,10 +72,16 @@ pub struct Inputs {
     pub recipe: u32,
     pub source_date_epoch: i64,
     pub customize: String,
+    pub tools: String,
 }
 
-pub fn inputs(source_date_epoch: i64, customized: &StageOutput) -> Inputs {
-    Inputs { recipe: RECIPE, source_date_epoch, customize: customized.digest.clone() }
+pub fn inputs(source_date_epoch: i64, customized: &StageOutput, tools: &StageOutput) -> Inputs {
+    Inputs {
+        recipe: RECIPE,
+        source_date_epoch,
+        customize: customized.digest.clone(),
+        tools: tools.digest.clone(),
+    }
 }
 
 /// The output's digest covers the tree, the kernel and initrd beside it, the manifest and the
@@ -82,10 +90,12 @@ pub(crate) fn run(
     ctx: &Ctx<'_>,
     inputs: &Inputs,
     customized: &StageOutput,
+    tools: &StageOutput,
 ) -> Result<StageOutput, BuildError> {
     ctx.stage("normalize", inputs, OutputKind::Tree, |out| {
         let root = out.join("rootfs");
         super::copy_tree(&ctx.runner, &customized.path, &root)?;
+        ImageRoot::open(&root, "normalize")?.copy_from(&tools.path, "usr/local/bin/ceremony", 0o755)?;
         let dev = root.join("dev");
         for entry in crate::cache::read_dir_sorted(&dev)? {
             crate::cache::remove_path(&entry)?;

@@ -119,7 +119,7 @@ pub(crate) fn run(
         check_package_set(out, &inputs.packages)?;
         // mmdebstrap leaves the local repo's path in sources.list and copies the (toolchain's)
         // name service files: the image gets its own.
-        let image = ImageRoot::open(out)?;
+        let image = ImageRoot::open(out, "rootfs")?;
         image.write(
             "etc/apt/sources.list",
             b"# ceremony-os: an offline image; it has no package sources.\n",

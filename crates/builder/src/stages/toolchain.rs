@@ -32,14 +32,33 @@ pub fn inputs(lock: &Lockfile) -> Inputs {
 pub(crate) fn run(ctx: &Ctx<'_>, inputs: &Inputs) -> Result<StageOutput, BuildError> {
     ctx.stage("toolchain", inputs, OutputKind::Tree, |out| {
         std::fs::create_dir_all(out).map_err(|e| BuildError::io(out, e))?;
-        for (n, p) in inputs.debs.iter().enumerate() {
-            let object = p.store_object(ctx.store)?;
-            if n % 25 == 0 {
-                ctx.progress("toolchain", &format!("unpacking {}/{}", n + 1, inputs.debs.len()));
+        let failed = |p: &DebInput, e: ceremony_os_debian::deb::DebError| {
+            BuildError::stage("toolchain", format!("{}: {e}", p.label()))
+        };
+        // Decompressing (xz) is most of the work: one thread decompresses, in lock order, while
+        // this one writes the files out in the same order (a later package's file replaces an
+        // earlier one's, as when unpacked one by one).
+        std::thread::scope(|scope| {
+            let (send, decompressed) = std::sync::mpsc::sync_channel(2);
+            scope.spawn(move || {
+                for p in &inputs.debs {
+                    let data = p.store_object(ctx.store).and_then(|object| {
+                        ceremony_os_debian::deb::data_tar(&object).map_err(|e| failed(p, e))
+                    });
+                    let stop = data.is_err();
+                    if send.send(data).is_err() || stop {
+                        break;
+                    }
+                }
+            });
+            for (n, (p, data)) in inputs.debs.iter().zip(decompressed).enumerate() {
+                if n % 25 == 0 {
+                    ctx.progress("toolchain", &format!("unpacking {}/{}", n + 1, inputs.debs.len()));
+                }
+                data?.unpack(out).map_err(|e| failed(p, e))?;
             }
-            ceremony_os_debian::deb::unpack_data(&object, out)
-                .map_err(|e| BuildError::stage("toolchain", format!("{}: {e}", p.label())))?;
-        }
+            Ok::<(), BuildError>(())
+        })?;
         make_usable_as_root(out, inputs.hostname)?;
         ceremony_os_tree::clamp_mtimes(out, inputs.source_date_epoch)?;
         super::dir_digest(out)

@@ -15,7 +15,7 @@ use ceremony_os_runner::FIXED_PATH;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-const RECIPE: u32 = 1;
+const RECIPE: u32 = 2;
 
 /// Where the jail sees what this stage binds in (under `/ceremony-os/`).
 const SRC: &str = "/ceremony-os/src";
@@ -104,7 +104,8 @@ pub(crate) fn run(
             .cmd(&[
                 cargo_in_jail.as_str(),
                 "build",
-                "--release",
+                "--profile",
+                "image",
                 "--locked",
                 "--offline",
                 "--package",
@@ -129,7 +130,7 @@ pub(crate) fn run(
                     tracing::debug!("cargo: {line}");
                 }
             })?;
-        let binary = target.join("release/ceremony");
+        let binary = target.join("image/ceremony");
         std::fs::rename(&binary, out).map_err(|e| BuildError::io(&binary, e))?;
         super::set_mode(out, 0o755)?;
         super::file_digest(out)
