@@ -57,14 +57,26 @@ pub struct DataTar {
     tar: Vec<u8>,
 }
 
-/// Read and decompress the package's `data.tar`.
+/// The most a `data.tar` may hold when decompressed into memory (Debian's largest packages hold
+/// a few hundred MB; a crafted one could decompress without end).
+pub const DATA_TAR_LIMIT: u64 = 1 << 30;
+
+/// Read and decompress the package's `data.tar` (at most [`DATA_TAR_LIMIT`] bytes).
 pub fn data_tar(deb: &Path) -> Result<DataTar, DebError> {
+    data_tar_within(deb, DATA_TAR_LIMIT)
+}
+
+fn data_tar_within(deb: &Path, limit: u64) -> Result<DataTar, DebError> {
     let mut tar = Vec::new();
-    with_member_reader(deb, "data.tar", |mut reader| {
+    with_member_reader(deb, "data.tar", |reader| {
         reader
+            .take(limit + 1)
             .read_to_end(&mut tar)
-            .map(drop)
-            .map_err(|e| DebError::Io { path: deb.to_path_buf(), source: e })
+            .map_err(|e| DebError::Io { path: deb.to_path_buf(), source: e })?;
+        if tar.len() as u64 > limit {
+            return Err(DebError::format(deb, format!("data.tar decompresses to more than {limit} bytes")));
+        }
+        Ok(())
     })?;
     Ok(DataTar { deb: deb.to_path_buf(), tar })
 }
@@ -177,6 +189,16 @@ mod tests {
             assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
             assert_eq!(std::fs::read_link(dest.join("usr/bin/demo-link")).unwrap(), Path::new("demo"));
         }
+    }
+
+    #[test]
+    fn a_data_tar_larger_than_the_limit_is_refused_not_read_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let deb = build_deb(dir.path(), "xz");
+        let size = data_tar(&deb).unwrap().tar.len() as u64;
+        assert!(data_tar_within(&deb, size).is_ok());
+        let err = data_tar_within(&deb, size - 1).unwrap_err().to_string();
+        assert!(err.contains("demo-xz.deb") && err.contains(&format!("more than {}", size - 1)), "{err}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Stage `normalize`: the final root tree. The `ceremony` tool installed (the one input here
 //! that is not already in `customize`'s tree: `customize` runs beside the compiler), known
-//! non-determinism removed and mtimes clamped (as every tree stage does), static device nodes dropped (the live system mounts devtmpfs; NAR
-//! cannot hold devices), the kernel and initrd moved out beside the tree (they boot from the ISO,
-//! not from the squashfs), then the tree manifest and the tree's NAR hash recorded beside it.
+//! non-determinism removed and mtimes clamped (as every tree stage does), static device nodes
+//! dropped (the live system mounts devtmpfs; NAR cannot hold devices), the kernel and initrd
+//! moved out beside the tree (they boot from the ISO, not from the squashfs), then the tree
+//! manifest and the tree's NAR hash recorded beside it.
 
 use super::Ctx;
 use crate::cache::{OutputKind, StageOutput};
