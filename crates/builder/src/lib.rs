@@ -14,6 +14,7 @@ mod error;
 mod image_root;
 mod normalize;
 mod outputs;
+mod overlay;
 mod sandbox;
 mod sources;
 pub mod stages;
@@ -181,16 +182,21 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
                 "customize",
                 customize::run(
                     &ctx,
-                    &customize::inputs(def, &rootfs, overlay.as_ref().map(|o| o.digest.as_str())),
-                    &customize::Sources { rootfs: &rootfs, overlay: overlay_dir.as_deref(), bundle_archives },
+                    &customize::inputs(def, &rootfs),
+                    &customize::Sources { rootfs: &rootfs, bundle_archives },
                 ),
             )
         });
         (tools.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), customized)
     });
     let (tools, customized) = (tools?, customized?);
-    let normalized =
-        normalize_stage::run(&ctx, &normalize_stage::inputs(sde, &customized, &tools), &customized, &tools)?;
+    let normalized = normalize_stage::run(
+        &ctx,
+        &normalize_stage::inputs(sde, &customized, &tools, overlay.as_ref().map(|o| o.digest.as_str())),
+        &customized,
+        &tools,
+        overlay_dir.as_deref(),
+    )?;
     let tree = normalize_stage::NormalizedTree::at(&normalized.path)?;
     let squashfs = squashfs::run(
         &ctx,

@@ -135,7 +135,9 @@ impl Compression {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomizeSection {
-    /// Directory whose tree is copied over the image root (relative to the definition file).
+    /// Directory whose files are added to the image root (relative to the definition file), after
+    /// the initrd is built: it adds files and replaces none (the build refuses the overlay
+    /// otherwise; see `crates/builder/src/overlay.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlay: Option<PathBuf>,
     #[serde(default = "default_hostname")]

@@ -1,10 +1,10 @@
-//! Stage `customize`: the root file system made into the ceremony system. Overlay files, the
-//! image's identity, root autologin on the configured consoles, PKCS#11 modules registered with
-//! p11-kit (SoftHSMv2, OpenSC and declared vendor bundles), and the air gap by construction:
-//! excluded kernel module trees deleted and blacklisted, network units masked, and the image's
-//! one initrd built from what is left (inside the image tree, which sees only its own /etc).
-//! The `ceremony` tool is not needed here and is installed by `normalize`, so this stage runs
-//! while `tools` still compiles.
+//! Stage `customize`: the root file system made into the ceremony system. The image's identity,
+//! root autologin on the configured consoles, PKCS#11 modules registered with p11-kit (SoftHSMv2,
+//! OpenSC and declared vendor bundles), and the air gap by construction: excluded kernel module
+//! trees deleted and blacklisted, network units masked, and the image's one initrd built from
+//! what is left (inside the image tree, which sees only its own /etc).
+//! The `ceremony` tool and the overlay are installed by `normalize`: this stage runs while
+//! `tools` still compiles, and a changed overlay file does not rebuild the initrd.
 //!
 //! Every write goes through [`ImageRoot`]: paths resolve inside the tree, so the image's absolute
 //! symlinks cannot redirect a write to the build host.
@@ -19,7 +19,7 @@ use ceremony_os_definition::ImageDefinition;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-const RECIPE: u32 = 5;
+const RECIPE: u32 = 6;
 
 /// Units masked besides every timer: those that would manage a network if one existed, and
 /// those that write outside the memory overlay (crash logs into EFI variables, file system
@@ -40,7 +40,7 @@ const MASKED_UNITS: &[&str] = &[
 const UNIT_DIRS: &[&str] = &["usr/lib/systemd/system", "lib/systemd/system"];
 
 /// Programs that could configure a network, removed (their units are masked too).
-const REMOVED_PROGRAMS: &[&str] = &[
+pub(crate) const REMOVED_PROGRAMS: &[&str] = &[
     "usr/lib/systemd/systemd-networkd",
     "usr/lib/systemd/systemd-networkd-wait-online",
     "usr/bin/networkctl",
@@ -57,8 +57,6 @@ pub struct Inputs {
     pub recipe: u32,
     pub source_date_epoch: i64,
     pub rootfs: String,
-    /// Content digest of the overlay snapshot, if the definition has an overlay.
-    pub overlay: Option<String>,
     pub name: String,
     pub version: String,
     pub architecture: String,
@@ -78,12 +76,11 @@ pub struct BundleInput {
     pub module: String,
 }
 
-pub fn inputs(def: &ImageDefinition, rootfs: &StageOutput, overlay: Option<&str>) -> Inputs {
+pub fn inputs(def: &ImageDefinition, rootfs: &StageOutput) -> Inputs {
     Inputs {
         recipe: RECIPE,
         source_date_epoch: def.source_date_epoch(),
         rootfs: rootfs.digest.clone(),
-        overlay: overlay.map(str::to_string),
         name: def.image.name.to_string(),
         version: def.image.version.to_string(),
         architecture: def.image.architecture.to_string(),
@@ -109,7 +106,6 @@ pub fn inputs(def: &ImageDefinition, rootfs: &StageOutput, overlay: Option<&str>
 #[derive(Debug)]
 pub struct Sources<'a> {
     pub rootfs: &'a StageOutput,
-    pub overlay: Option<&'a Path>,
     /// Each bundle's archive, in the order of `Inputs::hsm_bundles`.
     pub bundle_archives: Vec<PathBuf>,
 }
@@ -119,9 +115,6 @@ pub(crate) fn run(ctx: &Ctx<'_>, inputs: &Inputs, sources: &Sources<'_>) -> Resu
         ctx.progress("customize", "copying the root file system");
         super::copy_tree(&ctx.runner, &sources.rootfs.path, out)?;
         let image = ImageRoot::open(out, "customize")?;
-        if let Some(dir) = sources.overlay {
-            apply_overlay(&image, dir, "")?;
-        }
         write_identity(&image, inputs)?;
         write_autologin(&image, &inputs.autologin)?;
         for (bundle, archive) in inputs.hsm_bundles.iter().zip(&sources.bundle_archives) {
@@ -151,29 +144,6 @@ pub(crate) fn run(ctx: &Ctx<'_>, inputs: &Inputs, sources: &Sources<'_>) -> Resu
         normalize_debian_tree(out, inputs.source_date_epoch)?;
         super::dir_digest(out)
     })
-}
-
-/// Copy the overlay snapshot over the root: directories 0755 (existing ones keep their mode),
-/// files 0644 or 0755 as the snapshot says, symlinks as they are, everything owned by root.
-fn apply_overlay(image: &ImageRoot, from: &Path, prefix: &str) -> Result<(), BuildError> {
-    use std::os::unix::fs::PermissionsExt;
-    for entry in crate::cache::read_dir_sorted(from)? {
-        let name = entry.file_name().expect("entries have names").to_str().ok_or_else(|| {
-            BuildError::stage("customize", format!("overlay file name {} is not UTF-8", entry.display()))
-        })?;
-        let rel = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
-        let meta = std::fs::symlink_metadata(&entry).map_err(|e| BuildError::io(&entry, e))?;
-        if meta.is_dir() {
-            image.create_dir_all(&rel, 0o755)?;
-            apply_overlay(image, &entry, &rel)?;
-        } else if meta.is_symlink() {
-            let target = std::fs::read_link(&entry).map_err(|e| BuildError::io(&entry, e))?;
-            image.symlink(&rel, &target.to_string_lossy())?;
-        } else {
-            image.copy_from(&entry, &rel, meta.permissions().mode() & 0o777)?;
-        }
-    }
-    Ok(())
 }
 
 fn write_identity(image: &ImageRoot, inputs: &Inputs) -> Result<(), BuildError> {
@@ -482,30 +452,5 @@ mod tests {
             }
         }
         assert_eq!(names.into_iter().collect::<Vec<_>>(), ["e1000e", "iwlwifi", "mac80211_hwsim"]);
-    }
-
-    #[test]
-    fn overlay_files_under_absolute_image_symlinks_stay_in_the_image() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(root.join("var")).unwrap();
-        std::fs::create_dir_all(root.join("run")).unwrap();
-        let host_target = dir.path().join("host-run");
-        std::os::unix::fs::symlink(&host_target, root.join("var/run")).unwrap();
-        let overlay = dir.path().join("overlay");
-        std::fs::create_dir_all(overlay.join("var/run")).unwrap();
-        std::fs::write(overlay.join("var/run/marker"), b"x").unwrap();
-        // The image's var/run points at a directory that exists on the host but not in the image.
-        std::fs::create_dir_all(&host_target).unwrap();
-        let err = apply_overlay(&ImageRoot::open(&root, "customize").unwrap(), &overlay, "")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("var/run is a symlink"), "{err}");
-        assert_eq!(std::fs::read_dir(&host_target).unwrap().count(), 0, "nothing written on the host");
-        // Once the target exists inside the image, the file lands there, as in the booted system.
-        std::fs::create_dir_all(root.join(host_target.strip_prefix("/").unwrap())).unwrap();
-        apply_overlay(&ImageRoot::open(&root, "customize").unwrap(), &overlay, "").unwrap();
-        assert!(root.join(host_target.strip_prefix("/").unwrap()).join("marker").exists());
-        assert_eq!(std::fs::read_dir(&host_target).unwrap().count(), 0, "nothing written on the host");
     }
 }

@@ -273,11 +273,11 @@ mod tests {
         out.insert("toolchain", KeyedInputs::new(&toolchain::inputs(&w.lock)).key);
         out.insert("tools", KeyedInputs::new(&tools::inputs(sde, &toolchain, &w.sources, &w.compiler)).key);
         out.insert("rootfs", KeyedInputs::new(&rootfs::inputs(&w.def, &w.lock, &repo, &toolchain)).key);
+        out.insert("customize", KeyedInputs::new(&customize::inputs(&w.def, &rootfs)).key);
         out.insert(
-            "customize",
-            KeyedInputs::new(&customize::inputs(&w.def, &rootfs, w.overlay.as_deref())).key,
+            "normalize",
+            KeyedInputs::new(&normalize::inputs(sde, &customized, &tools, w.overlay.as_deref())).key,
         );
-        out.insert("normalize", KeyedInputs::new(&normalize::inputs(sde, &customized, &tools)).key);
         out.insert(
             "squashfs",
             KeyedInputs::new(&squashfs::inputs(sde, &w.def.squashfs, &normalized, &toolchain)).key,
@@ -330,8 +330,9 @@ mod tests {
     fn the_tool_is_an_input_of_normalize_which_installs_it() {
         // customize runs beside the compiler and must not read its output (its inputs have no
         // tools digest: the type says so); normalize installs the binary and is keyed by it.
-        let key =
-            |tools: &StageOutput| KeyedInputs::new(&normalize::inputs(1, &upstream("customize"), tools)).key;
+        let key = |tools: &StageOutput| {
+            KeyedInputs::new(&normalize::inputs(1, &upstream("customize"), tools, None)).key
+        };
         let mut other = upstream("tools");
         other.digest.push('x');
         assert_ne!(key(&upstream("tools")), key(&other));
@@ -353,7 +354,7 @@ mod tests {
         assert_eq!(changed_by(|w| w.compiler.rustc_version = "rustc 1.95.1\n".into()), set(&["tools"]));
         assert_eq!(changed_by(|w| w.compiler.cargo_version = "cargo 1.95.1".into()), set(&["tools"]));
         assert_eq!(changed_by(|w| w.sources = "other".into()), set(&["tools"]));
-        assert_eq!(changed_by(|w| w.overlay = None), set(&["customize"]));
+        assert_eq!(changed_by(|w| w.overlay = None), set(&["normalize"]));
         assert_eq!(changed_by(|w| redefine(w, "\"uas\",", "")), set(&["rootfs"]));
         assert_eq!(
             changed_by(|w| redefine(w, "hostname = \"ceremony\"", "hostname = \"other\"")),

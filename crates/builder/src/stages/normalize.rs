@@ -1,5 +1,6 @@
-//! Stage `normalize`: the final root tree. The `ceremony` tool installed (the one input here
-//! that is not already in `customize`'s tree: `customize` runs beside the compiler), known
+//! Stage `normalize`: the final root tree. The definition's overlay (`crate::overlay`) and the
+//! `ceremony` tool installed (the inputs not already in `customize`'s tree: `customize` runs
+//! beside the compiler, and an overlay change rebuilds from here), known
 //! non-determinism removed and mtimes clamped (as every tree stage does), static device nodes
 //! dropped (the live system mounts devtmpfs; NAR cannot hold devices), the kernel and initrd
 //! moved out beside the tree (they boot from the ISO, not from the squashfs), then the tree
@@ -74,14 +75,22 @@ pub struct Inputs {
     pub source_date_epoch: i64,
     pub customize: String,
     pub tools: String,
+    /// Content digest of the overlay snapshot, if the definition has an overlay.
+    pub overlay: Option<String>,
 }
 
-pub fn inputs(source_date_epoch: i64, customized: &StageOutput, tools: &StageOutput) -> Inputs {
+pub fn inputs(
+    source_date_epoch: i64,
+    customized: &StageOutput,
+    tools: &StageOutput,
+    overlay: Option<&str>,
+) -> Inputs {
     Inputs {
         recipe: RECIPE,
         source_date_epoch,
         customize: customized.digest.clone(),
         tools: tools.digest.clone(),
+        overlay: overlay.map(str::to_string),
     }
 }
 
@@ -92,11 +101,16 @@ pub(crate) fn run(
     inputs: &Inputs,
     customized: &StageOutput,
     tools: &StageOutput,
+    overlay: Option<&Path>,
 ) -> Result<StageOutput, BuildError> {
     ctx.stage("normalize", inputs, OutputKind::Tree, |out| {
         let root = out.join("rootfs");
         super::copy_tree(&ctx.runner, &customized.path, &root)?;
-        ImageRoot::open(&root, "normalize")?.copy_from(&tools.path, "usr/local/bin/ceremony", 0o755)?;
+        let image = ImageRoot::open(&root, "normalize")?;
+        if let Some(dir) = overlay {
+            crate::overlay::apply(&image, dir)?;
+        }
+        image.copy_from(&tools.path, "usr/local/bin/ceremony", 0o755)?;
         let dev = root.join("dev");
         for entry in crate::cache::read_dir_sorted(&dev)? {
             crate::cache::remove_path(&entry)?;
