@@ -21,6 +21,12 @@ pub struct ImageRoot {
     stage: &'static str,
 }
 
+/// Where an open file descriptor points, as the kernel names it.
+fn fd_path(fd: &OwnedFd) -> std::io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
 fn resolve_flags() -> ResolveFlags {
     ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
 }
@@ -151,6 +157,31 @@ impl ImageRoot {
             AtFlags::SYMLINK_NOFOLLOW,
         )
         .map_err(|e| self.err(rel, e))
+    }
+
+    /// `rel` as the booted system names it: its longest existing directory prefix resolved inside
+    /// the tree (symlinks such as `bin -> usr/bin` followed), the rest as given. For checks by
+    /// name, which an alias must not get around.
+    pub fn resolved(&self, rel: &str) -> Result<String, BuildError> {
+        self.check(rel)?;
+        let components: Vec<&str> = rel.split('/').collect();
+        let root = fd_path(&self.fd).map_err(|e| self.err("", e))?;
+        for split in (0..components.len()).rev() {
+            let prefix = components[..split].join("/");
+            let Ok(dir) = self.open_dir(&prefix) else { continue };
+            let at = fd_path(&dir).map_err(|e| self.err(&prefix, e))?;
+            let inside = at.strip_prefix(&root).map_err(|_| {
+                BuildError::stage(
+                    self.stage,
+                    format!("{prefix} resolved to {}, outside the tree", at.display()),
+                )
+            })?;
+            let mut names: Vec<String> =
+                inside.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+            names.extend(components[split..].iter().map(|c| c.to_string()));
+            return Ok(names.join("/"));
+        }
+        Err(self.err("", std::io::Error::from(std::io::ErrorKind::NotFound)))
     }
 
     /// What is at `rel` (resolving its parents inside the tree, not its final component).

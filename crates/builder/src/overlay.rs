@@ -18,8 +18,11 @@ pub(crate) fn apply(image: &ImageRoot, from: &Path) -> Result<(), BuildError> {
     copy_overlay(image, from, "")
 }
 
-/// Why the overlay may not hold `rel` (checked before it is written), if it may not.
+/// Why the overlay may not hold `rel` (checked before it is written), if it may not. The rules
+/// apply to the path as the image resolves it (`bin/x` is `usr/bin/x` there).
 fn refusal(image: &ImageRoot, rel: &str, is_dir: bool) -> Result<Option<&'static str>, BuildError> {
+    let rel = image.resolved(rel)?;
+    let rel = rel.as_str();
     let under = |dir: &str| rel == dir || rel.starts_with(&format!("{dir}/"));
     let why = if under("dev") {
         Some("the live system mounts devtmpfs on /dev; the image tree holds nothing there")
@@ -52,7 +55,9 @@ fn copy_overlay(image: &ImageRoot, from: &Path, prefix: &str) -> Result<(), Buil
         let rel = if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
         let meta = std::fs::symlink_metadata(&entry).map_err(|e| BuildError::io(&entry, e))?;
         if let Some(why) = refusal(image, &rel, meta.is_dir())? {
-            return Err(BuildError::stage(STAGE, format!("overlay file {rel}: {why}")));
+            let resolved = image.resolved(&rel)?;
+            let seen = if resolved == rel { String::new() } else { format!(" (/{resolved} in the image)") };
+            return Err(BuildError::stage(STAGE, format!("overlay file {rel}{seen}: {why}")));
         }
         if meta.is_dir() {
             image.create_dir_all(&rel, 0o755)?;
@@ -98,10 +103,11 @@ mod tests {
     fn the_overlay_adds_files_and_refuses_what_would_undo_the_build() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
-        for d in ["etc/systemd/system", "usr/local/bin", "usr/lib", "dev"] {
+        for d in ["etc/systemd/system", "usr/local/bin", "usr/lib", "usr/bin", "dev"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+        std::os::unix::fs::symlink("/usr/bin", root.join("bin")).unwrap();
         std::fs::write(root.join("etc/hostname"), b"ceremony\n").unwrap();
         std::os::unix::fs::symlink("/dev/null", root.join("etc/systemd/system/systemd-networkd.service"))
             .unwrap();
@@ -120,13 +126,16 @@ mod tests {
             ("usr/lib/modules/6.1.0/x.ko", "kernel modules"),
             ("etc/systemd/system/poll.timer", "masks every timer"),
             ("usr/bin/networkctl", "removes this program"),
+            ("bin/networkctl", "/usr/bin/networkctl in the image"),
+            ("lib/systemd/systemd-networkd", "removes this program"),
             ("etc/initramfs-tools/modules", "initrd"),
             ("usr/local/bin/ceremony", "ceremony tool"),
             ("dev/sda", "devtmpfs"),
         ] {
             let err = attempt(rel).unwrap_err();
             // Named at the first refused path: the file, or the directory holding it.
-            let named = err.split("overlay file ").nth(1).and_then(|r| r.split(':').next()).unwrap_or("");
+            let named =
+                err.split("overlay file ").nth(1).and_then(|r| r.split([':', ' ']).next()).unwrap_or("");
             assert!(!named.is_empty() && rel.starts_with(named) && err.contains(why), "{rel}: {err}");
         }
         assert_eq!(std::fs::read(root.join("etc/hostname")).unwrap(), b"ceremony\n");
