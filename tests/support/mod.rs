@@ -60,14 +60,16 @@ fn plain_image_copy(root: &Path, name: &str) -> PathBuf {
 }
 
 /// The lock the image tests build from: image/ceremony.lock while every input it names can still
-/// be fetched, else a lock of the same definition made against today's archive.
+/// be had (from its locked states or re-vouched by today's), else a lock of the same definition
+/// made against today's archive.
 ///
-/// Debian re-signs bookworm-updates every day and bookworm-security with every advisory; older
-/// archive states are kept only by snapshot.debian.org, which the CI machine cannot reach. So the
-/// committed lock stops being fetchable within a day of being made, and these tests, which test
-/// the tool and not the age of the committed lock, re-lock a copy of the definition (once per
-/// archive state, kept under target/tmp) and say so on standard error. `lock.rs` reports whether
-/// the committed lock is current.
+/// Debian re-signs bookworm-updates every day and bookworm-security with every advisory; fetch
+/// re-vouches the locked packages with today's signed indexes, so the committed lock stays
+/// fetchable until one of its packages is superseded and deleted (older states are kept only by
+/// snapshot.debian.org, which the CI machine cannot reach). Then these tests, which test the tool
+/// and not the age of the committed lock, re-lock a copy of the definition (once per archive
+/// state, kept under target/tmp) and say so on standard error. `lock.rs` reports whether the
+/// committed lock is current.
 pub fn fetchable_image_lock() -> PathBuf {
     static LOCK: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     LOCK.get_or_init(|| {
@@ -79,7 +81,7 @@ pub fn fetchable_image_lock() -> PathBuf {
         let Err(why) = fetch_all(&committed) else { return committed.with_extension("lock") };
         // Only an archive that moved on is a reason to re-lock; any other refusal of the committed
         // lock (a broken trust chain, a package no mirror has) is a failure of the test.
-        assert!(why.contains("The archive has moved on since this lock was made"), "{why}");
+        assert!(why.contains("cannot be had: its locked state"), "{why}");
         // The definition is copied afresh every time, so a kept lock is reused only while it is
         // the lock of today's definition and its inputs can still be fetched.
         let kept = std::fs::read(tmp.join("relocked-image/ceremony.lock")).ok();
@@ -365,6 +367,7 @@ compression = "zstd"
             release_date: "Sat, 11 Jul 2026 10:16:37 UTC".into(),
             inrelease_sha256: Sha256Digest::try_from(sha256_hex(&archive.inrelease)).unwrap(),
             inrelease_size: archive.inrelease.len() as u64,
+            snapshot_time: None,
             indexes: vec![LockedIndex {
                 path: INDEX_PATH.into(),
                 size: archive.index.len() as u64,

@@ -10,6 +10,7 @@
 
 mod cache;
 mod compiler;
+mod crates;
 mod error;
 mod image_root;
 mod normalize;
@@ -21,11 +22,13 @@ pub mod stages;
 mod toolchain;
 
 pub use compiler::{pinned_release, release_of};
+pub use crates::{locate_crates, tools_workspace, workspace_crates};
 pub use error::BuildError;
 pub use outputs::{clear_previous, output_names};
 pub use toolchain::Toolchain;
 
 use cache::StageCache;
+use ceremony_os_definition::published::InputsRecord;
 use ceremony_os_definition::{ImageDefinition, Lockfile, relative_to};
 use ceremony_os_runner::Runner;
 use ceremony_os_store::Store;
@@ -70,6 +73,9 @@ pub struct BuildRequest<'a> {
     pub no_cache: bool,
     /// Where temporary build state goes [default: the store's tmp/].
     pub work_dir: Option<PathBuf>,
+    /// How the inputs were had, recorded in the manifest and provenance when not plainly from
+    /// the committed lock's archive states.
+    pub inputs_record: Option<InputsRecord>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -129,7 +135,7 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
     let runner = Runner::new(def.source_date_epoch());
 
     // Everything read from the checkout is read once, here.
-    let workspace_dir = relative_to(request.definition_path, &def.customize.tools_workspace);
+    let workspace_dir = tools_workspace(request.definition_path, def);
     let workspace_dir = workspace_dir.canonicalize().map_err(|e| BuildError::io(&workspace_dir, e))?;
     let compiler = compiler::find(&runner, &workspace_dir)?;
     let workspace_sources: Vec<(PathBuf, &str)> =
@@ -227,6 +233,7 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
             git_commit: &git_commit,
             toolchain_digest: toolchain.digest(),
             stages_dir: (!request.no_cache).then_some(stage_root.as_path()),
+            inputs_record: request.inputs_record.as_ref(),
         },
     )
 }

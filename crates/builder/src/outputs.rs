@@ -17,9 +17,9 @@
 use crate::error::BuildError;
 use crate::{BuildReport, StageRecord};
 use ceremony_os_definition::published::{
-    BuildDefinition, BuildManifest, BuilderRecord, IN_TOTO_STATEMENT_V1, ImageRecord, PackageRecord,
-    ProvenanceBuilder, ProvenanceStatement, ResourceDescriptor, RootfsRecord, RunDetails, SLSA_PROVENANCE_V1,
-    SlsaProvenance, StageRecord as PublishedStage, Statement, stage_byproduct_name,
+    BuildDefinition, BuildManifest, BuilderRecord, IN_TOTO_STATEMENT_V1, ImageRecord, InputsRecord,
+    PackageRecord, ProvenanceBuilder, ProvenanceStatement, ResourceDescriptor, RootfsRecord, RunDetails,
+    SLSA_PROVENANCE_V1, SlsaProvenance, StageRecord as PublishedStage, Statement, stage_byproduct_name,
 };
 use ceremony_os_definition::{ArchiveState, ImageDefinition, LockedPackage, Lockfile, Timestamp};
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -45,6 +45,7 @@ pub(crate) struct OutputInputs<'a> {
     pub toolchain_digest: &'a str,
     /// The stage cache the build used (reported, never published): none for a `no_cache` build.
     pub stages_dir: Option<&'a Path>,
+    pub inputs_record: Option<&'a InputsRecord>,
 }
 
 /// File names in `out/` for a definition, `SHA256SUMS` last.
@@ -255,6 +256,7 @@ fn build_manifest(
         compiler: inputs.compiler.to_string(),
         ceremony_tools_sha256: inputs.tools_sha256.to_string(),
         builder: BuilderRecord { name: "ceremony-os".into(), version: env!("CARGO_PKG_VERSION").into() },
+        inputs: inputs.inputs_record.cloned(),
     }
 }
 
@@ -359,6 +361,13 @@ fn provenance(inputs: &OutputInputs<'_>, iso_name: &str, iso_sha256: &str) -> Pr
         annotations: Some(json!({"nar_hash": inputs.nar_hash})),
         ..Default::default()
     });
+    if let Some(record) = inputs.inputs_record {
+        byproducts.push(ResourceDescriptor {
+            name: Some("inputs".into()),
+            annotations: Some(serde_json::to_value(record).expect("json")),
+            ..Default::default()
+        });
+    }
     Statement {
         type_: IN_TOTO_STATEMENT_V1.into(),
         subject: vec![ResourceDescriptor {

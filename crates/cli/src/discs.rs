@@ -1,6 +1,6 @@
 //! `material`, `burn` and `checksum`: the commands that make and check physical discs.
 
-use crate::{DefinitionArg, SourceArgs, inputs, progress};
+use crate::{DefinitionArg, SourceArgs, progress};
 use anyhow::{Context, Result, bail};
 use ceremony_os_definition::Timestamp;
 use ceremony_os_media::{burn, material};
@@ -100,8 +100,8 @@ fn print_json(value: &serde_json::Value) -> Result<()> {
 
 pub fn material(args: &MaterialArgs, store_root: &Path) -> Result<()> {
     material::validate_label(&args.label)?;
-    let definition = DefinitionArg { definition: args.definition.clone(), lockfile: None };
-    let (def, lock) = inputs::load(&definition.definition, &definition.lockfile())?;
+    let project = DefinitionArg { definition: args.definition.clone(), lockfile: None }.load()?;
+    let (def, lock) = (&project.def, &project.lock);
     let (epoch, source) = match (args.date, std::env::var("SOURCE_DATE_EPOCH").ok()) {
         (Some(date), _) => (date.unix(), "--date"),
         (None, Some(value)) => (
@@ -114,13 +114,11 @@ pub fn material(args: &MaterialArgs, store_root: &Path) -> Result<()> {
         (None, None) => (def.source_date_epoch(), "the definition's snapshot"),
     };
     let store = Store::open(store_root)?;
-    crate::fetch_and_check_archives(&store, &definition.definition, &def, &lock, &args.sources)?;
-    crate::fetch_items(
-        &store,
-        &ceremony_os_store::locked::package_items(&def, &lock.toolchain.packages),
-        &args.sources,
-    )?;
-    let toolchain = ceremony_os_builder::prepare_toolchain(&lock, &store, &progress::BuildProgress::new())?;
+    let observer = progress::FetchProgress::new();
+    let fetched = ceremony_os_workflow::fetch_toolchain(&store, &project, &args.sources.config(), &observer);
+    observer.finish();
+    fetched?;
+    let toolchain = ceremony_os_builder::prepare_toolchain(lock, &store, &progress::BuildProgress::new())?;
     let runner = Runner::new(epoch);
     let request =
         material::MaterialRequest { dir: &args.dir, output: &args.output, label: &args.label, epoch };

@@ -3,13 +3,12 @@
 
 mod attest;
 mod discs;
-mod inputs;
 mod progress;
 mod verify;
 
 use anyhow::{Context, Result};
-use ceremony_os_definition::ImageDefinition;
-use ceremony_os_store::{FetchOptions, Sources, Store};
+use ceremony_os_store::{Bundle, FetchOptions, Sources, Store};
+use ceremony_os_workflow::{FetchConfig, Project};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -51,14 +50,25 @@ enum Command {
     /// both sets (name, version, architecture, size, SHA-256, archive path), sorted; re-running
     /// against the same archive state gives the same bytes.
     Lock(LockArgs),
-    /// Download every locked .deb into the store, verifying size and SHA-256 first.
+    /// Download every locked input into the store, verifying size and SHA-256 first.
     ///
-    /// Mirrors are tried in the definition's order, then --vendor DIR. Files already in the store
-    /// are verified again and skipped; interrupted downloads resume.
+    /// First each archive's locked state (InRelease and package indexes), then the lock's trust
+    /// chain is checked, then every locked .deb (and the tool's .crate files a bundle holds).
+    /// Sources, per file: the store, the definition's mirrors in order (a snapshot mirror at the
+    /// lock's recorded snapshot times), then each --vendor bundle in order. An archive whose
+    /// locked state no source serves is re-vouched: its current signed state is fetched, and each
+    /// locked package it lists with the same name, version, architecture, size and SHA-256 is
+    /// accepted (the ISO is the same bytes); a package no state lists is named with what replaced
+    /// it. Files already in the store are verified again and skipped; downloads resume.
     Fetch(FetchArgs),
-    /// Copy every locked input into DIR with a SHA256SUMS, for rebuilds with no network.
+    /// Write a release inputs bundle into DIR: every input a rebuild needs, for any static HTTP
+    /// server, disc or object store to serve (then `--vendor DIR|URL` in any command).
     ///
-    /// Fetches what the store lacks first (honouring --offline and --vendor).
+    /// The locked .debs, each archive's InRelease and indexes (or the signed states that
+    /// re-vouched for them), every .crate of the tool's Cargo.lock, an index
+    /// (ceremony-os-bundle.json) and SHA256SUMS. Nothing in a bundle is trusted by its reader:
+    /// every file is checked against the lock, the keyring and Cargo.lock. Fetches what the store
+    /// lacks first (honouring --offline and --vendor). Prints the index's SHA-256.
     Vendor(VendorArgs),
     /// Build the ISO from the lock: out/<name>-<version>-<arch>.iso, SHA256SUMS, manifest, SBOM.
     ///
@@ -163,6 +173,10 @@ impl DefinitionArg {
     pub(crate) fn lockfile(&self) -> PathBuf {
         self.lockfile.clone().unwrap_or_else(|| self.definition.with_extension("lock"))
     }
+
+    pub(crate) fn load(&self) -> Result<Project> {
+        Project::load(&self.definition, &self.lockfile())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -181,16 +195,17 @@ struct LockArgs {
     #[arg(long, requires = "check")]
     offline: bool,
 
-    /// With --check: a vendor directory to take the archive files from.
-    #[arg(long, value_name = "DIR", requires = "check")]
-    vendor: Option<PathBuf>,
+    /// With --check: a release inputs bundle to take the archive files from (repeatable).
+    #[arg(long = "vendor", value_name = "DIR|URL", requires = "check", value_parser = Bundle::parse)]
+    bundles: Vec<Bundle>,
 }
 
 #[derive(Args, Debug)]
 pub(crate) struct SourceArgs {
-    /// Directory of .debs (as written by `ceremony-os vendor`), tried after the mirrors.
-    #[arg(long, value_name = "DIR")]
-    vendor: Option<PathBuf>,
+    /// A release inputs bundle (as written by `ceremony-os vendor`): a directory, or an http(s)
+    /// URL serving one; tried after the mirrors. Repeat to try several, in order.
+    #[arg(long = "vendor", value_name = "DIR|URL", value_parser = Bundle::parse)]
+    bundles: Vec<Bundle>,
 
     /// Use no network: only the store and --vendor.
     #[arg(long)]
@@ -203,6 +218,19 @@ pub(crate) struct SourceArgs {
     /// Extra tries per mirror after a transient failure (backoff doubles from 0.5 s).
     #[arg(long, default_value_t = 3)]
     retries: u32,
+}
+
+impl SourceArgs {
+    pub(crate) fn config(&self) -> FetchConfig {
+        FetchConfig {
+            sources: Sources { bundles: self.bundles.clone(), offline: self.offline },
+            options: FetchOptions {
+                jobs: self.jobs.into(),
+                retries: self.retries,
+                ..FetchOptions::default()
+            },
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -224,6 +252,9 @@ struct VendorArgs {
     definition: DefinitionArg,
     #[command(flatten)]
     sources: SourceArgs,
+    /// Print what was written (files, bytes, the index's SHA-256) as JSON on standard output.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -241,6 +272,13 @@ struct BuildArgs {
     /// Directory for temporary build state [default: the store's tmp/].
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// When the committed lock's inputs can be had from no source (not its states, not
+    /// re-vouched, not a snapshot, not a bundle): lock today's archive state into the output
+    /// directory (the committed lock is not touched), write the package changes beside it, and
+    /// build that, marked in the manifest as not the committed lock's ISO. `make iso` uses this;
+    /// a trust failure never falls back, and `verify` never does.
+    #[arg(long)]
+    allow_relock: bool,
     /// Print the build report as JSON on standard output.
     #[arg(long)]
     json: bool,
@@ -308,31 +346,41 @@ fn run_simple(command: Command, store_root: &std::path::Path) -> Result<()> {
         Command::Lock(args) => lock(&args, &store_root),
         Command::Fetch(args) => {
             let store = Store::open(&store_root)?;
-            let (def, lock) = inputs::load(&args.definition.definition, &args.definition.lockfile())?;
-            let report = fetch_all(&store, &args.definition.definition, &def, &lock, &args.sources)?;
+            let project = args.definition.load()?;
+            let observer = progress::FetchProgress::new();
+            let report =
+                ceremony_os_workflow::fetch_inputs(&store, &project, &args.sources.config(), &observer);
+            observer.finish();
+            let report = report?;
+            eprintln!("{}", progress::inputs_summary(&report, &store));
             if args.json {
-                let json = progress::report_json(&store, &report);
+                let json = progress::inputs_json(&store, &report);
                 writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&json)?)?;
             }
             Ok(())
         }
         Command::Build(args) => {
             let store = Store::open(&store_root)?;
-            let definition = &args.definition.definition;
-            let lock_path = args.definition.lockfile();
-            let (def, lock) = inputs::load(definition, &lock_path)?;
-            fetch_all(&store, definition, &def, &lock, &args.sources)?;
-            let request = build_request(
+            let project = args.definition.load()?;
+            let observer = progress::FetchProgress::new();
+            let prepared = ceremony_os_workflow::prepare_build(
                 &store,
-                definition,
-                &lock_path,
-                (&def, &lock),
+                &project,
                 &args.output,
-                args.no_cache,
-                args.work_dir.clone(),
-            )?;
+                &args.sources.config(),
+                &observer,
+                args.allow_relock,
+                &mut |line| eprintln!("{line}"),
+            );
+            observer.finish();
+            let prepared = prepared?;
+            eprintln!("{}", progress::inputs_summary(&prepared.inputs, &store));
+            let request = prepared.request(&store, &args.output, args.no_cache, args.work_dir.clone());
             let report = ceremony_os_builder::build(&request, &progress::BuildProgress::new())?;
             eprintln!("{}", progress::build_summary(&report));
+            if let Some(fallback) = &prepared.fallback {
+                eprintln!("{}", progress::fallback_summary(fallback, &project));
+            }
             if args.json {
                 writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&report)?)?;
             }
@@ -344,17 +392,31 @@ fn run_simple(command: Command, store_root: &std::path::Path) -> Result<()> {
         Command::Checksum(args) => discs::checksum(&args),
         Command::Vendor(args) => {
             let store = Store::open(&store_root)?;
-            let (def, lock) = inputs::load(&args.definition.definition, &args.definition.lockfile())?;
-            fetch_all(&store, &args.definition.definition, &def, &lock, &args.sources)?;
-            let mut items = ceremony_os_store::locked::archive_items(&def, &lock);
-            items.extend(ceremony_os_store::locked::package_items(&def, lock.all_packages()));
-            let copied = ceremony_os_store::write_vendor_dir(&store, &items, &args.dir)?;
-            eprintln!(
-                "vendored {} files into {} ({copied} copied, the rest already there); see {}",
-                items.len(),
-                args.dir.display(),
-                args.dir.join(ceremony_os_store::SHA256SUMS).display()
+            let project = args.definition.load()?;
+            let observer = progress::FetchProgress::new();
+            let report = ceremony_os_workflow::vendor(
+                &store,
+                &project,
+                &args.dir,
+                &args.sources.config(),
+                &observer,
+                &|line| eprintln!("{line}"),
             );
+            observer.finish();
+            let report = report?;
+            eprintln!("{}", progress::inputs_summary(&report.inputs, &store));
+            let w = &report.written;
+            eprintln!(
+                "wrote the bundle {}: {} files, {} bytes ({} copied, the rest already there); see its SHA256SUMS",
+                args.dir.display(),
+                w.files,
+                w.bytes,
+                w.copied
+            );
+            eprintln!("{}", discs::show_digest("bundle index", &w.index_sha256));
+            if args.json {
+                writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(w)?)?;
+            }
             Ok(())
         }
     }
@@ -402,148 +464,56 @@ fn boot(args: &BootArgs) -> Result<()> {
 
 fn lock(args: &LockArgs, store_root: &std::path::Path) -> Result<()> {
     let path = &args.definition.definition;
-    let def = ImageDefinition::load(path)?;
     let lock_path = args.definition.lockfile();
-    let keyring = def.keyring_path(path);
     let store = Store::open(store_root)?;
-    if args.check {
-        let (def, lock) = inputs::load(path, &lock_path)?;
-        let sources = SourceArgs { vendor: args.vendor.clone(), offline: args.offline, jobs: 4, retries: 3 };
-        let report = fetch_and_check_archives(&store, path, &def, &lock, &sources)?;
+    if !args.check {
+        let written = ceremony_os_workflow::lock(&store, path, &lock_path, &mut |line| eprintln!("{line}"))?;
+        let archives: Vec<String> =
+            written.lock.archives.iter().map(|a| format!("{} ({})", a.suite, a.release_date)).collect();
         eprintln!(
-            "{}: trust chain holds: {} archives signed by {}, {} packages in their signed indexes, both sets closed",
+            "wrote {}: image {} packages, toolchain {} packages, archives {}",
             lock_path.display(),
-            report.archives,
-            keyring.display(),
-            report.packages
+            written.lock.image.packages.len(),
+            written.lock.toolchain.packages.len(),
+            archives.join(", ")
         );
-        if args.offline {
-            return Ok(());
-        }
-    }
-    let resolved = ceremony_os_debian::resolve_lock(&def, &keyring, &mut |line| eprintln!("{line}"))
-        .with_context(|| format!("locking {}", path.display()))?;
-    let text = resolved.lock.render();
-    if args.check {
-        let current = std::fs::read_to_string(&lock_path)
-            .with_context(|| format!("reading {}", lock_path.display()))?;
-        if current != text {
-            anyhow::bail!(
-                "{} is out of date: the archive has moved on since it was made (resolving {} now gives a different lock); run `ceremony-os lock`",
-                lock_path.display(),
-                path.display()
-            );
-        }
-        eprintln!("{} is up to date with the archive", lock_path.display());
         return Ok(());
     }
-    // The archive state goes into the store first: the lock is only written once everything its
-    // trust chain needs is kept.
-    for file in &resolved.files {
-        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&file.bytes).into();
-        let expected = ceremony_os_store::Expected {
-            sha256: ceremony_os_definition::Sha256Digest::from_bytes(&digest),
-            size: file.bytes.len() as u64,
-        };
-        store
-            .insert_bytes(&file.bytes, &expected)
-            .with_context(|| format!("keeping {} in the store", file.label))?;
-    }
-    let keyring_bytes = std::fs::read(&keyring).with_context(|| format!("reading {}", keyring.display()))?;
-    ceremony_os_store::locked::check_trust(&store, &resolved.lock, &keyring_bytes)
-        .context("the lock just resolved does not pass its own trust chain")?;
-    inputs::write_atomically(&lock_path, text.as_bytes())?;
-    let archives: Vec<String> =
-        resolved.lock.archives.iter().map(|a| format!("{} ({})", a.suite, a.release_date)).collect();
-    eprintln!(
-        "wrote {}: image {} packages, toolchain {} packages, archives {}",
-        lock_path.display(),
-        resolved.lock.image.packages.len(),
-        resolved.lock.toolchain.packages.len(),
-        archives.join(", ")
-    );
-    Ok(())
-}
-
-/// The build request for already loaded and fetched inputs.
-pub(crate) fn build_request<'a>(
-    store: &'a Store,
-    definition: &'a std::path::Path,
-    lock_path: &std::path::Path,
-    (def, lock): (&'a ImageDefinition, &'a ceremony_os_definition::Lockfile),
-    out_dir: &std::path::Path,
-    no_cache: bool,
-    work_dir: Option<PathBuf>,
-) -> Result<ceremony_os_builder::BuildRequest<'a>> {
-    let lock_bytes = std::fs::read(lock_path).with_context(|| format!("reading {}", lock_path.display()))?;
-    Ok(ceremony_os_builder::BuildRequest {
-        definition_path: definition,
-        definition: def,
-        lock,
-        lock_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&lock_bytes)),
-        store,
-        out_dir: out_dir.to_path_buf(),
-        no_cache,
-        work_dir,
-    })
-}
-
-/// Fetch the archive files the lock names and check the lock's trust chain against them.
-pub(crate) fn fetch_and_check_archives(
-    store: &Store,
-    definition_path: &std::path::Path,
-    def: &ImageDefinition,
-    lock: &ceremony_os_definition::Lockfile,
-    args: &SourceArgs,
-) -> Result<ceremony_os_debian::trust::TrustReport> {
-    fetch_items(store, &ceremony_os_store::locked::archive_items(def, lock), args).map_err(|error| {
-        let moved = error
-            .downcast_ref::<ceremony_os_store::FetchError>()
-            .map(ceremony_os_store::locked::moved_archives)
-            .unwrap_or_default()
-            .join(", ");
-        if moved.is_empty() {
-            return error;
-        }
-        anyhow::anyhow!(
-            "{error}\nThe archive has moved on since this lock was made (or the lock was edited): \
-             another InRelease is served for {moved}. Older archive states are kept only by snapshot.debian.org (the \
-             definition's snapshot mirror); when it cannot be reached, `ceremony-os lock {}` locks \
-             today's state instead (a new lock: the ISO stays the same only if no locked package \
-             changed).",
-            definition_path.display()
-        )
-    })?;
-    let keyring = def.keyring_path(definition_path);
-    let keyring_bytes =
-        std::fs::read(&keyring).with_context(|| format!("reading the keyring {}", keyring.display()))?;
-    ceremony_os_store::locked::check_trust(store, lock, &keyring_bytes)
-        .with_context(|| format!("the lock for {} does not hold", definition_path.display()))
-}
-
-/// Everything the lock names, verified: the archive state, the trust chain, then the packages.
-pub(crate) fn fetch_all(
-    store: &Store,
-    definition_path: &std::path::Path,
-    def: &ImageDefinition,
-    lock: &ceremony_os_definition::Lockfile,
-    args: &SourceArgs,
-) -> Result<ceremony_os_store::FetchReport> {
-    fetch_and_check_archives(store, definition_path, def, lock, args)?;
-    fetch_items(store, &ceremony_os_store::locked::package_items(def, lock.all_packages()), args)
-}
-
-pub(crate) fn fetch_items(
-    store: &Store,
-    items: &[ceremony_os_store::FetchItem],
-    args: &SourceArgs,
-) -> Result<ceremony_os_store::FetchReport> {
-    let sources = Sources { vendor: args.vendor.clone(), offline: args.offline };
-    let options = FetchOptions { jobs: args.jobs.into(), retries: args.retries, ..FetchOptions::default() };
+    let project = args.definition.load()?;
+    let sources = SourceArgs { bundles: args.bundles.clone(), offline: args.offline, jobs: 4, retries: 3 };
     let observer = progress::FetchProgress::new();
-    let report = ceremony_os_store::fetch(store, items, &sources, &options, &observer);
+    let check = ceremony_os_workflow::check_lock(
+        &store,
+        &project,
+        &sources.config(),
+        &observer,
+        !args.offline,
+        &mut |line| eprintln!("{line}"),
+    );
     observer.finish();
-    let report = report?;
-    eprintln!("{}", progress::summary(&report, store));
-    Ok(report)
+    let check = check?;
+    let trust = &check.state.trust;
+    let keyring = project.def.keyring_path(path);
+    eprintln!(
+        "{}: trust chain holds: {} archives signed by {}, {} packages in their signed indexes, both sets closed",
+        lock_path.display(),
+        trust.archives,
+        keyring.display(),
+        trust.packages
+    );
+    for warning in &check.state.warnings {
+        eprintln!("  {warning}");
+    }
+    match check.up_to_date {
+        None => Ok(()),
+        Some(true) => {
+            eprintln!("{} is up to date with the archive", lock_path.display());
+            Ok(())
+        }
+        Some(false) => anyhow::bail!(
+            "{} is out of date: the archive has moved on since it was made (resolving {} now gives a different lock); run `ceremony-os lock`",
+            lock_path.display(),
+            path.display()
+        ),
+    }
 }

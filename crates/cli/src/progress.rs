@@ -1,7 +1,8 @@
 //! Progress for long work: a bar on a terminal, one plain line per file otherwise; and the
 //! fetch summary and JSON report.
 
-use ceremony_os_store::{FetchItem, FetchObserver, FetchReport, Origin, Store};
+use ceremony_os_store::locked::InputsReport;
+use ceremony_os_store::{FetchItem, FetchObserver, Origin, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 
@@ -37,6 +38,7 @@ impl FetchObserver for FetchProgress {
     fn begin(&self, items: usize, bytes: u64) {
         match &self.bar {
             Some(bar) => {
+                bar.set_position(0);
                 bar.set_length(bytes);
                 bar.set_message(format!("fetching {items} files"));
             }
@@ -64,30 +66,67 @@ impl FetchObserver for FetchProgress {
     }
 }
 
-pub fn summary(report: &FetchReport, store: &Store) -> String {
-    let count = |f: &dyn Fn(&Origin) -> bool| report.outcomes.iter().filter(|(_, o)| f(o)).count();
-    format!(
-        "{} files verified in {}: {} downloaded, {} already there, {} from the vendor directory",
-        report.outcomes.len(),
+/// Every file fetched for `report`, each once, in the order fetched.
+fn outcomes(report: &InputsReport) -> Vec<&(FetchItem, Origin)> {
+    let mut seen = std::collections::BTreeSet::new();
+    report
+        .state
+        .fetched
+        .iter()
+        .chain(std::iter::once(&report.packages))
+        .flat_map(|r| &r.outcomes)
+        .filter(|(item, _)| seen.insert(item.expected.sha256.clone()))
+        .collect()
+}
+
+/// Where the inputs came from: counts per kind of source, each archive re-vouched and by what,
+/// and the bundle index used.
+pub fn inputs_summary(report: &InputsReport, store: &Store) -> String {
+    let all = outcomes(report);
+    let count = |f: &dyn Fn(&Origin) -> bool| all.iter().filter(|(_, o)| f(o)).count();
+    let mut out = format!(
+        "{} files verified in {}: {} downloaded, {} already there, {} from a bundle",
+        all.len(),
         store.root().display(),
         count(&|o| matches!(o, Origin::Mirror(_))),
         count(&|o| matches!(o, Origin::Store)),
-        count(&|o| matches!(o, Origin::Vendor(_))),
-    )
+        count(&|o| matches!(o, Origin::Bundle(_))),
+    );
+    for archive in report.state.archives.iter().filter(|a| !a.revouched_by.is_empty()) {
+        out.push_str(&format!(
+            "
+{} re-vouched: its locked state (Release of {}) is served by no source;",
+            archive.suite, archive.locked_date
+        ));
+        for v in &archive.revouched_by {
+            out.push_str(&format!(
+                "
+  {} of its locked packages are listed, same SHA-256, by the Release of {} (InRelease sha256:{}, from {})",
+                v.packages, v.voucher.date, v.voucher.inrelease_sha256, v.source
+            ));
+        }
+    }
+    if let Some(digest) = report.bundle_index_used() {
+        out.push_str(&format!(
+            "
+bundle index sha256:{digest}"
+        ));
+    }
+    out
 }
 
-pub fn report_json(store: &Store, report: &FetchReport) -> serde_json::Value {
-    let items: Vec<serde_json::Value> = report
-        .outcomes
+/// `fetch --json`: every file with where it came from, the archives re-vouched, the bundles read.
+pub fn inputs_json(store: &Store, report: &InputsReport) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = outcomes(report)
         .iter()
         .map(|(item, origin)| {
             let (kind, source) = match origin {
                 Origin::Store => ("store", None),
                 Origin::Mirror(m) => ("mirror", Some(m.clone())),
-                Origin::Vendor(d) => ("vendor", Some(d.display().to_string())),
+                Origin::Bundle(b) => ("bundle", Some(b.to_string())),
             };
             serde_json::json!({
-                "package": item.label,
+                "label": item.label,
                 "path": item.path,
                 "sha256": item.expected.sha256.as_hex(),
                 "size": item.expected.size,
@@ -97,7 +136,26 @@ pub fn report_json(store: &Store, report: &FetchReport) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "store": store.root(), "files": items, "warnings": report.warnings })
+    let bundles: Vec<serde_json::Value> = report
+        .state
+        .bundle_indexes
+        .iter()
+        .map(|(bundle, digest, _)| serde_json::json!({"bundle": bundle.to_string(), "index_sha256": digest}))
+        .collect();
+    let warnings: Vec<&String> = report
+        .state
+        .warnings
+        .iter()
+        .chain(report.state.fetched.iter().chain([&report.packages]).flat_map(|r| &r.warnings))
+        .collect();
+    serde_json::json!({
+        "store": store.root(),
+        "files": items,
+        "archives": report.state.archives,
+        "bundles": bundles,
+        "bundle_index_used": report.bundle_index_used(),
+        "warnings": warnings,
+    })
 }
 
 /// Stage lines: name, cached or built, duration, output digest; progress lines under them.
@@ -139,4 +197,26 @@ pub fn build_summary(report: &ceremony_os_builder::BuildReport) -> String {
         report.nar_hash,
         report.manifest.display()
     )
+}
+
+/// After a build that fell back to today's lock: what it is and where the changes are.
+pub fn fallback_summary(
+    fallback: &ceremony_os_workflow::Fallback,
+    committed: &ceremony_os_workflow::Project,
+) -> String {
+    let mut out = format!(
+        "NOTE: this ISO is not the one {} describes (its inputs can no longer be had); it was built from {}.\n{} package changes (also in {}):",
+        committed.lock_path.display(),
+        fallback.lock_file.display(),
+        fallback.changes.len(),
+        fallback.changes_file.display()
+    );
+    for change in &fallback.changes {
+        out.push_str(&format!("\n  {change}"));
+    }
+    out.push_str(&format!(
+        "\nwhy the committed lock could not be built:\n  {}",
+        fallback.reason.replace('\n', "\n  ")
+    ));
+    out
 }

@@ -1,7 +1,7 @@
 //! `verify` (rebuild and compare with what was published) and `compare` (two ISOs, no rebuild).
 
 use crate::discs::show_digest;
-use crate::{DefinitionArg, SourceArgs, inputs};
+use crate::{DefinitionArg, SourceArgs};
 use anyhow::{Context, Result};
 use ceremony_os_store::Store;
 use ceremony_os_verify::{compare as cmp, expect};
@@ -54,29 +54,33 @@ pub struct CompareArgs {
 const MAX_LISTED: usize = 50;
 
 pub fn verify(args: &VerifyArgs, store_root: &Path) -> Result<ExitCode> {
-    let definition = &args.definition.definition;
-    let lock_path = args.definition.lockfile();
-    let (def, lock) = inputs::load(definition, &lock_path)?;
+    let project = args.definition.load()?;
+    let def = &project.def;
     let iso_name = format!("{}.iso", def.artifact_stem());
     let expected = expect::load(&args.expect, &iso_name)?;
     let attester = args.attest.attester(&def.debian.snapshot.to_string())?;
     eprintln!("expecting {} from {} ({})", expected.sha256, expected.source, expected.kind);
 
     let store = Store::open(store_root)?;
-    crate::fetch_all(&store, definition, &def, &lock, &args.sources)?;
     let scratch = tempfile::Builder::new().prefix("ceremony-os-verify-").tempdir()?;
     let out_dir = args.keep.clone().unwrap_or_else(|| scratch.path().join("out"));
-    eprintln!("rebuilding from {} with no cached stage", lock_path.display());
+    // verify never falls back to another lock: what was published is checked, or nothing is.
+    let observer = crate::progress::FetchProgress::new();
+    let prepared = ceremony_os_workflow::prepare_build(
+        &store,
+        &project,
+        &out_dir,
+        &args.sources.config(),
+        &observer,
+        false,
+        &mut |line| eprintln!("{line}"),
+    );
+    observer.finish();
+    let prepared = prepared?;
+    eprintln!("{}", crate::progress::inputs_summary(&prepared.inputs, &store));
+    eprintln!("rebuilding from {} with no cached stage", project.lock_path.display());
     let request = ceremony_os_verify::rebuild::VerifyRequest {
-        build: crate::build_request(
-            &store,
-            definition,
-            &lock_path,
-            (&def, &lock),
-            &out_dir,
-            true,
-            args.work_dir.clone(),
-        )?,
+        build: prepared.request(&store, &out_dir, true, args.work_dir.clone()),
         expected: &expected,
     };
     let verdict =

@@ -9,7 +9,7 @@ use crate::deb822::{self, Paragraph};
 use crate::print_uris::{self, PlannedDownload};
 use ceremony_os_definition::{
     ArchiveState, ImageDefinition, LOCK_FORMAT_VERSION, LockedIndex, LockedPackage, LockedSet, Lockfile,
-    PackageSet, Sha256Digest, Variant,
+    PackageSet, Sha256Digest, Variant, snapshot_run_after,
 };
 use ceremony_os_runner::{RunError, Runner};
 use sha2::{Digest, Sha256};
@@ -116,7 +116,7 @@ pub fn resolve_lock(
         })?;
         match apt.update(|line| tracing::debug!("apt: {line}")) {
             Ok(()) => {
-                chosen = Some((bases, apt));
+                chosen = Some((round, bases, apt));
                 break;
             }
             Err(e) => {
@@ -125,7 +125,7 @@ pub fn resolve_lock(
             }
         }
     }
-    let Some((bases, apt)) = chosen else {
+    let Some((round, bases, apt)) = chosen else {
         return Err(LockError::AllMirrorsFailed { attempts });
     };
     if !attempts.is_empty() {
@@ -142,6 +142,8 @@ pub fn resolve_lock(
     let mut indexes = Vec::new();
     for archive in archives {
         let suite = archive.suite.as_str();
+        let urls = archive.mirrors.urls();
+        let from_snapshot = urls[round.min(urls.len() - 1)].is_snapshot();
         let read = |suffix: String| -> Result<Vec<u8>, LockError> {
             let path = apt
                 .list_file(&suffix)
@@ -161,10 +163,15 @@ pub fn resolve_lock(
             files.push(ArchiveFile { label: format!("{suite} {path}"), bytes });
             locked_indexes.push(index);
         }
+        // What to ask snapshot.debian.org for later: the time this state was fetched at when it
+        // came from there; otherwise the first snapshot run surely after its Date: (no clock).
+        let snapshot_time =
+            if from_snapshot { def.debian.snapshot } else { snapshot_run_after(&release.date) };
         states.push(ArchiveState {
             suite: suite.to_string(),
             components: archive.components.iter().map(|c| c.to_string()).collect(),
             release_date: release.date.clone(),
+            snapshot_time: Some(snapshot_time),
             inrelease_sha256: sha256(&inrelease),
             inrelease_size: inrelease.len() as u64,
             indexes: locked_indexes,

@@ -13,9 +13,21 @@
 //! So a hand-added entry (not in an index), an altered one (another digest or version), a removed
 //! one (a dependency left unsatisfied), a wrong `inrelease_sha256` or a swapped index is refused,
 //! naming the entry.
+//!
+//! **Re-vouching.** Mirrors serve only an archive's current InRelease, and Debian re-signs some
+//! archives daily. When the locked InRelease of an archive can no longer be had, other signed
+//! states of it ([`Voucher`]s: today's, or another snapshot's) stand in for it in steps 2-4: each
+//! must be signed by the same keyring, be of the same suite and not older than the locked state,
+//! and a locked package is accepted when one of their signed indexes lists it at its path with the
+//! same name, version, architecture, size and SHA-256: the same bytes the locked state named.
+//! The minbase part of step 5 (what the archive marks Essential or required) is checked only
+//! against archives in their locked state: a later state may require more, which says nothing
+//! about the lock.
 
 use crate::deb822::{self, Paragraph};
-use ceremony_os_definition::{ArchiveState, LockedIndex, LockedSet, Lockfile, Sha256Digest, Variant};
+use ceremony_os_definition::{
+    ArchiveState, LockedIndex, LockedPackage, LockedSet, Lockfile, Sha256Digest, Variant,
+};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -116,6 +128,79 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// A signed archive state standing in for the locked one (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Voucher {
+    pub inrelease_sha256: Sha256Digest,
+    pub inrelease_size: u64,
+    /// The state's `Date:`.
+    pub date: String,
+    /// The lock's index paths, with this state's digests.
+    pub indexes: Vec<LockedIndex>,
+}
+
+/// Check that a voucher's InRelease (`inrelease`) is a later signed state of the locked archive
+/// and return its Release.
+pub fn check_voucher(inrelease: &[u8], keyring: &[u8], locked: &ArchiveState) -> Result<Release, TrustError> {
+    let release = verified_release(inrelease, keyring, &locked.suite)?;
+    let bad = |message: String| TrustError::Release { suite: locked.suite.clone(), message };
+    let date = |text: &str| {
+        ceremony_os_definition::Timestamp::parse_release_date(text).map_err(|e| bad(format!("Date: {e}")))
+    };
+    if date(&release.date)? < date(&locked.release_date)? {
+        return Err(bad(format!(
+            "is dated {}, earlier than the locked state ({}): an older state cannot vouch for the lock",
+            release.date, locked.release_date
+        )));
+    }
+    Ok(release)
+}
+
+/// The packages of `set` from archive `suite` that no stanza of `paragraphs` lists exactly as
+/// locked, each with the versions those indexes list under its name instead (what replaced it).
+pub fn unlisted<'a>(
+    packages: impl IntoIterator<Item = &'a LockedPackage>,
+    suite: &str,
+    paragraphs: &[Paragraph],
+) -> Vec<(&'a LockedPackage, Vec<String>)> {
+    packages
+        .into_iter()
+        .filter(|p| p.archive == suite)
+        .filter(|p| !paragraphs.iter().any(|stanza| lists_exactly(stanza, p)))
+        .map(|p| {
+            let mut instead: Vec<String> = paragraphs
+                .iter()
+                .filter(|s| {
+                    s.get("Package") == Some(p.name.as_str())
+                        && s.get("Architecture") == Some(&p.architecture)
+                })
+                .filter_map(|s| s.get("Version").map(str::to_string))
+                .collect();
+            instead.sort();
+            instead.dedup();
+            (p, instead)
+        })
+        .collect()
+}
+
+/// The fields of a locked package that a signed index must repeat, as (field, locked value).
+fn locked_fields(p: &LockedPackage) -> [(&'static str, String); 5] {
+    [
+        ("Package", p.name.clone()),
+        ("Version", p.version.clone()),
+        ("Architecture", p.architecture.clone()),
+        ("Size", p.size.to_string()),
+        ("SHA256", p.sha256.to_string()),
+    ]
+}
+
+fn lists_exactly(stanza: &Paragraph, p: &LockedPackage) -> bool {
+    stanza.get("Filename") == Some(p.path.as_str())
+        && locked_fields(p)
+            .iter()
+            .all(|(field, locked)| stanza.get(field).is_some_and(|v| v.eq_ignore_ascii_case(locked)))
+}
+
 /// What the chain check found, for the caller to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustReport {
@@ -124,10 +209,13 @@ pub struct TrustReport {
 }
 
 /// Check the whole chain. `read(sha256, size, what)` returns a verified store object's bytes, or
-/// `None` when the store does not have it.
+/// `None` when the store does not have it. `vouchers` names, per suite, the signed states that
+/// stand in for a locked state that can no longer be had (empty: every archive in its locked
+/// state).
 pub fn verify_lock(
     lock: &Lockfile,
     keyring: &[u8],
+    vouchers: &BTreeMap<String, Vec<Voucher>>,
     read: &dyn Fn(&Sha256Digest, u64) -> Option<Vec<u8>>,
 ) -> Result<TrustReport, TrustError> {
     let actual = sha256_hex(keyring);
@@ -138,7 +226,25 @@ pub fn verify_lock(
         read(sha, size).ok_or(TrustError::Missing { what, sha256: sha.to_string() })
     };
     let mut indexes: BTreeMap<&str, Vec<Paragraph>> = BTreeMap::new();
+    let mut locked_states: BTreeSet<&str> = BTreeSet::new();
     for archive in &lock.archives {
+        if let Some(stand_ins) = vouchers.get(&archive.suite).filter(|v| !v.is_empty()) {
+            let mut paragraphs = Vec::new();
+            for voucher in stand_ins {
+                let what = format!("{} InRelease of {}", archive.suite, voucher.date);
+                let inrelease = object(&voucher.inrelease_sha256, voucher.inrelease_size, what)?;
+                let release = check_voucher(&inrelease, keyring, archive)?;
+                for index in &voucher.indexes {
+                    release.check_index(index)?;
+                    let what = format!("{} {} of {}", archive.suite, index.path, voucher.date);
+                    let bytes = object(&index.sha256, index.size, what.clone())?;
+                    paragraphs.extend(parse_index(&bytes, &what)?);
+                }
+            }
+            indexes.insert(&archive.suite, paragraphs);
+            continue;
+        }
+        locked_states.insert(&archive.suite);
         let inrelease = object(
             &archive.inrelease_sha256,
             archive.inrelease_size,
@@ -162,7 +268,7 @@ pub fn verify_lock(
     }
     let mut packages = 0;
     for (name, set) in [("image", &lock.image), ("toolchain", &lock.toolchain)] {
-        check_set(name, set, &lock.archives, &indexes)?;
+        check_set(name, set, &lock.archives, &indexes, &locked_states)?;
         packages += set.packages.len();
     }
     Ok(TrustReport { archives: lock.archives.len(), packages })
@@ -174,13 +280,17 @@ fn check_set(
     set: &LockedSet,
     archives: &[ArchiveState],
     indexes: &BTreeMap<&str, Vec<Paragraph>>,
+    locked_states: &BTreeSet<&str>,
 ) -> Result<(), TrustError> {
-    let by_path: HashMap<(&str, &str), &Paragraph> = indexes
-        .iter()
-        .flat_map(|(suite, paragraphs)| {
-            paragraphs.iter().filter_map(move |p| Some(((*suite, p.get("Filename")?), p)))
-        })
-        .collect();
+    // Several states of one archive may list a path (re-vouching): any that lists it exactly will do.
+    let mut by_path: HashMap<(&str, &str), Vec<&Paragraph>> = HashMap::new();
+    for (suite, paragraphs) in indexes {
+        for p in paragraphs {
+            if let Some(path) = p.get("Filename") {
+                by_path.entry((*suite, path)).or_default().push(p);
+            }
+        }
+    }
     let mut stanzas = Vec::new();
     for p in &set.packages {
         let package = format!("{} {}", p.name, p.version);
@@ -188,24 +298,21 @@ fn check_set(
         if !archives.iter().any(|a| a.suite == p.archive) {
             return Err(err(format!("archive {:?} is not in the lock", p.archive)));
         }
-        let stanza = by_path
+        let candidates = by_path
             .get(&(p.archive.as_str(), p.path.as_str()))
             .ok_or_else(|| err(format!("{} is not in the signed index of {}", p.path, p.archive)))?;
-        for (field, locked) in [
-            ("Package", p.name.clone()),
-            ("Version", p.version.clone()),
-            ("Architecture", p.architecture.clone()),
-            ("Size", p.size.to_string()),
-            ("SHA256", p.sha256.to_string()),
-        ] {
+        let Some(stanza) = candidates.iter().find(|s| lists_exactly(s, p)) else {
+            let stanza = candidates[0];
+            let (field, locked) = locked_fields(p)
+                .into_iter()
+                .find(|(field, locked)| !stanza.get(field).is_some_and(|v| v.eq_ignore_ascii_case(locked)))
+                .expect("a stanza at the path that does not list the package differs in a field");
             let indexed = stanza.get(field).unwrap_or("(missing)");
-            if !indexed.eq_ignore_ascii_case(&locked) {
-                return Err(err(format!(
-                    "{field} is {locked} in the lock, {indexed} in the signed index of {}",
-                    p.archive
-                )));
-            }
-        }
+            return Err(err(format!(
+                "{field} is {locked} in the lock, {indexed} in the signed index of {}",
+                p.archive
+            )));
+        };
         stanzas.push(*stanza);
     }
 
@@ -223,7 +330,8 @@ fn check_set(
     let mut required: Vec<(String, String)> =
         set.include.iter().map(|n| (n.clone(), "requested".to_string())).collect();
     if set.variant == Variant::Minbase {
-        let all: Vec<&Paragraph> = indexes.values().flatten().collect();
+        let all: Vec<&Paragraph> =
+            indexes.iter().filter(|(suite, _)| locked_states.contains(*suite)).flat_map(|(_, p)| p).collect();
         required
             .extend(crate::resolve::minbase_packages(&all).into_iter().map(|n| (n, "minbase".to_string())));
     }

@@ -12,6 +12,7 @@ use crate::error::SpecError;
 use crate::values::{Architecture, Sha256Digest};
 use ceremony_os_timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub const LOCK_FORMAT_VERSION: u32 = 2;
@@ -47,9 +48,51 @@ pub struct ArchiveState {
     /// SHA-256 and size of the InRelease file (in the store as that object).
     pub inrelease_sha256: Sha256Digest,
     pub inrelease_size: u64,
+    /// A time at which snapshot.debian.org holds this state: what `fetch` asks it for. The
+    /// definition's `snapshot` when the lock was resolved from a snapshot mirror; otherwise the
+    /// first snapshot run after the state's `Date:` (runs are about 6 hours apart). Absent in
+    /// locks made before it was recorded: then `Date:` + 6 h is assumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_time: Option<Timestamp>,
     /// The package indexes used, as the InRelease lists them.
     #[serde(rename = "index")]
     pub indexes: Vec<LockedIndex>,
+}
+
+/// How long after an archive state's `Date:` snapshot.debian.org has surely imported it.
+pub const SNAPSHOT_RUN_INTERVAL_SECS: i64 = 6 * 3600;
+
+/// One package that differs between two locks (see `Lockfile::package_changes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageChange {
+    pub set: &'static str,
+    pub name: String,
+    pub architecture: String,
+    /// The version in the older lock (none: added).
+    pub old: Option<String>,
+    /// The version in the newer lock (none: removed).
+    pub new: Option<String>,
+}
+
+impl std::fmt::Display for PackageChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (set, name, arch) = (self.set, &self.name, &self.architecture);
+        match (&self.old, &self.new) {
+            (Some(old), Some(new)) if old == new => {
+                write!(f, "{set}: {name}:{arch} {old} (same version, other bytes)")
+            }
+            (Some(old), Some(new)) => write!(f, "{set}: {name}:{arch} {old} -> {new}"),
+            (Some(old), None) => write!(f, "{set}: - {name}:{arch} {old}"),
+            (None, Some(new)) => write!(f, "{set}: + {name}:{arch} {new}"),
+            (None, None) => write!(f, "{set}: {name}:{arch}"),
+        }
+    }
+}
+
+/// The first snapshot.debian.org run surely after a state with this `Date:` was published.
+pub fn snapshot_run_after(release_date: &str) -> Timestamp {
+    let released = Timestamp::parse_release_date(release_date).map(Timestamp::unix).unwrap_or(0);
+    Timestamp::from_unix(released + SNAPSHOT_RUN_INTERVAL_SECS)
 }
 
 /// A package index of an archive, e.g. `main/binary-amd64/Packages.xz`.
@@ -71,6 +114,18 @@ impl ArchiveState {
     /// Where an index is below a mirror base.
     pub fn index_path(&self, index: &LockedIndex) -> String {
         format!("dists/{}/{}", self.suite, index.path)
+    }
+
+    /// The times to ask a snapshot archive for, in order. snapshot.debian.org serves, for a time
+    /// T, the newest snapshot run at or before T: the recorded time first, then later runs (the
+    /// state may have been imported late, or the recorded time may precede its import); whichever
+    /// serves the locked InRelease (checked by its SHA-256) is used.
+    pub fn snapshot_times(&self) -> Vec<Timestamp> {
+        let first = self.snapshot_time.unwrap_or_else(|| snapshot_run_after(&self.release_date));
+        [0, 1, 2, 4, 8]
+            .iter()
+            .map(|runs| Timestamp::from_unix(first.unix() + runs * SNAPSHOT_RUN_INTERVAL_SECS))
+            .collect()
     }
 }
 
@@ -213,6 +268,42 @@ impl Lockfile {
         all
     }
 
+    /// What changes, package by package, from this lock to `newer` (both sets; a package whose
+    /// version, size or digest differs is one change), sorted by set then name.
+    pub fn package_changes(&self, newer: &Lockfile) -> Vec<PackageChange> {
+        let mut changes = Vec::new();
+        for (set, old, new) in
+            [("image", &self.image, &newer.image), ("toolchain", &self.toolchain, &newer.toolchain)]
+        {
+            let key = |p: &LockedPackage| (p.name.clone(), p.architecture.clone());
+            let old: BTreeMap<_, _> = old.packages.iter().map(|p| (key(p), p)).collect();
+            let new: BTreeMap<_, _> = new.packages.iter().map(|p| (key(p), p)).collect();
+            for (k, before) in &old {
+                match new.get(k) {
+                    Some(after) if after.sha256 == before.sha256 => {}
+                    after => changes.push(PackageChange {
+                        set,
+                        name: k.0.clone(),
+                        architecture: k.1.clone(),
+                        old: Some(before.version.clone()),
+                        new: after.map(|a| a.version.clone()),
+                    }),
+                }
+            }
+            for (k, after) in new.iter().filter(|(k, _)| !old.contains_key(*k)) {
+                changes.push(PackageChange {
+                    set,
+                    name: k.0.clone(),
+                    architecture: k.1.clone(),
+                    old: None,
+                    new: Some(after.version.clone()),
+                });
+            }
+        }
+        changes.sort_by(|a, b| (a.set, &a.name, &a.architecture).cmp(&(b.set, &b.name, &b.architecture)));
+        changes
+    }
+
     /// Differences between what the definition asks for and what this lock was made for; empty
     /// when the lock is current.
     pub fn staleness(&self, def: &ImageDefinition) -> Vec<String> {
@@ -300,6 +391,7 @@ mod tests {
                 release_date: "Sat, 11 Jul 2026 10:16:37 UTC".into(),
                 inrelease_sha256: Sha256Digest::from_bytes(&[9; 32]),
                 inrelease_size: 1000,
+                snapshot_time: None,
                 indexes: vec![LockedIndex {
                     path: "main/binary-amd64/Packages.xz".into(),
                     size: 10,
@@ -328,6 +420,52 @@ mod tests {
         assert_eq!(parsed.image.include, vec!["bash", "zsh"]);
         assert_eq!(parsed.image.packages[0].name, "bash");
         assert_eq!(parsed.render(), text, "rendering is a fixed point");
+    }
+
+    #[test]
+    fn package_changes_name_updates_removals_and_additions() {
+        let old = sample();
+        let mut new = old.clone();
+        assert!(old.package_changes(&new).is_empty());
+        let first = &mut new.image.packages[0];
+        first.version = "1.0-2".into();
+        first.sha256 = Sha256Digest::from_bytes(&[77; 32]);
+        new.toolchain.packages.push(package("zlib", 78));
+        let removed = new.toolchain.packages.remove(0);
+        let changes: Vec<String> = old.package_changes(&new).iter().map(|c| c.to_string()).collect();
+        let updated = &old.image.packages[0].name;
+        assert_eq!(
+            changes,
+            [
+                format!("image: {updated}:amd64 1.0-1 -> 1.0-2"),
+                format!("toolchain: - {}:amd64 1.0-1", removed.name),
+                "toolchain: + zlib:amd64 1.0-1".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn snapshot_times_start_at_the_recorded_time_or_six_hours_after_the_release() {
+        let mut archive = sample().archives[0].clone();
+        let first = archive.snapshot_times()[0];
+        assert_eq!(first.to_string(), "2026-07-11T16:16:37Z", "Date: + 6 h when none is recorded");
+        archive.snapshot_time = Some(Timestamp::parse_rfc3339_utc("2026-07-12T00:00:00Z").unwrap());
+        let times: Vec<String> = archive.snapshot_times().iter().map(|t| t.to_string()).collect();
+        assert_eq!(
+            times,
+            [
+                "2026-07-12T00:00:00Z",
+                "2026-07-12T06:00:00Z",
+                "2026-07-12T12:00:00Z",
+                "2026-07-13T00:00:00Z",
+                "2026-07-14T00:00:00Z"
+            ]
+        );
+        let mut lock = sample();
+        lock.archives[0] = archive;
+        let text = lock.render();
+        assert!(text.contains("snapshot_time = \"2026-07-12T00:00:00Z\""), "{text}");
+        assert_eq!(Lockfile::parse(&text, Path::new("x.lock")).unwrap().render(), text);
     }
 
     #[test]

@@ -29,6 +29,44 @@ pub struct BuildManifest {
     pub compiler: String,
     pub ceremony_tools_sha256: String,
     pub builder: BuilderRecord,
+    /// How the build's inputs were had, when not plainly from the committed lock's archive states.
+    /// Absent when every locked state was fetched as locked and no bundle was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<InputsRecord>,
+}
+
+/// Where a build's inputs came from (see `BuildManifest::inputs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputsRecord {
+    /// False when the lock built is not the committed one: its inputs could not be had, and
+    /// today's archive state was locked instead (that lock is beside the ISO).
+    pub committed_lock: bool,
+    /// Archives whose locked InRelease could be had from no source, each with the signed states
+    /// that list every locked package of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revouched: Vec<RevouchedArchive>,
+    /// SHA-256 of the index of the release inputs bundle files were taken from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_index_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevouchedArchive {
+    pub suite: String,
+    /// `Date:` of the locked state.
+    pub locked_date: String,
+    pub vouched_by: Vec<VouchingState>,
+}
+
+/// A signed archive state that lists locked packages with their locked SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VouchingState {
+    pub date: String,
+    pub inrelease_sha256: String,
+    pub packages: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,6 +243,7 @@ mod tests {
             compiler: "rustc".into(),
             ceremony_tools_sha256: "00".repeat(32),
             builder: BuilderRecord { name: "ceremony-os".into(), version: "0.1.0".into() },
+            inputs: None,
         }
     }
 

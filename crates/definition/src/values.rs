@@ -156,6 +156,11 @@ pub struct MirrorUrl(String);
 impl MirrorUrl {
     pub const SNAPSHOT_PLACEHOLDER: &'static str = "{snapshot}";
 
+    /// Whether this is a snapshot archive's URL (it names a time).
+    pub fn is_snapshot(&self) -> bool {
+        self.0.contains(Self::SNAPSHOT_PLACEHOLDER)
+    }
+
     /// The base URL for a snapshot, always ending in `/`.
     pub fn base(&self, snapshot: crate::Timestamp) -> String {
         let mut url = self.0.replace(Self::SNAPSHOT_PLACEHOLDER, &snapshot.snapshot_id());
@@ -188,8 +193,20 @@ impl TryFrom<String> for MirrorUrl {
                 "mirror {url:?} contains [, ] or #, which apt's sources.list gives a meaning"
             ));
         }
+        if url_has_credentials(&url) {
+            return Err("a mirror URL carries a user name or password (user@host): it would be \
+                        written into logs, locks and manifests; use a mirror that needs none"
+                .into());
+        }
         Ok(MirrorUrl(url))
     }
+}
+
+/// Whether an `http(s)://` URL names a user or password (`user:pass@host`).
+pub fn url_has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority.contains('@')
 }
 
 impl From<MirrorUrl> for String {
@@ -335,6 +352,9 @@ mod tests {
             MirrorUrl::try_from("http://snapshot.debian.org/archive/debian/{snapshot}".to_string()).unwrap();
         assert_eq!(m.base(t), "http://snapshot.debian.org/archive/debian/20260712T000000Z/");
         assert!(MirrorUrl::try_from("ftp://x/".to_string()).is_err());
+        let err = MirrorUrl::try_from("http://user:secret@mirror.example/debian/".to_string()).unwrap_err();
+        assert!(!err.contains("secret"), "the refusal does not echo the password: {err}");
+        assert!(MirrorUrl::try_from("http://mirror.example/debian/@latest/".to_string()).is_ok());
         assert!(MirrorUrl::try_from("http://x/{date}/".to_string()).is_err());
     }
 

@@ -1,5 +1,5 @@
-//! Filling the store from mirrors (in order), then a vendor directory: parallel, retried with
-//! backoff, resumable, and verified before anything enters the store.
+//! Filling the store from mirrors (in order), then release inputs bundles (in order): parallel,
+//! retried with backoff, resumable, and verified before anything enters the store.
 
 use crate::store::{Expected, Store, StoreError};
 use std::collections::HashSet;
@@ -18,18 +18,60 @@ pub struct FetchItem {
     pub path: String,
     /// Mirror base URLs ending in `/` (`http://`, `https://` or `file:///`), tried in order.
     pub mirrors: Vec<String>,
-    /// The file's name in a vendor directory: unique among the items (a .deb's file name;
-    /// `dists_<suite>_InRelease` for an InRelease file).
-    pub vendor_name: String,
+    /// The file's path in a release inputs bundle (see `crate::bundle`).
+    pub bundle_path: String,
     pub expected: Expected,
+}
+
+/// A release inputs bundle (`ceremony-os vendor`): a directory, or any static HTTP(S) server
+/// holding one. Nothing in it is trusted: every file is checked like a mirror's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bundle {
+    Dir(PathBuf),
+    /// Ends in `/`.
+    Url(String),
+}
+
+impl Bundle {
+    /// `http://` or `https://` is a URL, `file://` and anything else a directory. A URL with a
+    /// user name or password is refused (it would be echoed in every message).
+    pub fn parse(text: &str) -> Result<Bundle, String> {
+        if text.starts_with("http://") || text.starts_with("https://") {
+            if ceremony_os_definition::url_has_credentials(text) {
+                return Err(
+                    "a bundle URL carries a user name or password (user@host); serve the bundle without one"
+                        .into(),
+                );
+            }
+            let mut url = text.to_string();
+            if !url.ends_with('/') {
+                url.push('/');
+            }
+            return Ok(Bundle::Url(url));
+        }
+        let path = text.strip_prefix("file://").unwrap_or(text);
+        if path.is_empty() {
+            return Err("an empty bundle path".into());
+        }
+        Ok(Bundle::Dir(PathBuf::from(path)))
+    }
+}
+
+impl std::fmt::Display for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bundle::Dir(d) => write!(f, "bundle {}", d.display()),
+            Bundle::Url(u) => write!(f, "bundle {u}"),
+        }
+    }
 }
 
 /// Where files may come from besides each item's mirrors.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
-    /// A directory of files named by their `vendor_name` (see `ceremony-os vendor`).
-    pub vendor: Option<PathBuf>,
-    /// Never use the network: only the store and the vendor directory.
+    /// Release inputs bundles, tried in order after the mirrors.
+    pub bundles: Vec<Bundle>,
+    /// Never use the definition's mirrors: only the store and the bundles.
     pub offline: bool,
 }
 
@@ -59,7 +101,7 @@ pub enum Origin {
     /// Already in the store, and verified again now.
     Store,
     Mirror(String),
-    Vendor(PathBuf),
+    Bundle(Bundle),
 }
 
 impl std::fmt::Display for Origin {
@@ -67,7 +109,7 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::Store => f.write_str("store"),
             Origin::Mirror(m) => f.write_str(m),
-            Origin::Vendor(d) => write!(f, "vendor dir {}", d.display()),
+            Origin::Bundle(b) => b.fmt(f),
         }
     }
 }
@@ -81,7 +123,7 @@ pub trait FetchObserver: Sync {
     fn warning(&self, _message: &str) {}
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FetchReport {
     /// Every item with where it came from, in the order given.
     pub outcomes: Vec<(FetchItem, Origin)>,
@@ -117,7 +159,7 @@ fn render_failures(failures: &[ItemFailure], total: usize) -> String {
     for f in failures {
         out.push_str(&format!("\n  {}:", f.label));
         if f.attempts.is_empty() {
-            out.push_str(" no source to try (offline and no vendor directory)");
+            out.push_str(" no source to try (offline and no bundle)");
         }
         for a in &f.attempts {
             out.push_str(&format!("\n    {}: {}", a.source, a.reason));
@@ -151,13 +193,7 @@ pub fn fetch(
 ) -> Result<FetchReport, FetchError> {
     let _lock = store.lock_for_fetch()?;
     observer.begin(items.len(), items.iter().map(|i| i.expected.size).sum());
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_connect(Some(options.connect_timeout))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .user_agent(concat!("ceremony-os/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
+    let agent = agent(options);
     let fetcher = Fetcher {
         store,
         sources,
@@ -212,7 +248,7 @@ struct Fetcher<'a> {
     options: &'a FetchOptions,
     observer: &'a dyn FetchObserver,
     agent: ureq::Agent,
-    /// Mirrors that could not be reached at all: not tried again in this run.
+    /// Hosts that could not be reached at all: not tried again in this run.
     dead_mirrors: Mutex<HashSet<String>>,
     warnings: Mutex<Vec<String>>,
 }
@@ -234,7 +270,7 @@ impl Fetcher<'_> {
         if !self.sources.offline {
             for base in &item.mirrors {
                 let url = format!("{base}{}", item.path);
-                if self.dead_mirrors.lock().expect("dead lock").contains(base) {
+                if self.dead_mirrors.lock().expect("dead lock").contains(host_of(base)) {
                     attempts.push(Attempt {
                         source: url,
                         reason: "skipped: unreachable earlier in this run".into(),
@@ -258,12 +294,37 @@ impl Fetcher<'_> {
                 }
             }
         }
-        if let Some(dir) = &self.sources.vendor {
-            let candidate = dir.join(&item.vendor_name);
+        for bundle in &self.sources.bundles {
+            let dir = match bundle {
+                Bundle::Dir(dir) => dir,
+                Bundle::Url(base) => {
+                    let url = format!("{base}{}", item.bundle_path);
+                    if self.dead_mirrors.lock().expect("dead lock").contains(host_of(base)) {
+                        attempts.push(Attempt {
+                            source: url,
+                            reason: "skipped: unreachable earlier in this run".into(),
+                            other_content: false,
+                        });
+                        continue;
+                    }
+                    match self.try_mirror(&url, base, item) {
+                        Ok(()) => {
+                            let origin = Origin::Bundle(bundle.clone());
+                            self.observer.finished(item, &origin);
+                            return Ok(Ok(origin));
+                        }
+                        Err((reason, other_content)) => {
+                            attempts.push(Attempt { source: url, reason, other_content });
+                            continue;
+                        }
+                    }
+                }
+            };
+            let candidate = dir.join(&item.bundle_path);
             match self.store.insert_file(&candidate, &item.expected) {
                 Ok(_) => {
                     self.observer.bytes(item.expected.size);
-                    let origin = Origin::Vendor(dir.clone());
+                    let origin = Origin::Bundle(bundle.clone());
                     self.observer.finished(item, &origin);
                     return Ok(Ok(origin));
                 }
@@ -298,8 +359,13 @@ impl Fetcher<'_> {
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(Failure::Permanent { reason, host_down }) => {
-                    if host_down && self.dead_mirrors.lock().expect("dead lock").insert(base.to_string()) {
-                        self.warn(format!("mirror {base} is unreachable ({reason}); not trying it again"));
+                    if host_down
+                        && self.dead_mirrors.lock().expect("dead lock").insert(host_of(base).to_string())
+                    {
+                        self.warn(format!(
+                            "{} is unreachable ({reason}); not trying it again",
+                            host_of(base)
+                        ));
                     }
                     return Err((reason, false));
                 }
@@ -308,8 +374,11 @@ impl Fetcher<'_> {
                     return Err((format!("{reason} (gave up after {} tries)", tries + 1), false));
                 }
                 Err(Failure::Unreachable(reason)) if tries >= self.options.retries => {
-                    if self.dead_mirrors.lock().expect("dead lock").insert(base.to_string()) {
-                        self.warn(format!("mirror {base} is unreachable ({reason}); not trying it again"));
+                    if self.dead_mirrors.lock().expect("dead lock").insert(host_of(base).to_string()) {
+                        self.warn(format!(
+                            "{} is unreachable ({reason}); not trying it again",
+                            host_of(base)
+                        ));
                     }
                     return Err((format!("{reason} (gave up after {} tries)", tries + 1), false));
                 }
@@ -450,6 +519,69 @@ impl Fetcher<'_> {
     }
 }
 
+/// `scheme://host[:port]` of a URL: a host that cannot be reached is retired with all its paths
+/// (a snapshot archive is asked at several times, each its own base URL).
+fn host_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..].find('/').map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
+}
+
+/// The agent every download uses.
+fn agent(options: &FetchOptions) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(options.connect_timeout))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .user_agent(concat!("ceremony-os/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// Download a small file whose content is not known in advance (an archive's current InRelease,
+/// a bundle's index): at most `limit` bytes, transient failures retried as `fetch` does. What it
+/// returns is unchecked: the caller checks it (a signature, a digest) before use.
+pub fn download_unpinned(url: &str, limit: u64, options: &FetchOptions) -> Result<Vec<u8>, String> {
+    if let Some(path) = url.strip_prefix("file://") {
+        let file = crate::store::open_regular(Path::new(path)).map_err(|e| e.to_string())?;
+        return read_bounded(file, limit);
+    }
+    let agent = agent(options);
+    let mut backoff = options.initial_backoff;
+    let mut tries = 0;
+    loop {
+        let failure = match agent.get(url).call().map_err(classify_ureq_error) {
+            Ok(response) => match response.status().as_u16() {
+                200 => return read_bounded(response.into_body().into_reader(), limit),
+                status @ (429 | 500..=599) => Failure::Transient(format!("HTTP {status}")),
+                status => return Err(format!("HTTP {status}")),
+            },
+            Err(failure) => failure,
+        };
+        match failure {
+            Failure::Transient(reason) | Failure::Unreachable(reason) if tries < options.retries => {
+                tracing::info!("{url}: {reason}; retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(8));
+                tries += 1;
+            }
+            Failure::Transient(reason) | Failure::Unreachable(reason) => {
+                return Err(format!("{reason} (gave up after {} tries)", tries + 1));
+            }
+            Failure::Permanent { reason, .. } | Failure::OtherContent(reason) => return Err(reason),
+        }
+    }
+}
+
+fn read_bounded(reader: impl Read, limit: u64) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    reader.take(limit + 1).read_to_end(&mut bytes).map_err(|e| format!("reading: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("more than {limit} bytes: not what was asked for"));
+    }
+    Ok(bytes)
+}
+
 fn header(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
     response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
@@ -483,6 +615,24 @@ fn classify_ureq_error(e: ureq::Error) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_and_bundles() {
+        assert_eq!(
+            host_of("http://snapshot.debian.org/archive/debian/20261203T000000Z/"),
+            "http://snapshot.debian.org"
+        );
+        assert_eq!(host_of("http://127.0.0.1:8080/"), "http://127.0.0.1:8080");
+        assert_eq!(host_of("file:///srv/mirror/"), "file://");
+        assert_eq!(
+            Bundle::parse("http://127.0.0.1:9/b").unwrap(),
+            Bundle::Url("http://127.0.0.1:9/b/".into())
+        );
+        assert_eq!(Bundle::parse("file:///srv/b").unwrap(), Bundle::Dir(PathBuf::from("/srv/b")));
+        assert_eq!(Bundle::parse("inputs").unwrap(), Bundle::Dir(PathBuf::from("inputs")));
+        let err = Bundle::parse("https://me:hunter2@example.org/b/").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 
     #[test]
     fn only_a_name_that_does_not_exist_retires_a_mirror_at_once() {

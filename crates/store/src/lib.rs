@@ -8,11 +8,13 @@
 //! request; they are never used until complete and verified. One fetch at a time per store
 //! (`fetch.lock`): a second process waits, then finds what the first fetched.
 
+pub mod bundle;
 mod fetch;
 pub mod locked;
 mod store;
-mod vendor;
 
-pub use fetch::{FetchError, FetchItem, FetchObserver, FetchOptions, FetchReport, Origin, Sources, fetch};
+pub use fetch::{
+    Bundle, FetchError, FetchItem, FetchObserver, FetchOptions, FetchReport, Origin, Sources,
+    download_unpinned, fetch,
+};
 pub use store::{Expected, Store, StoreError, open_regular};
-pub use vendor::{SHA256SUMS, VendorError, write_vendor_dir};

@@ -13,7 +13,7 @@ use crate::error::BuildError;
 use crate::toolchain::Toolchain;
 use ceremony_os_runner::FIXED_PATH;
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const RECIPE: u32 = 2;
 
@@ -72,7 +72,7 @@ pub(crate) fn run(
         let work = out.parent().expect("out has a parent");
         ctx.progress("tools", "unpacking the crates Cargo.lock names");
         let vendor = work.join("vendor");
-        vendor_crates(ctx, compiler, &sources.join("Cargo.lock"), &sources.join("Cargo.toml"), &vendor)?;
+        vendor_crates(ctx, compiler, sources, &vendor)?;
         let cargo_home = work.join("cargo-home");
         super::write(
             &cargo_home.join("config.toml"),
@@ -137,93 +137,24 @@ pub(crate) fn run(
     })
 }
 
-/// One registry package of Cargo.lock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockedCrate {
-    pub name: String,
-    pub version: String,
-    pub checksum: String,
-}
-
-/// The crates.io packages of a Cargo.lock, each with its checksum. Other sources (git, other
-/// registries) are refused: nothing could check them.
-pub fn locked_crates(cargo_lock: &str, origin: &Path) -> Result<Vec<LockedCrate>, BuildError> {
-    const CRATES_IO: &str = "registry+https://github.com/rust-lang/crates.io-index";
-    let err = |message: String| BuildError::stage("tools", format!("{}: {message}", origin.display()));
-    let value: toml::Value = toml::from_str(cargo_lock).map_err(|e| err(e.to_string()))?;
-    let packages =
-        value.get("package").and_then(|p| p.as_array()).ok_or_else(|| err("no [[package]]".into()))?;
-    let mut crates = Vec::new();
-    for p in packages {
-        let field = |name: &str| p.get(name).and_then(|v| v.as_str());
-        let (Some(name), Some(version)) = (field("name"), field("version")) else {
-            return Err(err("a [[package]] without name or version".into()));
-        };
-        match field("source") {
-            None => continue, // a workspace member
-            Some(CRATES_IO) => {}
-            Some(other) => {
-                return Err(err(format!("{name} {version} comes from {other}; only crates.io is allowed")));
-            }
-        }
-        let checksum = field("checksum")
-            .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| err(format!("{name} {version} has no valid checksum")))?;
-        if !valid_crate_name(name) || !valid_crate_name(version) {
-            return Err(err(format!("{name:?} {version:?} is not a crate name and version")));
-        }
-        crates.push(LockedCrate {
-            name: name.into(),
-            version: version.into(),
-            checksum: checksum.to_lowercase(),
-        });
-    }
-    Ok(crates)
-}
-
-fn valid_crate_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
-}
-
-/// The caller's cached .crate file for `krate`, if any.
-fn cached_crate(cargo_home: &Path, krate: &LockedCrate) -> Option<PathBuf> {
-    let cache = cargo_home.join("registry/cache");
-    let file = format!("{}-{}.crate", krate.name, krate.version);
-    let mut registries: Vec<PathBuf> =
-        std::fs::read_dir(&cache).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    registries.sort();
-    registries.into_iter().map(|r| r.join(&file)).find(|p| p.is_file())
-}
-
 /// Unpack every crate Cargo.lock names into `vendor/<name>-<version>/` as a cargo directory
-/// source, from .crate files whose SHA-256 equals the lock's checksum. Missing .crate files are
-/// fetched first with the caller's cargo (`cargo fetch --locked`, from crates.io).
+/// source, from .crate files whose SHA-256 equals the lock's checksum (see `crate::crates` for
+/// where they are found).
 fn vendor_crates(
     ctx: &Ctx<'_>,
     compiler: &Compiler,
-    cargo_lock: &Path,
-    manifest: &Path,
+    workspace: &Path,
     vendor: &Path,
 ) -> Result<(), BuildError> {
-    let text = std::fs::read_to_string(cargo_lock).map_err(|e| BuildError::io(cargo_lock, e))?;
-    let crates = locked_crates(&text, cargo_lock)?;
-    let cargo_home = crate::compiler::cargo_home();
-    if crates.iter().any(|c| cached_crate(&cargo_home, c).is_none()) {
-        ctx.progress("tools", "fetching the missing .crate files from crates.io (cargo fetch --locked)");
-        crate::compiler::fetch_crates(&ctx.runner, compiler, manifest)?;
-    }
+    let crates = crate::crates::crate_files(ctx.store, &ctx.runner, compiler, workspace, &|message| {
+        ctx.progress("tools", message)
+    })?;
     std::fs::create_dir_all(vendor).map_err(|e| BuildError::io(vendor, e))?;
-    for krate in &crates {
+    for (krate, file) in &crates {
         let label = format!("{} {}", krate.name, krate.version);
-        let file = cached_crate(&cargo_home, krate).ok_or_else(|| {
-            BuildError::stage(
-                "tools",
-                format!("{label}: no .crate file under {} after cargo fetch", cargo_home.display()),
-            )
-        })?;
-        let bytes = std::fs::read(&file).map_err(|e| BuildError::io(&file, e))?;
+        let bytes = std::fs::read(file).map_err(|e| BuildError::io(file, e))?;
         let actual = hex::encode(Sha256::digest(&bytes));
-        if actual != krate.checksum {
+        if actual != krate.checksum.as_hex() {
             return Err(BuildError::stage(
                 "tools",
                 format!(
@@ -255,41 +186,4 @@ fn vendor_crates(
         )?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cargo_lock_packages_from_crates_io_only_with_checksums() {
-        let lock = format!(
-            "version = 4\n\n[[package]]\nname = \"ceremony-tools\"\nversion = \"0.1.0\"\n\n[[package]]\nname = \"hex\"\nversion = \"0.4.3\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"{}\"\n",
-            "ab".repeat(32)
-        );
-        let crates = locked_crates(&lock, Path::new("Cargo.lock")).unwrap();
-        assert_eq!(
-            crates,
-            [LockedCrate { name: "hex".into(), version: "0.4.3".into(), checksum: "ab".repeat(32) }]
-        );
-
-        let git = lock
-            .replace("registry+https://github.com/rust-lang/crates.io-index", "git+https://example.org/x");
-        let err = locked_crates(&git, Path::new("Cargo.lock")).unwrap_err().to_string();
-        assert!(err.contains("hex 0.4.3 comes from git+https://example.org/x"), "{err}");
-
-        let no_sum = lock.replace(&"ab".repeat(32), "");
-        let err = locked_crates(&no_sum, Path::new("Cargo.lock")).unwrap_err().to_string();
-        assert!(err.contains("hex 0.4.3 has no valid checksum"), "{err}");
-
-        let escape = lock.replace("name = \"hex\"", "name = \"../../etc\"");
-        assert!(locked_crates(&escape, Path::new("Cargo.lock")).is_err());
-    }
-
-    #[test]
-    fn the_workspace_lock_is_all_crates_io() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
-        let crates = locked_crates(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
-        assert!(crates.iter().any(|c| c.name == "cryptoki"));
-    }
 }
