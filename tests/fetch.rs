@@ -54,7 +54,7 @@ fn origins(report: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["package"].as_str().unwrap().to_string(), f["origin"].as_str().unwrap().to_string()))
+        .map(|f| (f["label"].as_str().unwrap().to_string(), f["origin"].as_str().unwrap().to_string()))
         .collect()
 }
 
@@ -188,49 +188,96 @@ fn interrupted_fetch_resumes_where_it_stopped() {
     assert!(!partial.exists(), "the partial file is consumed");
 }
 
+/// `vendor` writes a release inputs bundle: the .debs, the archive state by digest, every crate
+/// of Cargo.lock, an index and a SHA256SUMS that `sha256sum -c` accepts. A fresh store fills
+/// from it offline (as a directory) and, with the mirror gone, over HTTP (as any static server
+/// would serve it); a corrupted file in it is refused even so.
 #[test]
-fn offline_fetch_from_a_vendor_dir_needs_no_network() {
+fn a_bundle_fills_a_fresh_store_offline_from_a_directory_and_over_http() {
     let s = Setup::new();
     let mirror = TestMirror::start(&s.archive);
     let def = s.definition(&[mirror.base_url()]);
-    let vendor = s.path("vendor");
-    ceremony_os(&s.store()).arg("vendor").arg(&vendor).arg(&def).assert().success();
-    let sums = std::fs::read_to_string(vendor.join("SHA256SUMS")).unwrap();
-    let mut expected: Vec<String> =
-        s.debs.iter().map(|d| format!("{}  {}", d.sha256(), d.file_name())).collect();
-    expected.push(format!("{}  dists_bookworm_InRelease", support::sha256_hex(&s.archive.inrelease)));
-    expected.push(format!(
-        "{}  dists_bookworm_main_binary-amd64_Packages.xz",
-        support::sha256_hex(&s.archive.index)
-    ));
-    expected.sort_by(|a, b| a[66..].cmp(&b[66..]));
-    assert_eq!(sums.lines().collect::<Vec<_>>(), expected);
+    let bundle = s.path("bundle");
+    let out = ceremony_os(&s.store()).args(["vendor", "--json"]).arg(&bundle).arg(&def).assert().success();
+    let written = json_report(&out.get_output().stdout);
+    let sums = std::fs::read_to_string(bundle.join("SHA256SUMS")).unwrap();
+    let check = std::process::Command::new("sha256sum")
+        .args(["--check", "--strict", "SHA256SUMS"])
+        .current_dir(&bundle)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "sha256sum -c: {}", String::from_utf8_lossy(&check.stdout));
     for deb in &s.debs {
-        assert_eq!(std::fs::read(vendor.join(deb.file_name())).unwrap(), deb.bytes);
+        assert!(sums.contains(&format!("{}  debs/{}", deb.sha256(), deb.file_name())), "{sums}");
+    }
+    let inrelease = support::sha256_hex(&s.archive.inrelease);
+    assert!(sums.contains(&format!("{inrelease}  archive/{inrelease}")), "{sums}");
+    let index = std::fs::read(bundle.join("ceremony-os-bundle.json")).unwrap();
+    assert_eq!(written["index_sha256"].as_str().unwrap(), support::sha256_hex(&index));
+    assert!(sums.contains(&format!("{}  ceremony-os-bundle.json", support::sha256_hex(&index))), "{sums}");
+    let cargo_lock = std::fs::read_to_string(support::repo_root().join("Cargo.lock")).unwrap();
+    let crates = ceremony_os_definition::locked_crates(&cargo_lock).unwrap();
+    assert!(crates.len() > 100);
+    for krate in &crates {
+        assert!(
+            sums.contains(&format!("{}  crates/{}", krate.checksum, krate.file_name())),
+            "{} missing",
+            krate.name
+        );
     }
 
-    drop(mirror); // the network is gone; a fresh store must fill from the vendor dir alone
-    let before = std::time::Instant::now();
+    drop(mirror); // the network is gone; a fresh store must fill from the bundle alone
     let fresh_store = s.path("fresh-store");
     let out = ceremony_os(&fresh_store)
         .args(["fetch", "--offline", "--json", "--vendor"])
-        .arg(&vendor)
+        .arg(&bundle)
         .arg(&def)
         .assert()
         .success();
     let report = json_report(&out.get_output().stdout);
-    assert!(origins(&report).iter().all(|(_, o)| o == "vendor"), "{report}");
-    assert!(before.elapsed() < std::time::Duration::from_secs(30));
+    let got = origins(&report);
+    assert!(got.iter().all(|(_, o)| o == "bundle"), "{report}");
+    assert!(
+        got.iter().any(|(l, _)| *l
+            == "crate cryptoki ".to_string()
+                + &crates.iter().find(|c| c.name == "cryptoki").unwrap().version),
+        "{report}"
+    );
+    assert_eq!(report["bundle_index_used"].as_str().unwrap(), support::sha256_hex(&index));
+    for krate in &crates {
+        assert!(
+            fresh_store.join("sha256").join(krate.checksum.as_hex()).is_file(),
+            "{} not in the store",
+            krate.name
+        );
+    }
 
-    // A corrupted vendored file is refused, even offline.
+    // Over HTTP from a static server, the definition's mirror unreachable.
+    let server = TestMirror::empty();
+    server.serve_dir("release/", &bundle);
+    let http_store = s.path("http-store");
+    let out = ceremony_os(&http_store)
+        .args(["fetch", "--json", "--retries", "0", "--vendor", "/nonexistent/bundle", "--vendor"])
+        .arg(format!("{}release", server.base_url()))
+        .arg(&def)
+        .assert()
+        .success();
+    let report = json_report(&out.get_output().stdout);
+    assert!(origins(&report).iter().all(|(_, o)| o == "bundle"), "{report}");
+    assert!(
+        report["warnings"].to_string().contains("/nonexistent/bundle"),
+        "the unreadable bundle is named: {report}"
+    );
+
+    // A corrupted file in the bundle is refused, even offline.
     let store3 = s.path("store3");
-    let victim = vendor.join(s.debs[0].file_name());
+    let victim = bundle.join("debs").join(s.debs[0].file_name());
     let mut bytes = std::fs::read(&victim).unwrap();
     bytes[100] ^= 1;
     std::fs::write(&victim, bytes).unwrap();
     ceremony_os(&store3)
         .args(["fetch", "--offline", "--vendor"])
-        .arg(&vendor)
+        .arg(&bundle)
         .arg(&def)
         .assert()
         .failure()
@@ -306,7 +353,8 @@ fn a_refusing_mirror_is_retried_then_retired_and_named_in_errors() {
         ceremony_os(&fresh).args(["fetch", "--jobs", "1", "--retries", "1"]).arg(&def).assert().failure();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     // The archive files come first: nothing else is tried once they cannot be had.
-    assert!(stderr.contains("could not fetch 2 of 2 files"), "{stderr}");
+    assert!(stderr.contains("the inputs of archive bookworm cannot be had"), "{stderr}");
+    assert!(stderr.contains("no other signed state of it could be had"), "{stderr}");
     assert!(stderr.contains("bookworm InRelease") && stderr.contains("gave up after 2 tries"), "{stderr}");
     assert_eq!(stderr.matches("skipped: unreachable earlier in this run").count(), 1, "{stderr}");
     assert!(!stderr.contains("offline and no vendor directory"), "{stderr}");
@@ -367,9 +415,19 @@ fn hand_edited_locks_are_refused_before_any_package_is_fetched() {
         },
         "the image set is not closed: bravo (requested) is missing",
     );
-    // A wrong InRelease digest (the store has no such object, and no mirror serves one).
+    // A wrong InRelease digest: no source serves that state, so the archive is re-vouched by the
+    // state the mirror serves, which lists every locked package as locked.
     let inrelease = support::sha256_hex(&s.archive.inrelease);
-    refused_lock(&s, &mirror, &|lock| lock.replace(&inrelease, &"cd".repeat(32)), "bookworm InRelease");
+    let def = s.definition(&[mirror.base_url()]);
+    let lock = def.with_extension("lock");
+    std::fs::write(&lock, std::fs::read_to_string(&lock).unwrap().replace(&inrelease, &"cd".repeat(32)))
+        .unwrap();
+    ceremony_os(&s.path("revouch-store"))
+        .arg("fetch")
+        .arg(&def)
+        .assert()
+        .success()
+        .stderr(contains("bookworm re-vouched"));
     // Another keyring than the one the lock was made with.
     let def = s.definition(&[mirror.base_url()]);
     std::fs::write(def.with_file_name("keyring.pgp"), b"not the keyring").unwrap();
@@ -378,25 +436,164 @@ fn hand_edited_locks_are_refused_before_any_package_is_fetched() {
     assert!(stderr.contains("but the lock was made with keyring"), "{stderr}");
 }
 
-/// The mirror serves a newer state of the archive than the lock names (what deb.debian.org does
-/// a day after a lock is made): refused before any package is fetched, naming the archive and the
-/// way out.
+/// The mirror moves on as deb.debian.org does: a new InRelease, a new index, the old by-hash
+/// index gone.
+fn move_on(mirror: &TestMirror, from: &TestArchive, to: &TestArchive) {
+    mirror.remove(&format!(
+        "dists/bookworm/main/binary-amd64/by-hash/SHA256/{}",
+        support::sha256_hex(&from.index)
+    ));
+    mirror.serve_archive("", to);
+}
+
+const LATER: &str = "Tue, 14 Jul 2026 08:00:00 UTC";
+
+/// The archive moved on, every locked package kept: fetch re-vouches the archive with the
+/// current signed state (same key), fetches every package, and says by which state.
 #[test]
-fn an_archive_that_moved_on_is_named_with_the_way_out() {
+fn an_archive_that_moved_on_with_every_package_kept_is_revouched() {
     let s = Setup::new();
-    std::fs::create_dir(s.path("later")).unwrap();
-    let later = TestArchive::new(&s.path("later"), s.debs.clone());
+    let later = s.archive.later(&s.path("later"), s.debs.clone(), LATER);
     assert_ne!(later.inrelease, s.archive.inrelease, "the later state is signed anew");
-    let mirror = TestMirror::start(&later);
+    let mirror = TestMirror::start(&s.archive);
     let def = s.definition(&[mirror.base_url()]);
+    move_on(&mirror, &s.archive, &later);
+    let out = ceremony_os(&s.store()).args(["fetch", "--json"]).arg(&def).assert().success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("bookworm re-vouched"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "3 of its locked packages are listed, same SHA-256, by the Release of {LATER}"
+        )),
+        "{stderr}"
+    );
+    let report = json_report(&out.get_output().stdout);
+    let vouched = &report["archives"][0]["revouched_by"][0];
+    assert_eq!(vouched["date"], LATER, "{report}");
+    assert_eq!(vouched["inrelease_sha256"], support::sha256_hex(&later.inrelease));
+    assert_eq!(vouched["packages"], 3);
+    for deb in &s.debs {
+        assert_eq!(s.stored(deb).as_deref(), Some(&deb.bytes[..]), "{} stored intact", deb.name);
+    }
+    // `lock --check --offline` holds against what the store now keeps.
+    ceremony_os(&s.store()).args(["lock", "--check", "--offline"]).arg(&def).assert().success();
+}
+
+/// A later state signed by another key, or dated before the locked one, vouches for nothing.
+#[test]
+fn a_state_signed_by_another_key_or_older_than_the_lock_is_refused() {
+    let s = Setup::new();
+    let stranger = TestArchive::new(&s.path("stranger"), s.debs.clone());
+    let mirror = TestMirror::start(&s.archive);
+    let def = s.definition(&[mirror.base_url()]);
+    move_on(&mirror, &s.archive, &stranger);
     let out = ceremony_os(&s.store()).arg("fetch").arg(&def).assert().failure();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-    assert!(stderr.contains("bookworm InRelease:") && stderr.contains("SHA-256 mismatch"), "{stderr}");
-    assert!(stderr.contains("The archive has moved on since this lock was made"), "{stderr}");
-    assert!(stderr.contains("another InRelease is served for bookworm."), "{stderr}");
-    assert!(stderr.contains(&format!("`ceremony-os lock {}`", def.display())), "{stderr}");
-    assert!(mirror.requests().iter().all(|r| r.path.contains("/dists/")), "{:?}", mirror.requests());
+    assert!(stderr.contains("the inputs of archive bookworm cannot be had"), "{stderr}");
+    assert!(stderr.contains("refused"), "{stderr}");
     assert!(s.debs.iter().all(|deb| s.stored(deb).is_none()), "no package entered the store");
+
+    let older = s.archive.later(&s.path("older"), s.debs.clone(), "Fri, 10 Jul 2026 08:00:00 UTC");
+    let mirror = TestMirror::start(&s.archive);
+    let def = s.definition(&[mirror.base_url()]);
+    move_on(&mirror, &s.archive, &older);
+    let out = ceremony_os(&s.store()).arg("fetch").arg(&def).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("refused") && stderr.contains("earlier"), "{stderr}");
+}
+
+/// One locked package superseded and deleted: named with what replaced it; then fetched from a
+/// bundle made while it was current (served over HTTP).
+#[test]
+fn a_superseded_package_is_named_and_then_fetched_from_a_bundle() {
+    let s = Setup::new();
+    let mirror = TestMirror::start(&s.archive);
+    let def = s.definition(&[mirror.base_url()]);
+    let bundle = s.path("bundle");
+    ceremony_os(&s.store()).arg("vendor").arg(&bundle).arg(&def).assert().success();
+
+    let newer = make_deb(&s.path("newer"), "bravo", "2:3.1-5", 50_001);
+    let debs = vec![s.debs[0].clone(), newer, s.debs[2].clone()];
+    let later = s.archive.later(&s.path("later"), debs, LATER);
+    move_on(&mirror, &s.archive, &later);
+    mirror.remove(&s.debs[1].archive_path());
+
+    let fresh = s.path("fresh-store");
+    let out = ceremony_os(&fresh).arg("fetch").arg(&def).assert().failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("1 of its locked packages are listed by no signed state"), "{stderr}");
+    assert!(stderr.contains("bravo_2:3.1-4_amd64: replaced by 2:3.1-5"), "{stderr}");
+    assert!(s.debs.iter().all(|deb| !fresh.join("sha256").join(deb.sha256()).exists()), "nothing stored");
+
+    let server = TestMirror::empty();
+    server.serve_dir("", &bundle);
+    let out = ceremony_os(&fresh)
+        .args(["fetch", "--json", "--vendor"])
+        .arg(server.base_url())
+        .arg(&def)
+        .assert()
+        .success();
+    let report = json_report(&out.get_output().stdout);
+    let got = origins(&report);
+    let origin = |label: &str| got.iter().find(|(l, _)| l == label).map(|(_, o)| o.clone());
+    assert_eq!(origin("bookworm InRelease").as_deref(), Some("bundle"), "{report}");
+    assert_eq!(origin("bravo_2:3.1-4_amd64").as_deref(), Some("bundle"), "{report}");
+    assert_eq!(origin("alpha_1.0-1_amd64").as_deref(), Some("mirror"), "the mirrors come first: {report}");
+    assert!(
+        report["archives"][0]["revouched_by"].as_array().unwrap().is_empty(),
+        "the bundle holds the locked state"
+    );
+    assert_eq!(std::fs::read(fresh.join("sha256").join(s.debs[1].sha256())).unwrap(), s.debs[1].bytes);
+}
+
+/// A local server laid out like snapshot.debian.org (runs at `/archive/debian/<run>/`, a time
+/// redirected to the newest run at or before it): the locked state is asked for at the lock's
+/// snapshot time (recorded, or six hours after its Date), not at the definition's snapshot,
+/// which here falls in a later run.
+#[test]
+fn the_locked_state_is_fetched_from_a_snapshot_archive_at_the_locks_time() {
+    let s = Setup::new();
+    let newer = make_deb(&s.path("newer"), "bravo", "2:3.1-5", 50_001);
+    let debs = vec![s.debs[0].clone(), newer, s.debs[2].clone()];
+    let later = s.archive.later(&s.path("later"), debs, "Sat, 11 Jul 2026 20:00:00 UTC");
+    let current = TestMirror::start(&later);
+    let snapshot = TestMirror::empty();
+    snapshot.serve_snapshot_run("20260711T150000Z", &s.archive);
+    snapshot.serve_snapshot_run("20260711T210000Z", &later);
+    let def = s.definition(&[current.base_url(), snapshot.snapshot_url()]);
+
+    let out = ceremony_os(&s.store()).args(["fetch", "--json"]).arg(&def).assert().success();
+    let report = json_report(&out.get_output().stdout);
+    assert!(report["archives"][0]["revouched_by"].as_array().unwrap().is_empty(), "{report}");
+    let asked: Vec<String> = snapshot.requests().iter().map(|r| r.path.clone()).collect();
+    // No snapshot time recorded: the Date (10:16:37) plus six hours.
+    assert!(
+        asked.contains(&"/archive/debian/20260711T161637Z/dists/bookworm/InRelease".to_string()),
+        "{asked:?}"
+    );
+    assert!(
+        !asked.iter().any(|p| p.contains("20260712T000000Z")),
+        "the definition's snapshot is not the lock's time: {asked:?}"
+    );
+    for deb in &s.debs {
+        assert_eq!(s.stored(deb).as_deref(), Some(&deb.bytes[..]), "{} stored intact", deb.name);
+    }
+
+    // A recorded time is asked for first.
+    let lock = def.with_extension("lock");
+    let text = std::fs::read_to_string(&lock).unwrap().replacen(
+        "inrelease_size",
+        "snapshot_time = \"2026-07-11T15:30:00Z\"\ninrelease_size",
+        1,
+    );
+    std::fs::write(&lock, text).unwrap();
+    let fresh = s.path("fresh-store");
+    ceremony_os(&fresh).arg("fetch").arg(&def).assert().success();
+    let asked: Vec<String> = snapshot.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        asked.contains(&"/archive/debian/20260711T153000Z/dists/bookworm/InRelease".to_string()),
+        "{asked:?}"
+    );
 }
 
 #[test]
@@ -421,8 +618,9 @@ fn a_fifo_in_the_vendor_directory_is_refused_without_hanging() {
     let def = s.definition(&["http://127.0.0.1:9/".to_string()]);
     let vendor = s.path("vendor-with-fifo");
     std::fs::create_dir_all(&vendor).unwrap();
-    let status =
-        std::process::Command::new("mkfifo").arg(vendor.join("dists_bookworm_InRelease")).status().unwrap();
+    std::fs::create_dir_all(vendor.join("archive")).unwrap();
+    let inrelease = vendor.join("archive").join(support::sha256_hex(&s.archive.inrelease));
+    let status = std::process::Command::new("mkfifo").arg(inrelease).status().unwrap();
     assert!(status.success());
     let out = ceremony_os(&s.store())
         .args(["fetch", "--offline", "--vendor"])

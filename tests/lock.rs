@@ -36,6 +36,17 @@ fn lock_resolves_the_full_closure_deterministically() {
 
     let text = String::from_utf8(outputs[0].clone()).unwrap();
     let lock = ceremony_os_definition::Lockfile::parse(&text, &definition).unwrap();
+    // What to ask snapshot.debian.org for later: the first run surely after each state's Date
+    // (the definition's mirrors serve today's state, not a snapshot).
+    for archive in &lock.archives {
+        let date = ceremony_os_definition::Timestamp::parse_release_date(&archive.release_date).unwrap();
+        assert_eq!(
+            archive.snapshot_time.map(|t| t.unix()),
+            Some(date.unix() + 6 * 3600),
+            "{}",
+            archive.suite
+        );
+    }
     let names = names_in(&lock);
     // Essential and Priority: required packages come with minbase, not only what was asked for.
     for essential in [

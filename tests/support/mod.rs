@@ -219,7 +219,12 @@ pub struct TestArchive {
     pub keyring: Vec<u8>,
     pub index: Vec<u8>,
     pub inrelease: Vec<u8>,
+    /// The signing key's GnuPG home (a later state is signed with the same key).
+    gnupg: PathBuf,
 }
+
+/// The `Date:` of the first state of a test archive.
+pub const TEST_RELEASE_DATE: &str = "Sat, 11 Jul 2026 10:16:37 UTC";
 
 pub const INDEX_PATH: &str = "main/binary-amd64/Packages.xz";
 
@@ -229,31 +234,36 @@ fn run_ok(cmd: &mut std::process::Command) -> Vec<u8> {
     out.stdout
 }
 
+fn gpg(gnupg: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new("gpg");
+    c.env("GNUPGHOME", gnupg).args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]);
+    c
+}
+
 impl TestArchive {
+    /// A first state of an archive, signed by a key made here.
     pub fn new(work: &Path, debs: Vec<TestDeb>) -> Self {
         let gnupg = work.join("gnupg");
         std::fs::create_dir_all(&gnupg).unwrap();
         std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-        let gpg = || {
-            let mut c = std::process::Command::new("gpg");
-            c.env("GNUPGHOME", &gnupg).args([
-                "--batch",
-                "--quiet",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase",
-                "",
-            ]);
-            c
-        };
-        run_ok(gpg().args([
+        run_ok(gpg(&gnupg).args([
             "--quick-gen-key",
             "Test Archive <archive@example.invalid>",
             "ed25519",
             "sign",
             "never",
         ]));
-        let keyring = run_ok(gpg().args(["--export"]));
+        Self::signed(work, &gnupg, debs, TEST_RELEASE_DATE)
+    }
+
+    /// A later state of the same archive (the same key), listing `debs`, dated `date`.
+    pub fn later(&self, work: &Path, debs: Vec<TestDeb>, date: &str) -> Self {
+        std::fs::create_dir_all(work).unwrap();
+        Self::signed(work, &self.gnupg, debs, date)
+    }
+
+    fn signed(work: &Path, gnupg: &Path, debs: Vec<TestDeb>, date: &str) -> Self {
+        let keyring = run_ok(gpg(gnupg).args(["--export"]));
         let packages: String = debs
             .iter()
             .map(|d| {
@@ -271,16 +281,16 @@ impl TestArchive {
         std::fs::write(&plain, &packages).unwrap();
         let index = run_ok(std::process::Command::new("xz").args(["-c", "-9"]).arg(&plain));
         let release = format!(
-            "Origin: Test\nLabel: Test\nSuite: bookworm\nCodename: bookworm\nDate: Sat, 11 Jul 2026 10:16:37 UTC\nArchitectures: amd64\nComponents: main\nSHA256:\n {} {} {INDEX_PATH}\n",
+            "Origin: Test\nLabel: Test\nSuite: bookworm\nCodename: bookworm\nDate: {date}\nArchitectures: amd64\nComponents: main\nSHA256:\n {} {} {INDEX_PATH}\n",
             sha256_hex(&index),
             index.len()
         );
         let release_path = work.join("Release");
         std::fs::write(&release_path, release).unwrap();
         let inrelease = run_ok(
-            gpg().args(["--digest-algo", "SHA256", "--clearsign", "--output", "-"]).arg(&release_path),
+            gpg(gnupg).args(["--digest-algo", "SHA256", "--clearsign", "--output", "-"]).arg(&release_path),
         );
-        TestArchive { debs, keyring, index, inrelease }
+        TestArchive { debs, keyring, index, inrelease, gnupg: gnupg.to_path_buf() }
     }
 
     /// Every file a mirror serves for this archive, by path below the mirror base.
@@ -288,6 +298,7 @@ impl TestArchive {
         let mut files: Vec<(String, Vec<u8>)> =
             self.debs.iter().map(|d| (d.archive_path(), d.bytes.clone())).collect();
         files.push(("dists/bookworm/InRelease".into(), self.inrelease.clone()));
+        files.push((format!("dists/bookworm/{INDEX_PATH}"), self.index.clone()));
         files.push((
             format!("dists/bookworm/main/binary-amd64/by-hash/SHA256/{}", sha256_hex(&self.index)),
             self.index.clone(),
@@ -330,6 +341,9 @@ include = [{names}]
 variant = "closure"
 include = [{first:?}]
 
+[customize]
+tools_workspace = {workspace:?}
+
 [kernel]
 cmdline = "boot=live"
 exclude_modules = ["drivers/net"]
@@ -338,6 +352,7 @@ initrd_modules = ["isofs"]
 [squashfs]
 compression = "zstd"
 "#,
+            workspace = repo_root(),
             mirrors = mirror_list.join(", "),
             names = names.join(", "),
             first = debs[0].name,
@@ -364,7 +379,7 @@ compression = "zstd"
         archives: vec![ArchiveState {
             suite: "bookworm".into(),
             components: vec!["main".into()],
-            release_date: "Sat, 11 Jul 2026 10:16:37 UTC".into(),
+            release_date: TEST_RELEASE_DATE.into(),
             inrelease_sha256: Sha256Digest::try_from(sha256_hex(&archive.inrelease)).unwrap(),
             inrelease_size: archive.inrelease.len() as u64,
             snapshot_time: None,
@@ -414,6 +429,8 @@ struct ServerState {
     /// Bytes per 20 ms tick; `None` is full speed.
     throttle: Option<usize>,
     log: Vec<LoggedRequest>,
+    /// Snapshot runs served as snapshot.debian.org does (`/archive/debian/<run>/...`).
+    snapshot_runs: std::collections::BTreeSet<String>,
 }
 
 /// An HTTP/1.1 mirror on 127.0.0.1, one thread per connection, `Connection: close`.
@@ -426,13 +443,16 @@ pub struct TestMirror {
 
 impl TestMirror {
     pub fn start(archive: &TestArchive) -> Self {
+        let mirror = Self::empty();
+        mirror.serve_archive("", archive);
+        mirror
+    }
+
+    /// A server with no file.
+    pub fn empty() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let mut state = ServerState::default();
-        for (path, bytes) in archive.files() {
-            state.files.insert(format!("/{path}"), bytes);
-        }
-        let state = Arc::new(Mutex::new(state));
+        let state = Arc::new(Mutex::new(ServerState::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (state2, stop2) = (state.clone(), stop.clone());
         std::thread::spawn(move || {
@@ -452,6 +472,50 @@ impl TestMirror {
 
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// Serve the archive's files below `prefix` (`""` or `dir/`), beside what is served already:
+    /// a moved-on mirror serves the new InRelease and index, and keeps old files until removed.
+    pub fn serve_archive(&self, prefix: &str, archive: &TestArchive) {
+        let mut state = self.state.lock().unwrap();
+        for (path, bytes) in archive.files() {
+            state.files.insert(format!("/{prefix}{path}"), bytes);
+        }
+    }
+
+    /// Stop serving a path (below the base, no leading `/`): a superseded package deleted.
+    pub fn remove(&self, path: &str) {
+        self.state.lock().unwrap().files.remove(&format!("/{path}"));
+    }
+
+    /// Serve every regular file under `dir` below `prefix`: a static HTTP server for a bundle.
+    pub fn serve_dir(&self, prefix: &str, dir: &Path) {
+        let mut state = self.state.lock().unwrap();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let relative = path.strip_prefix(dir).unwrap().to_str().unwrap().to_string();
+                    state.files.insert(format!("/{prefix}{relative}"), std::fs::read(&path).unwrap());
+                }
+            }
+        }
+    }
+
+    /// Serve `archive` as the snapshot run `run` (`20260711T150000Z`) at `/archive/debian/<run>/`;
+    /// a request for any later time is redirected to the newest run at or before it, as
+    /// snapshot.debian.org does.
+    pub fn serve_snapshot_run(&self, run: &str, archive: &TestArchive) {
+        self.serve_archive(&format!("archive/debian/{run}/"), archive);
+        self.state.lock().unwrap().snapshot_runs.insert(run.to_string());
+    }
+
+    /// `{snapshot}` URL of this server laid out like snapshot.debian.org.
+    pub fn snapshot_url(&self) -> String {
+        format!("http://127.0.0.1:{}/archive/debian/{{snapshot}}/", self.port)
     }
 
     pub fn set_behaviour(&self, deb: &TestDeb, behaviour: Behaviour) {
@@ -476,6 +540,18 @@ impl Drop for TestMirror {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
+}
+
+/// Where snapshot.debian.org would send a request for `/archive/debian/<time>/<rest>`: the same
+/// path in the newest run at or before `time`, when that is another run.
+fn snapshot_redirect(state: &ServerState, path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/archive/debian/")?;
+    let (time, rest) = rest.split_once('/')?;
+    if state.snapshot_runs.contains(time) {
+        return None;
+    }
+    let run = state.snapshot_runs.range(..time.to_string()).next_back()?;
+    Some(format!("/archive/debian/{run}/{rest}"))
 }
 
 fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
@@ -504,6 +580,14 @@ fn serve(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<(
         } else {
             s.behaviour.get(&path).copied().unwrap_or(Behaviour::Serve)
         };
+        let redirect = snapshot_redirect(&s, &path);
+        if let Some(location) = redirect {
+            drop(s);
+            return write!(
+                stream,
+                "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
         (s.files.get(&path).cloned(), behaviour, s.throttle)
     };
     let Some(mut body) = body.filter(|_| behaviour != Behaviour::NotFound) else {

@@ -223,7 +223,7 @@ pub(crate) struct SourceArgs {
 impl SourceArgs {
     pub(crate) fn config(&self) -> FetchConfig {
         FetchConfig {
-            sources: Sources { bundles: self.bundles.clone(), offline: self.offline },
+            sources: Sources { bundles: self.bundles.clone(), offline: self.offline, ..Sources::default() },
             options: FetchOptions {
                 jobs: self.jobs.into(),
                 retries: self.retries,

@@ -73,6 +73,9 @@ pub struct Sources {
     pub bundles: Vec<Bundle>,
     /// Never use the definition's mirrors: only the store and the bundles.
     pub offline: bool,
+    /// Hosts found unreachable so far, shared by every fetch made with these sources (and their
+    /// clones), so one command retires a dead mirror once.
+    pub unreachable: std::sync::Arc<Mutex<HashSet<String>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -194,15 +197,7 @@ pub fn fetch(
     let _lock = store.lock_for_fetch()?;
     observer.begin(items.len(), items.iter().map(|i| i.expected.size).sum());
     let agent = agent(options);
-    let fetcher = Fetcher {
-        store,
-        sources,
-        options,
-        observer,
-        agent,
-        dead_mirrors: Mutex::new(HashSet::new()),
-        warnings: Mutex::new(Vec::new()),
-    };
+    let fetcher = Fetcher { store, sources, options, observer, agent, warnings: Mutex::new(Vec::new()) };
 
     let queue = Mutex::new((0..items.len()).rev().collect::<Vec<usize>>());
     let results: Mutex<Vec<Option<Result<Origin, ItemFailure>>>> = Mutex::new(vec![None; items.len()]);
@@ -249,7 +244,6 @@ struct Fetcher<'a> {
     observer: &'a dyn FetchObserver,
     agent: ureq::Agent,
     /// Hosts that could not be reached at all: not tried again in this run.
-    dead_mirrors: Mutex<HashSet<String>>,
     warnings: Mutex<Vec<String>>,
 }
 
@@ -270,7 +264,7 @@ impl Fetcher<'_> {
         if !self.sources.offline {
             for base in &item.mirrors {
                 let url = format!("{base}{}", item.path);
-                if self.dead_mirrors.lock().expect("dead lock").contains(host_of(base)) {
+                if self.sources.unreachable.lock().expect("dead lock").contains(host_of(base)) {
                     attempts.push(Attempt {
                         source: url,
                         reason: "skipped: unreachable earlier in this run".into(),
@@ -299,7 +293,7 @@ impl Fetcher<'_> {
                 Bundle::Dir(dir) => dir,
                 Bundle::Url(base) => {
                     let url = format!("{base}{}", item.bundle_path);
-                    if self.dead_mirrors.lock().expect("dead lock").contains(host_of(base)) {
+                    if self.sources.unreachable.lock().expect("dead lock").contains(host_of(base)) {
                         attempts.push(Attempt {
                             source: url,
                             reason: "skipped: unreachable earlier in this run".into(),
@@ -360,7 +354,12 @@ impl Fetcher<'_> {
                 Ok(()) => return Ok(()),
                 Err(Failure::Permanent { reason, host_down }) => {
                     if host_down
-                        && self.dead_mirrors.lock().expect("dead lock").insert(host_of(base).to_string())
+                        && self
+                            .sources
+                            .unreachable
+                            .lock()
+                            .expect("dead lock")
+                            .insert(host_of(base).to_string())
                     {
                         self.warn(format!(
                             "{} is unreachable ({reason}); not trying it again",
@@ -374,7 +373,7 @@ impl Fetcher<'_> {
                     return Err((format!("{reason} (gave up after {} tries)", tries + 1), false));
                 }
                 Err(Failure::Unreachable(reason)) if tries >= self.options.retries => {
-                    if self.dead_mirrors.lock().expect("dead lock").insert(host_of(base).to_string()) {
+                    if self.sources.unreachable.lock().expect("dead lock").insert(host_of(base).to_string()) {
                         self.warn(format!(
                             "{} is unreachable ({reason}); not trying it again",
                             host_of(base)

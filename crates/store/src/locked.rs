@@ -242,7 +242,8 @@ pub enum LockedError {
         locked_failure: String,
         /// Each state asked for, and what it gave.
         tried: Vec<(String, String)>,
-        /// The packages no state lists, each with the versions listed instead.
+        /// The packages no state lists, each with the versions listed instead (empty when no
+        /// other state could be read).
         missing: Vec<(String, Vec<String>)>,
     },
 }
@@ -254,10 +255,16 @@ fn render_unvouched(
     tried: &[(String, String)],
     missing: &[(String, Vec<String>)],
 ) -> String {
-    let mut out = format!(
-        "the inputs of archive {suite} cannot be had: its locked state (Release of {locked_date}) is served by no source, and {} of its locked packages are listed by no signed state that is:",
-        missing.len()
-    );
+    let mut out = if missing.is_empty() {
+        format!(
+            "the inputs of archive {suite} cannot be had: its locked state (Release of {locked_date}) is served by no source, and no other signed state of it could be had to re-vouch for its packages"
+        )
+    } else {
+        format!(
+            "the inputs of archive {suite} cannot be had: its locked state (Release of {locked_date}) is served by no source, and {} of its locked packages are listed by no signed state that is:",
+            missing.len()
+        )
+    };
     for (package, instead) in missing {
         let now = if instead.is_empty() {
             "no longer listed".to_string()
@@ -358,6 +365,43 @@ pub fn fetch_state(
     Ok(report)
 }
 
+/// Where the store remembers which states re-vouched for a locked state (their InRelease files
+/// are store objects like any other), so that later runs, offline ones too, find them.
+fn vouchers_file(store: &Store, state: &ArchiveState) -> std::path::PathBuf {
+    store.root().join("vouchers").join(state.inrelease_sha256.as_hex())
+}
+
+fn remembered_vouchers(store: &Store, state: &ArchiveState) -> Vec<Expected> {
+    let Ok(text) = std::fs::read_to_string(vouchers_file(store, state)) else { return Vec::new() };
+    text.lines()
+        .filter_map(|line| {
+            let (sha256, size) = line.split_once(' ')?;
+            Some(Expected {
+                sha256: Sha256Digest::try_from(sha256.to_string()).ok()?,
+                size: size.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+fn remember_vouchers(
+    store: &Store,
+    state: &ArchiveState,
+    vouchers: &[VoucherRecord],
+) -> Result<(), StoreError> {
+    let path = vouchers_file(store, state);
+    let text: String = vouchers
+        .iter()
+        .map(|v| format!("{} {}\n", v.voucher.inrelease_sha256, v.voucher.inrelease_size))
+        .collect();
+    let dir = path.parent().expect("a parent");
+    let io = |source| StoreError::Io { path: path.clone(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!(".{}.tmp-{}", state.inrelease_sha256, std::process::id()));
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)
+}
+
 struct Revouch<'a> {
     store: &'a Store,
     def: &'a ImageDefinition,
@@ -385,7 +429,12 @@ impl Revouch<'_> {
         let mut latest: Vec<ceremony_os_debian::deb822::Paragraph> = Vec::new();
         let mut tried = Vec::new();
         let mut vouchers: Vec<VoucherRecord> = Vec::new();
-        let mut candidates: Vec<(String, Option<Expected>)> = Vec::new();
+        // States that re-vouched for this one before, kept in the store, come first.
+        let mut candidates: Vec<(String, Option<Expected>)> = remembered_vouchers(self.store, self.state)
+            .into_iter()
+            .map(|expected| (bundle::archive_path(&expected.sha256), Some(expected)))
+            .collect();
+        let mut any_state_read = false;
         if !self.sources.offline {
             for base in current_mirrors_first(self.def, self.state) {
                 candidates.push((format!("{base}{}", self.state.inrelease_path()), None));
@@ -472,6 +521,7 @@ impl Revouch<'_> {
                 tried.push((origin, format!("the Release of {}: {reason}", release.date)));
                 continue;
             }
+            any_state_read = true;
             let before = remaining.len();
             let still: Vec<&LockedPackage> = trust::unlisted(remaining.iter().copied(), suite, &paragraphs)
                 .into_iter()
@@ -495,12 +545,18 @@ impl Revouch<'_> {
             vouchers.push(VoucherRecord { voucher, source: origin, packages: vouched });
         }
         if remaining.is_empty() {
+            remember_vouchers(self.store, self.state, &vouchers)?;
             return Ok(vouchers);
         }
-        let missing = trust::unlisted(remaining.iter().copied(), suite, &latest)
-            .into_iter()
-            .map(|(p, instead)| (p.spec(), instead))
-            .collect();
+        // With no state read, nothing is known of the packages: say only that.
+        let missing = if any_state_read {
+            trust::unlisted(remaining.iter().copied(), suite, &latest)
+                .into_iter()
+                .map(|(p, instead)| (p.spec(), instead))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Err(LockedError::Unvouched {
             suite: suite.clone(),
             locked_date: self.state.release_date.clone(),

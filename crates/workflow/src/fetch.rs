@@ -25,7 +25,8 @@ pub fn fetch_inputs(
     observer: &dyn FetchObserver,
 ) -> Result<InputsReport> {
     let keyring = project.keyring()?;
-    let crates = project.crates()?;
+    // Only a bundle can hold crates (cargo fetches any other in the `tools` stage).
+    let crates = if config.sources.bundles.is_empty() { Vec::new() } else { project.crates()? };
     locked::fetch_inputs(
         store,
         &project.def,
