@@ -5,6 +5,7 @@ RUST_VERSION := 1.95.0
 CARGO        ?= cargo
 DEFINITION   ?= image/ceremony.toml
 CEREMONY_OS  := target/release/ceremony-os
+OUT          ?= out
 
 # Host tools: apt resolution and bootstrapping (mmdebstrap, apt, keyring), .deb building for tests
 # (dpkg-dev), and the oracles and real components the tests run.
@@ -43,9 +44,10 @@ toolchain:
 build: toolchain
 	$(CARGO) build --release --locked -p ceremony-os -p ceremony-tools
 
-## iso: the main job: fetch every locked input (verified) and build out/<name>-<version>-amd64.iso
+## iso: the main job: fetch every locked input (verified) and build out/<name>-<version>-amd64.iso;
+## when the committed lock's inputs can no longer be had, today's state is locked into out/ and built
 iso: build
-	$(CEREMONY_OS) build $(DEFINITION) --output out
+	$(CEREMONY_OS) build $(DEFINITION) --output $(OUT) --allow-relock
 
 ## test: the whole test suite (needs root and the Debian archive)
 test: setup

@@ -168,11 +168,18 @@ fn build_writes_iso_sums_manifest_and_sbom() {
     assert!(size < 200 << 20, "ISO is {size} bytes");
 }
 
-/// Runs inside a private mount and UTS namespace: makes the other host's root ready (proc, dev,
-/// tmpfs store filled from the shared one, the checkout, the test directory and the compiler
-/// bound at their own paths), then builds with no cache from inside it.
+/// Runs inside a private mount, UTS and network namespace (only the loopback exists): serves the
+/// release inputs bundle over HTTP on the loopback, makes the other host's root ready (proc, dev,
+/// an empty tmpfs store, the checkout, the test directory and the compiler bound at their own
+/// paths), then builds with no cache from inside it.
 const OTHER_HOST_SCRIPT: &str = r#"set -eu
-root=$1; store=$2; shift 2
+root=$1; bundle=$2; shift 2
+ip link set lo up
+python3 -m http.server --bind 127.0.0.1 --directory "$bundle" 8931 >/dev/null 2>&1 &
+for i in $(seq 50); do
+  python3 -c 'import socket; socket.create_connection(("127.0.0.1", 8931), 1)' 2>/dev/null && break
+  sleep 0.1
+done
 # On a real host, / is a mount point (unshare makes it private); so it must be here.
 mount --bind "$root" "$root"
 mount --rbind /dev "$root/dev"
@@ -186,19 +193,20 @@ done
 shift
 mkdir -p "$root/witness/store"
 mount -t tmpfs -o size=6g tmpfs "$root/witness/store"
-cp -a "$store/sha256" "$root/witness/store/"
 echo other-host > /proc/sys/kernel/hostname
 exec chroot "$root" /bin/sh -c 'umask 077 && cd / && exec taskset -c 0 faketime -f +400d "$@"' sh "$@"
 "#;
 
 /// The host-variation suite in one no-cache rebuild (what is varied and how is listed in
-/// tests/README.md): another Debian release (13, trixie, made with mmdebstrap) with its own
-/// tools, libraries and /etc, whose resolv.conf, hosts and hostname get other content and modes;
-/// HOME without .cargo (the compiler found on PATH; crates fetched into the new HOME); another
-/// TMPDIR, store path (on tmpfs, not disk), work and output directory; one CPU; a clock 400 days
-/// ahead; umask 077; another TZ, locale and host name. Every stage digest and the ISO must equal
-/// the reference build's, and the image must not contain the build host's kernel release or
-/// name servers.
+/// tests/README.md), by a witness a year later with nothing but the release inputs bundle: no
+/// network but the loopback, where a static HTTP server serves the bundle `vendor` wrote; an
+/// empty store; HOME without .cargo (the compiler found on PATH, every crate from the bundle);
+/// another Debian release (13, trixie, made with mmdebstrap) with its own tools, libraries and
+/// /etc, whose resolv.conf, hosts and hostname get other content and modes; another TMPDIR,
+/// store path (on tmpfs, not disk), work and output directory; one CPU; a clock 400 days ahead;
+/// umask 077; another TZ, locale and host name. Every stage digest and the ISO must equal the
+/// reference build's, and the image must not contain the build host's kernel release or name
+/// servers.
 #[test]
 fn another_host_gives_the_same_iso_and_every_stage_digest() {
     let (_guard, s) = shared();
@@ -215,22 +223,28 @@ fn another_host_gives_the_same_iso_and_every_stage_digest() {
         std::fs::write(&file, text).unwrap();
         std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     }
-    // The witness's network is this machine's (crates.io may sit behind an intercepting proxy whose
-    // CA only the machine's own trust store has): that is the environment, not a build input.
-    std::fs::copy("/etc/ssl/certs/ca-certificates.crt", host.join("etc/ssl/certs/ca-certificates.crt"))
-        .unwrap();
     for dir in ["witness/home", "witness/tmp", "witness/work"] {
         std::fs::create_dir_all(host.join(dir)).unwrap();
     }
     let _ = std::fs::remove_dir_all(host.join("witness/home/.cargo"));
     let definition = support::image_copy(&s.root, "image-other-host");
+    // The release inputs bundle, from the reference build's store and this machine's cargo cache.
+    let bundle = s.root.join("bundle");
+    let vendored = support::ceremony_os(&s.store)
+        .args(["vendor", "--json"])
+        .arg(&bundle)
+        .arg(&definition)
+        .output()
+        .unwrap();
+    assert!(vendored.status.success(), "vendor: {}", String::from_utf8_lossy(&vendored.stderr));
+    let vendored: serde_json::Value = serde_json::from_slice(&vendored.stdout).unwrap();
     let sysroot = support::rust_sysroot();
     let repo = support::repo_root();
     let out = s.root.join("out-other-host");
     let output = std::process::Command::new("unshare")
-        .args(["--mount", "--uts", "--fork", "--", "/bin/sh", "-c", OTHER_HOST_SCRIPT, "other-host"])
+        .args(["--mount", "--uts", "--net", "--fork", "--", "/bin/sh", "-c", OTHER_HOST_SCRIPT, "other-host"])
         .arg(&host)
-        .arg(&s.store)
+        .arg(&bundle)
         .arg(&repo)
         .arg("ro")
         .arg(&sysroot)
@@ -253,6 +267,8 @@ fn another_host_gives_the_same_iso_and_every_stage_digest() {
             "/witness/store",
             "--work-dir",
             "/witness/work",
+            "--vendor",
+            "http://127.0.0.1:8931/",
             "--output",
         ])
         .arg(&out)
@@ -281,11 +297,19 @@ fn another_host_gives_the_same_iso_and_every_stage_digest() {
     }
     assert_eq!(second.iso_sha256(), s.first.iso_sha256());
     assert_eq!(sha256_file(&second.iso()), sha256_file(&s.first.iso()));
-    assert_eq!(
-        std::fs::read(second.out.join("ceremony-os.manifest.json")).unwrap(),
-        std::fs::read(s.first.out.join("ceremony-os.manifest.json")).unwrap(),
-        "the manifests are byte-identical too"
-    );
+    // The manifests agree but for where the inputs came from, which names the bundle.
+    let manifest = |out: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join("ceremony-os.manifest.json")).unwrap()).unwrap()
+    };
+    let (mut witnessed, mut reference) = (manifest(&second.out), manifest(&s.first.out));
+    assert_eq!(witnessed["inputs"]["bundle_index_sha256"], vendored["index_sha256"], "{witnessed}");
+    assert_eq!(witnessed["inputs"]["committed_lock"], true);
+    assert_eq!(witnessed["inputs"]["revouched"], reference["inputs"]["revouched"], "re-vouched alike");
+    witnessed.as_object_mut().unwrap().remove("inputs");
+    reference.as_object_mut().unwrap().remove("inputs");
+    assert_eq!(witnessed, reference, "the manifests agree on everything else");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains(" 0 downloaded,"), "everything came from the bundle:\n{log}");
 
     // Nothing that names the build host is in the image tree.
     let tree = s
@@ -307,6 +331,86 @@ fn another_host_gives_the_same_iso_and_every_stage_digest() {
             String::from_utf8_lossy(&found.stdout)
         );
     }
+}
+
+/// `make iso` on a lock whose inputs are gone (its security archive's locked state is served by
+/// no source, and one of that archive's packages is at a version no signed state lists): it says
+/// so, locks today's state into the output directory (the lock itself untouched), writes and
+/// prints the package changes, and builds that, marked in the manifest as not the lock's ISO.
+/// `verify` on the same lock never falls back: it exits 2 naming what is missing.
+#[test]
+fn make_iso_on_a_lock_whose_packages_are_gone_builds_todays_state_beside_it() {
+    let (_guard, s) = shared();
+    let definition = support::image_copy(&s.root, "image-gone");
+    let lock_path = definition.with_extension("lock");
+    let mut lock = ceremony_os_definition::Lockfile::load(&lock_path).unwrap();
+    let security = lock.archives.iter_mut().find(|a| a.suite == "bookworm-security").unwrap();
+    security.inrelease_sha256 = ceremony_os_definition::Sha256Digest::try_from("cd".repeat(32)).unwrap();
+    let victim = lock.image.packages.iter().find(|p| p.archive == "bookworm-security").unwrap().clone();
+    let gone = format!("{}+gone1", victim.version);
+    for p in lock
+        .image
+        .packages
+        .iter_mut()
+        .chain(lock.toolchain.packages.iter_mut())
+        .filter(|p| p.name == victim.name)
+    {
+        p.version = gone.clone();
+        p.sha256 = ceremony_os_definition::Sha256Digest::try_from("ef".repeat(32)).unwrap();
+    }
+    std::fs::write(&lock_path, lock.render()).unwrap();
+    let committed = std::fs::read(&lock_path).unwrap();
+
+    let verify = support::ceremony_os(&s.store)
+        .args(["verify", "--expect", &"00".repeat(32)])
+        .arg(&definition)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert_eq!(verify.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}_{gone}_amd64: replaced by {}", victim.name, victim.version)),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the locked state:"), "where it looked is said: {stderr}");
+
+    // The command `make iso` runs, as the Makefile says it.
+    let out = s.root.join("out-gone");
+    let plan = std::process::Command::new("make")
+        .args(["-n", "-s", "iso"])
+        .arg(format!("DEFINITION={}", definition.display()))
+        .arg(format!("OUT={}", out.display()))
+        .arg(format!("CEREMONY_OS={}", env!("CARGO_BIN_EXE_ceremony-os")))
+        .current_dir(support::repo_root())
+        .output()
+        .unwrap();
+    let plan = String::from_utf8(plan.stdout).unwrap();
+    let command = plan
+        .lines()
+        .find(|l| l.starts_with(env!("CARGO_BIN_EXE_ceremony-os")))
+        .unwrap_or_else(|| panic!("{plan}"));
+    let iso = std::process::Command::new("sh")
+        .args(["-c", command])
+        .env("CEREMONY_OS_STORE", &s.store)
+        .current_dir(support::repo_root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&iso.stderr);
+    assert!(iso.status.success(), "{command}:\n{stderr}");
+    assert!(stderr.contains("can no longer be had from any source"), "{stderr}");
+    assert!(stderr.contains("NOTE: this ISO is not the one"), "{stderr}");
+    let change = format!("{}:amd64 {gone} -> ", victim.name);
+    assert!(stderr.contains(&change), "the change is printed: {stderr}");
+    let changes = std::fs::read_to_string(out.join("ceremony.lock.changes")).unwrap();
+    assert!(changes.contains(&change), "{changes}");
+    let today = ceremony_os_definition::Lockfile::load(&out.join("ceremony.lock")).unwrap();
+    assert!(today.image.packages.iter().any(|p| p.name == victim.name && p.version != gone));
+    assert_eq!(std::fs::read(&lock_path).unwrap(), committed, "the committed lock is untouched");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("ceremony-os.manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["inputs"]["committed_lock"], false, "{manifest}");
+    let today_sha256 = sha256_file(&out.join("ceremony.lock"));
+    assert_eq!(manifest["lockfile_sha256"], today_sha256);
 }
 
 /// A compiler other than rust-toolchain.toml's is refused before anything is built.

@@ -94,23 +94,22 @@ pub fn inputs_summary(report: &InputsReport, store: &Store) -> String {
     );
     for archive in report.state.archives.iter().filter(|a| !a.revouched_by.is_empty()) {
         out.push_str(&format!(
-            "
-{} re-vouched: its locked state (Release of {}) is served by no source;",
+            "\n{} re-vouched: its locked state (Release of {}) is served by no source;",
             archive.suite, archive.locked_date
         ));
         for v in &archive.revouched_by {
+            let what = match v.packages {
+                0 => "no locked package comes from it; standing in: the Release of".to_string(),
+                n => format!("{n} of its locked packages are listed, same SHA-256, by the Release of"),
+            };
             out.push_str(&format!(
-                "
-  {} of its locked packages are listed, same SHA-256, by the Release of {} (InRelease sha256:{}, from {})",
-                v.packages, v.voucher.date, v.voucher.inrelease_sha256, v.source
+                "\n  {what} {} (InRelease sha256:{}, from {})",
+                v.voucher.date, v.voucher.inrelease_sha256, v.source
             ));
         }
     }
     if let Some(digest) = report.bundle_index_used() {
-        out.push_str(&format!(
-            "
-bundle index sha256:{digest}"
-        ));
+        out.push_str(&format!("\nbundle index sha256:{digest}"));
     }
     out
 }

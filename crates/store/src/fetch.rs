@@ -66,6 +66,9 @@ impl std::fmt::Display for Bundle {
     }
 }
 
+/// Why a source was not asked: its host was found unreachable earlier by this command.
+const SKIPPED_UNREACHABLE: &str = "skipped: unreachable earlier in this run";
+
 /// Where files may come from besides each item's mirrors.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -267,14 +270,15 @@ impl Fetcher<'_> {
                 if self.sources.unreachable.lock().expect("dead lock").contains(host_of(base)) {
                     attempts.push(Attempt {
                         source: url,
-                        reason: "skipped: unreachable earlier in this run".into(),
+                        reason: SKIPPED_UNREACHABLE.into(),
                         other_content: false,
                     });
                     continue;
                 }
                 match self.try_mirror(&url, base, item) {
                     Ok(()) => {
-                        for a in &attempts {
+                        // A retired host was named once when it was retired.
+                        for a in attempts.iter().filter(|a| a.reason != SKIPPED_UNREACHABLE) {
                             let Attempt { source, reason, .. } = a;
                             self.warn(format!("{}: {source} failed ({reason}); used {base}", item.label));
                         }
@@ -296,7 +300,7 @@ impl Fetcher<'_> {
                     if self.sources.unreachable.lock().expect("dead lock").contains(host_of(base)) {
                         attempts.push(Attempt {
                             source: url,
-                            reason: "skipped: unreachable earlier in this run".into(),
+                            reason: SKIPPED_UNREACHABLE.into(),
                             other_content: false,
                         });
                         continue;

@@ -453,8 +453,9 @@ impl Revouch<'_> {
                 }
             }
         }
+        // An archive no locked package comes from still needs one signed state standing in.
         for (source, expected) in candidates {
-            if remaining.is_empty() {
+            if remaining.is_empty() && !vouchers.is_empty() {
                 break;
             }
             let got = match &expected {
@@ -531,7 +532,7 @@ impl Revouch<'_> {
             if latest.is_empty() {
                 latest = paragraphs;
             }
-            if vouched == 0 {
+            if vouched == 0 && before > 0 {
                 tried.push((
                     origin,
                     format!(
@@ -544,7 +545,7 @@ impl Revouch<'_> {
             remaining = still;
             vouchers.push(VoucherRecord { voucher, source: origin, packages: vouched });
         }
-        if remaining.is_empty() {
+        if remaining.is_empty() && !vouchers.is_empty() {
             remember_vouchers(self.store, self.state, &vouchers)?;
             return Ok(vouchers);
         }

@@ -35,8 +35,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (creating if needed) a store rooted at `root`.
+    /// Open (creating if needed) a store rooted at `root`. A relative `root` is made absolute
+    /// here, once: stage outputs under it are bound into jails that run elsewhere.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let root = &std::path::absolute(root).map_err(|e| StoreError::io(root, e))?;
         for sub in ["sha256", "tmp", "partial"] {
             let dir = root.join(sub);
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
@@ -193,6 +195,16 @@ mod tests {
 
     fn expected_for(bytes: &[u8]) -> Expected {
         Expected { sha256: Sha256Digest::from_bytes(&Sha256::digest(bytes).into()), size: bytes.len() as u64 }
+    }
+
+    /// Stage outputs are bound into jails by their store path: a relative one would name
+    /// nothing there (`--store target/tmp/store` once failed the tools stage so).
+    #[test]
+    fn a_relative_root_is_made_absolute() {
+        // cargo runs unit tests in the package's directory.
+        let store = Store::open(Path::new("../../target/relative-store")).unwrap();
+        assert!(store.root().is_absolute(), "{}", store.root().display());
+        assert!(store.root().join("sha256").is_dir());
     }
 
     #[test]
