@@ -460,7 +460,7 @@ impl Revouch<'_> {
             }
             let got = match &expected {
                 None => self.unpinned(&source),
-                Some(expected) => self.from_bundles(&source, expected, fetched),
+                Some(expected) => self.kept_state(&source, expected, fetched),
             };
             let (bytes, sha256, origin) = match got {
                 Ok(got) => got,
@@ -574,8 +574,8 @@ impl Revouch<'_> {
         Ok((bytes, sha256, url.to_string()))
     }
 
-    /// A state a bundle holds, by its digest.
-    fn from_bundles(
+    /// A state the store or a bundle keeps, by its digest.
+    fn kept_state(
         &self,
         path: &str,
         expected: &Expected,

@@ -169,16 +169,16 @@ fn vendor_crates(
         archive.set_preserve_mtime(false);
         archive.set_unpack_xattrs(false);
         let dir_name = format!("{}-{}", krate.name, krate.version);
-        for entry in archive.entries().map_err(|e| BuildError::io(&file, e))? {
-            let mut entry = entry.map_err(|e| BuildError::io(&file, e))?;
-            let path = entry.path().map_err(|e| BuildError::io(&file, e))?.into_owned();
+        for entry in archive.entries().map_err(|e| BuildError::io(file, e))? {
+            let mut entry = entry.map_err(|e| BuildError::io(file, e))?;
+            let path = entry.path().map_err(|e| BuildError::io(file, e))?.into_owned();
             if path.components().next().map(|c| c.as_os_str()) != Some(std::ffi::OsStr::new(&dir_name)) {
                 return Err(BuildError::stage(
                     "tools",
                     format!("{}: entry {} outside {dir_name}/", file.display(), path.display()),
                 ));
             }
-            entry.unpack_in(vendor).map_err(|e| BuildError::io(&file, e))?;
+            entry.unpack_in(vendor).map_err(|e| BuildError::io(file, e))?;
         }
         super::write(
             &vendor.join(&dir_name).join(".cargo-checksum.json"),
