@@ -62,11 +62,13 @@ fn verify_matches_the_published_manifest() {
     let p = published();
     let witnesses = Witnesses::new();
     // Alice runs the README's witness command as written, in a clone laid out as it says: the
-    // definition under image/, the published manifest beside it, her key in ~/.ssh.
+    // definition under image/, the published out/ in release/, her key in ~/.ssh.
     let clone = witnesses.dir.path().join("alice-clone");
-    std::fs::create_dir(&clone).unwrap();
+    std::fs::create_dir_all(clone.join("release")).unwrap();
     support::image_copy(&clone, "image");
-    std::fs::copy(p.out.join("ceremony-os.manifest.json"), clone.join("ceremony-os.manifest.json")).unwrap();
+    for file in ["ceremony-os.manifest.json", "ceremony-os-0.1.0-amd64.rootfs.manifest", "ceremony.lock"] {
+        std::fs::copy(p.out.join(file), clone.join("release").join(file)).unwrap();
+    }
     let head = git_repository_with_one_commit(&clone);
     let home = witnesses.dir.path().join("alice-home");
     std::fs::create_dir_all(home.join(".ssh")).unwrap();
@@ -213,6 +215,40 @@ fn verify_with_unreadable_expectation_is_an_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither a SHA-256"));
+}
+
+/// A clone whose lock is not the release's (re-locked, edited, another commit) is refused before
+/// anything is fetched, with the advice a witness needs: the release's lock, not a new one.
+#[test]
+fn verify_from_another_lock_than_the_releases_stops_before_fetching() {
+    let p = published();
+    let dir = tempfile::tempdir().unwrap();
+    let definition = support::image_copy(dir.path(), "image");
+    let lock = definition.with_extension("lock");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    std::fs::write(&lock, format!("# re-locked by someone\n{text}")).unwrap();
+    let empty_store = dir.path().join("store");
+    let out = support::ceremony_os(&empty_store)
+        .arg("verify")
+        .arg(&definition)
+        .arg("--expect")
+        .arg(p.out.join("ceremony-os.manifest.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("use the release's lock") && stderr.contains("--lockfile"), "{stderr}");
+    assert!(
+        !empty_store.join("sha256").exists()
+            || std::fs::read_dir(empty_store.join("sha256")).unwrap().next().is_none(),
+        "nothing fetched"
+    );
+    // What the advice points to: out/ holds the lock the release was built from.
+    assert_eq!(
+        std::fs::read(p.out.join("ceremony.lock")).unwrap(),
+        text.as_bytes(),
+        "out/ holds the lock built from"
+    );
 }
 
 #[test]

@@ -60,6 +60,7 @@ pub fn verify(args: &VerifyArgs, store_root: &Path) -> Result<ExitCode> {
     let expected = expect::load(&args.expect, &iso_name)?;
     let attester = args.attest.attester(&def.debian.snapshot.to_string())?;
     eprintln!("expecting {} from {} ({})", expected.sha256, expected.source, expected.kind);
+    expected.check_lock(&project.lock_path, &project.lock_sha256)?;
 
     let store = Store::open(store_root)?;
     let scratch = tempfile::Builder::new().prefix("ceremony-os-verify-").tempdir()?;

@@ -35,6 +35,27 @@ pub struct Expected {
     pub rootfs: Option<TreeManifest>,
     /// The ISO itself, when an ISO was given.
     pub iso: Option<PathBuf>,
+    /// SHA-256 of the lockfile the release was built from, when a manifest or provenance says.
+    pub lockfile_sha256: Option<String>,
+}
+
+impl Expected {
+    /// Refuse to rebuild from another lock than the release's: that would rebuild something else
+    /// and say "mismatch" for a reason no comparison explains. `lock_sha256` is the digest of
+    /// `lock_path` as read.
+    pub fn check_lock(&self, lock_path: &Path, lock_sha256: &str) -> Result<(), VerifyError> {
+        match &self.lockfile_sha256 {
+            Some(release) if release != lock_sha256 => Err(VerifyError::Invalid(format!(
+                "{} was built from a lock with SHA-256 {release}, but {} has SHA-256 {lock_sha256}: \
+                 use the release's lock (published beside the ISO as ceremony.lock: \
+                 --lockfile DIR/ceremony.lock), or a clone of the release's commit; do not re-lock, \
+                 a new lock rebuilds another ISO",
+                self.source,
+                lock_path.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Read `--expect`. `iso_name` is the ISO's file name, to pick its line from a SHA256SUMS.
@@ -47,6 +68,7 @@ pub fn load(arg: &str, iso_name: &str) -> Result<Expected, VerifyError> {
         stages: Vec::new(),
         rootfs: None,
         iso: None,
+        lockfile_sha256: None,
     };
     if is_sha256(trimmed) {
         return Ok(expected("digest", trimmed.to_ascii_lowercase()));
@@ -118,6 +140,14 @@ fn from_json(json: &Value, text: &str, path: &Path, iso_name: &str) -> Result<Ex
                 Some(PublishedStage { name, digest: b.sha256()?.to_string(), inputs: None })
             })
             .collect();
+        let lockfile_sha256 = statement
+            .predicate
+            .build_definition
+            .resolved_dependencies
+            .iter()
+            .find(|d| d.name.as_deref() == Some("ceremony.lock"))
+            .and_then(|d| d.sha256())
+            .map(str::to_ascii_lowercase);
         return Ok(Expected {
             source: path.display().to_string(),
             kind: "provenance",
@@ -125,6 +155,7 @@ fn from_json(json: &Value, text: &str, path: &Path, iso_name: &str) -> Result<Ex
             stages,
             rootfs: None,
             iso: None,
+            lockfile_sha256,
         });
     }
     if json["format"].as_str().is_some_and(|f| f.starts_with("ceremony-os-manifest/")) {
@@ -150,6 +181,7 @@ fn from_json(json: &Value, text: &str, path: &Path, iso_name: &str) -> Result<Ex
             stages,
             rootfs,
             iso: None,
+            lockfile_sha256: Some(manifest.lockfile_sha256.to_ascii_lowercase()),
         });
     }
     Err(bad("JSON, but neither a ceremony-os build manifest nor an in-toto statement"))
@@ -263,6 +295,17 @@ mod tests {
             e.stages.iter().map(|s| (s.name.as_str(), s.digest.as_str())).collect();
         assert_eq!(names, [("repo", "d1"), ("rootfs", "d2")]);
         assert_eq!(e.stages[0].inputs, Some(serde_json::json!({"recipe": 1})));
+        // The release's lock is the one rebuilt from, or nothing is rebuilt.
+        assert!(e.check_lock(Path::new("image/ceremony.lock"), &hex).is_ok());
+        let err = e.check_lock(Path::new("image/ceremony.lock"), &"ef".repeat(32)).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("built from a lock with SHA-256 {hex}")) && err.contains("--lockfile"),
+            "{err}"
+        );
+        assert!(
+            load(&hex, "x.iso").unwrap().check_lock(Path::new("l"), "x").is_ok(),
+            "a bare digest names no lock"
+        );
 
         // A manifest that names a path instead of a file beside it is refused.
         value["rootfs"]["manifest"] = "../../etc/passwd".into();
@@ -276,13 +319,15 @@ mod tests {
             &provenance,
             serde_json::json!({"_type": IN_TOTO_STATEMENT_V1, "subject": [{"name": "x.iso", "digest": {"sha256": hex}}],
                 "predicateType": "https://slsa.dev/provenance/v1",
-                "predicate": {"buildDefinition": {"buildType": "t", "externalParameters": {}},
+                "predicate": {"buildDefinition": {"buildType": "t", "externalParameters": {},
+                                                  "resolvedDependencies": [{"name": "ceremony.lock", "digest": {"sha256": "CD".repeat(32)}}]},
                               "runDetails": {"builder": {"id": "b"}, "byproducts": [{"name": "stage:repo", "digest": {"sha256": "d1"}}]}}})
             .to_string(),
         )
         .unwrap();
         let e = load(provenance.to_str().unwrap(), "x.iso").unwrap();
         assert_eq!((e.kind, e.stages.len()), ("provenance", 1));
+        assert_eq!(e.lockfile_sha256, Some("cd".repeat(32)));
 
         assert!(load("/nonexistent/file", "x.iso").unwrap_err().to_string().contains("neither a SHA-256"));
     }
