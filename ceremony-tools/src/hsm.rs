@@ -50,8 +50,69 @@ impl GeneratedKey {
     }
 }
 
+/// Where reviewed PKCS#11 modules are registered: the image build writes the packaged ones and
+/// each `hsm_bundle` into the first (p11-kit's format: a `module:` line); packages register
+/// theirs in the second.
+const MODULE_REGISTRIES: &[&str] = &["/etc/pkcs11/modules", "/usr/share/p11-kit/modules"];
+/// Where p11-kit looks up a registered module named without a directory.
+const P11_KIT_MODULE_DIR: &str = "/usr/lib/x86_64-linux-gnu/pkcs11";
+
+/// Modules that are never an HSM, whoever registered them: each sees every call, PINs included.
+const REFUSED_MODULES: &[(&str, &str)] = &[
+    ("pkcs11-spy.so", "OpenSC's PKCS#11 spy: it logs every call, PINs included"),
+    ("p11-kit-client.so", "p11-kit's client: it forwards every call to a socket"),
+    ("p11-kit-proxy.so", "p11-kit's proxy: it forwards to every registered module"),
+    ("p11-kit-trust.so", "p11-kit's trust store, not an HSM"),
+];
+
+/// The module to load, if it is a reviewed one: registered in one of `registries` (the image's
+/// packages and hsm_bundles), after resolving symbolic links, and none of [`REFUSED_MODULES`].
+fn reviewed_module(module: &Path, registries: &[&Path], default_dir: &Path) -> Result<std::path::PathBuf> {
+    let real = module.canonicalize().with_context(|| format!("PKCS#11 module {}", module.display()))?;
+    for name in [module.file_name(), real.file_name()].into_iter().flatten() {
+        if let Some((_, why)) =
+            REFUSED_MODULES.iter().find(|(refused, _)| std::ffi::OsStr::new(refused) == name)
+        {
+            bail!("refused PKCS#11 module {}: it is {why}", module.display());
+        }
+    }
+    let mut registered = Vec::new();
+    for dir in registries {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "module") {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            for line in text.lines() {
+                if let Some(value) = line.trim().strip_prefix("module:") {
+                    let named = Path::new(value.trim());
+                    let named =
+                        if named.is_absolute() { named.to_path_buf() } else { default_dir.join(named) };
+                    if let Ok(target) = named.canonicalize() {
+                        registered.push(target);
+                    }
+                }
+            }
+        }
+    }
+    if !registered.contains(&real) {
+        let dirs: Vec<String> = registries.iter().map(|d| d.display().to_string()).collect();
+        bail!(
+            "refused PKCS#11 module {}: it is registered in none of {} (only the image's reviewed modules, its packages' and its hsm_bundles', may be loaded)",
+            module.display(),
+            dirs.join(", ")
+        );
+    }
+    Ok(real)
+}
+
 impl Hsm {
+    /// Load a reviewed PKCS#11 module (see [`reviewed_module`]) and initialize it.
     pub fn open(module: &Path) -> Result<Hsm> {
+        let registries: Vec<&Path> = MODULE_REGISTRIES.iter().map(Path::new).collect();
+        let module = &reviewed_module(module, &registries, Path::new(P11_KIT_MODULE_DIR))?;
         let ctx = Pkcs11::new(module)
             .with_context(|| format!("cannot load the PKCS#11 module {}", module.display()))?;
         ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
@@ -462,5 +523,44 @@ impl crate::x509::Signer for HsmSigner<'_> {
         let raw = signed.context("the HSM refused to sign")?;
         // PKCS#11 returns ECDSA signatures as r || s; X.509 wants an ECDSA-Sig-Value.
         Ok(if self.kind.is_rsa() { raw } else { der::ecdsa_signature(&raw) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_registered_modules_load_and_never_a_spy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, libs) = (dir.path().join("modules"), dir.path().join("lib"));
+        std::fs::create_dir_all(&registry).unwrap();
+        std::fs::create_dir_all(&libs).unwrap();
+        for name in ["libvendor.so", "libother.so", "pkcs11-spy.so"] {
+            std::fs::write(libs.join(name), b"\x7fELF").unwrap();
+        }
+        std::os::unix::fs::symlink(libs.join("pkcs11-spy.so"), libs.join("innocent.so")).unwrap();
+        std::fs::write(
+            registry.join("vendor.module"),
+            format!("module: {}\n", libs.join("libvendor.so").display()),
+        )
+        .unwrap();
+        std::fs::write(registry.join("spy.module"), "module: pkcs11-spy.so\n").unwrap();
+        std::fs::write(
+            registry.join("notes.txt"),
+            format!("module: {}\n", libs.join("libother.so").display()),
+        )
+        .unwrap();
+        let check = |name: &str| reviewed_module(&libs.join(name), &[registry.as_path()], &libs);
+
+        assert_eq!(check("libvendor.so").unwrap(), libs.join("libvendor.so").canonicalize().unwrap());
+        let err = check("libother.so").unwrap_err().to_string();
+        assert!(err.contains("libother.so: it is registered in none of"), "{err}");
+        // Registered or not, under its own name or another, the spy is refused and named.
+        for name in ["pkcs11-spy.so", "innocent.so"] {
+            let err = check(name).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("logs every call, PINs included"), "{err}");
+        }
+        assert!(check("missing.so").unwrap_err().to_string().contains("missing.so"));
     }
 }

@@ -261,6 +261,24 @@ fn keys_are_generated_protected_and_labels_and_ids_never_reused() {
     assert!(!token.path("x.pem").exists() && !token.path("y.pem").exists());
 }
 
+/// The step files and --module may name only reviewed modules: OpenSC's spy and p11-kit's
+/// client forwarder, both installed on this machine as in the image, are refused by name before
+/// they are loaded.
+#[test]
+fn a_logging_or_forwarding_pkcs11_module_is_refused() {
+    let token = Token::new(&["ca-a"]);
+    for module in [
+        "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so",
+        "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so",
+    ] {
+        assert!(Path::new(module).exists(), "{module} is installed (opensc, p11-kit-modules)");
+        let out = token.ceremony().args(["hsm", "list", "--module", module]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{module} was loaded");
+        assert!(stderr.contains(&format!("refused PKCS#11 module {module}")), "{stderr}");
+    }
+}
+
 #[test]
 fn hsm_list_shows_free_slots_and_logs_in_to_the_named_token_only() {
     let token = Token::new(&["ca-a", "ca-b"]);
