@@ -93,9 +93,17 @@ fn build_writes_iso_sums_manifest_and_sbom() {
         let (digest, name) = line.split_once("  ").unwrap();
         assert_eq!(sha256_file(&first.out.join(name)), digest, "{name}");
     }
+    // The lock it was built from is published with it, and is the one the manifest names.
+    let lock_line = sums.lines().find(|l| l.ends_with("  ceremony.lock")).unwrap_or_else(|| panic!("{sums}"));
+    assert_eq!(
+        std::fs::read(first.out.join("ceremony.lock")).unwrap(),
+        std::fs::read(s.root.join("image/ceremony.lock")).unwrap()
+    );
+    assert!(!first.out.join("ceremony.lock.changes").exists(), "the committed lock was built");
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(first.out.join("ceremony-os.manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["image"]["sha256"], first.iso_sha256());
+    assert_eq!(manifest["lockfile_sha256"], lock_line[..64], "the published lock is the one built");
     let names: Vec<&str> =
         manifest["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(
@@ -668,7 +676,7 @@ fn a_build_killed_while_publishing_leaves_all_or_nothing() {
                 "after {delay_ms} ms: {}",
                 String::from_utf8_lossy(&check.stdout)
             );
-            assert_eq!(names.len(), 6, "after {delay_ms} ms: {names:?}");
+            assert_eq!(names.len(), 7, "after {delay_ms} ms: {names:?}");
         } else {
             assert!(names.is_empty(), "after {delay_ms} ms: files without SHA256SUMS: {names:?}");
         }

@@ -65,8 +65,12 @@ pub struct BuildRequest<'a> {
     pub definition_path: &'a Path,
     pub definition: &'a ImageDefinition,
     pub lock: &'a Lockfile,
-    /// SHA-256 of the lockfile's bytes, recorded in the manifest.
-    pub lock_sha256: String,
+    /// The lockfile as read (its SHA-256 is recorded in the manifest; it is published in out/ as
+    /// `ceremony.lock`, so a witness rebuilds from exactly it).
+    pub lock_text: &'a str,
+    /// When the lock is not the committed one: the package changes from it, published in out/ as
+    /// `ceremony.lock.changes`.
+    pub lock_changes: Option<String>,
     pub store: &'a Store,
     pub out_dir: PathBuf,
     /// Build every stage afresh in a temporary stage root under `work_dir`.
@@ -76,6 +80,13 @@ pub struct BuildRequest<'a> {
     /// How the inputs were had, recorded in the manifest and provenance when not plainly from
     /// the committed lock's archive states.
     pub inputs_record: Option<InputsRecord>,
+}
+
+impl BuildRequest<'_> {
+    /// SHA-256 of the lockfile's bytes.
+    pub fn lock_sha256(&self) -> String {
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(self.lock_text.as_bytes()))
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -222,7 +233,9 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
         &outputs::OutputInputs {
             def,
             lock,
-            lock_sha256: &request.lock_sha256,
+            lock_sha256: &request.lock_sha256(),
+            lock_text: request.lock_text,
+            lock_changes: request.lock_changes.as_deref(),
             iso: &iso.path,
             iso_sha256: &iso.digest,
             rootfs_manifest: &tree.manifest,

@@ -33,6 +33,8 @@ pub(crate) struct OutputInputs<'a> {
     pub def: &'a ImageDefinition,
     pub lock: &'a Lockfile,
     pub lock_sha256: &'a str,
+    pub lock_text: &'a str,
+    pub lock_changes: Option<&'a str>,
     pub iso: &'a Path,
     pub iso_sha256: &'a str,
     pub rootfs_manifest: &'a Path,
@@ -48,8 +50,10 @@ pub(crate) struct OutputInputs<'a> {
     pub inputs_record: Option<&'a InputsRecord>,
 }
 
-/// File names in `out/` for a definition, `SHA256SUMS` last.
-pub fn output_names(def: &ImageDefinition) -> [String; 6] {
+/// File names in `out/` for a definition, `SHA256SUMS` last: the ISO, the rootfs manifest, the
+/// build manifest, the SBOM, the provenance, the lock built from, the package changes from the
+/// committed lock (only when built from another).
+pub fn output_names(def: &ImageDefinition) -> [String; 8] {
     let stem = def.artifact_stem();
     [
         format!("{stem}.iso"),
@@ -57,6 +61,8 @@ pub fn output_names(def: &ImageDefinition) -> [String; 6] {
         format!("{}.manifest.json", def.image.name),
         format!("{}.spdx.json", def.image.name),
         format!("{}.provenance.json", def.image.name),
+        "ceremony.lock".to_string(),
+        "ceremony.lock.changes".to_string(),
         "SHA256SUMS".to_string(),
     ]
 }
@@ -150,7 +156,16 @@ pub(crate) fn write_outputs(out_dir: &Path, inputs: &OutputInputs<'_>) -> Result
     let dir = rustix::fs::open(out_dir, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| BuildError::io(out_dir, e.into()))?;
     let def = inputs.def;
-    let [iso_name, rootfs_name, manifest_name, sbom_name, provenance_name, sums_name] = output_names(def);
+    let [
+        iso_name,
+        rootfs_name,
+        manifest_name,
+        sbom_name,
+        provenance_name,
+        lock_name,
+        changes_name,
+        sums_name,
+    ] = output_names(def);
 
     let copy = |from: &Path, name: &str, recorded: Option<&str>| -> Result<Pending, BuildError> {
         let mut source = std::fs::File::open(from).map_err(|e| BuildError::io(from, e))?;
@@ -179,7 +194,11 @@ pub(crate) fn write_outputs(out_dir: &Path, inputs: &OutputInputs<'_>) -> Result
     let provenance = provenance(inputs, &iso_name, &iso.sha256);
     let provenance = write_pending(&dir, out_dir, &provenance_name, &mut pretty(&provenance).as_bytes())?;
 
-    let mut files = [iso, rootfs, manifest, sbom, provenance];
+    let lock = write_pending(&dir, out_dir, &lock_name, &mut inputs.lock_text.as_bytes())?;
+    let mut files = vec![iso, rootfs, manifest, sbom, provenance, lock];
+    if let Some(changes) = inputs.lock_changes {
+        files.push(write_pending(&dir, out_dir, &changes_name, &mut changes.as_bytes())?);
+    }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     let sums: String = files.iter().map(|f| format!("{}  {}\n", f.sha256, f.name)).collect();
     let sums = write_pending(&dir, out_dir, &sums_name, &mut sums.as_bytes())?;

@@ -96,7 +96,7 @@ pub fn verify(args: &VerifyArgs, store_root: &Path) -> Result<ExitCode> {
     eprintln!("{}", if verdict.matched { "MATCH" } else { "MISMATCH" });
     if let Some(attester) = &attester {
         // The lock's digest as the rebuild read it.
-        attester.write(&iso_name, &expected.sha256, &request.build.lock_sha256, verdict.matched)?;
+        attester.write(&iso_name, &expected.sha256, &request.build.lock_sha256(), verdict.matched)?;
     }
     if args.json {
         let json = serde_json::json!({

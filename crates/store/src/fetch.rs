@@ -250,7 +250,27 @@ struct Fetcher<'a> {
     warnings: Mutex<Vec<String>>,
 }
 
+impl Attempt {
+    /// A source not asked: its host was retired earlier by this command.
+    fn skipped(source: String) -> Attempt {
+        Attempt { source, reason: SKIPPED_UNREACHABLE.into(), other_content: false }
+    }
+}
+
 impl Fetcher<'_> {
+    /// Retire `base`'s host for the rest of this command, saying so the first time.
+    fn retire(&self, base: &str, reason: &str) {
+        if self.sources.unreachable.lock().expect("unreachable hosts lock").insert(host_of(base).to_string())
+        {
+            self.warn(format!("{} is unreachable ({reason}); not trying it again", host_of(base)));
+        }
+    }
+
+    /// Whether `base`'s host was found unreachable earlier by this command.
+    fn retired(&self, base: &str) -> bool {
+        self.sources.unreachable.lock().expect("unreachable hosts lock").contains(host_of(base))
+    }
+
     fn warn(&self, message: String) {
         self.observer.warning(&message);
         self.warnings.lock().expect("warnings lock").push(message);
@@ -267,12 +287,8 @@ impl Fetcher<'_> {
         if !self.sources.offline {
             for base in &item.mirrors {
                 let url = format!("{base}{}", item.path);
-                if self.sources.unreachable.lock().expect("dead lock").contains(host_of(base)) {
-                    attempts.push(Attempt {
-                        source: url,
-                        reason: SKIPPED_UNREACHABLE.into(),
-                        other_content: false,
-                    });
+                if self.retired(base) {
+                    attempts.push(Attempt::skipped(url));
                     continue;
                 }
                 match self.try_mirror(&url, base, item) {
@@ -297,12 +313,8 @@ impl Fetcher<'_> {
                 Bundle::Dir(dir) => dir,
                 Bundle::Url(base) => {
                     let url = format!("{base}{}", item.bundle_path);
-                    if self.sources.unreachable.lock().expect("dead lock").contains(host_of(base)) {
-                        attempts.push(Attempt {
-                            source: url,
-                            reason: SKIPPED_UNREACHABLE.into(),
-                            other_content: false,
-                        });
+                    if self.retired(base) {
+                        attempts.push(Attempt::skipped(url));
                         continue;
                     }
                     match self.try_mirror(&url, base, item) {
@@ -357,18 +369,8 @@ impl Fetcher<'_> {
             match outcome {
                 Ok(()) => return Ok(()),
                 Err(Failure::Permanent { reason, host_down }) => {
-                    if host_down
-                        && self
-                            .sources
-                            .unreachable
-                            .lock()
-                            .expect("dead lock")
-                            .insert(host_of(base).to_string())
-                    {
-                        self.warn(format!(
-                            "{} is unreachable ({reason}); not trying it again",
-                            host_of(base)
-                        ));
+                    if host_down {
+                        self.retire(base, &reason);
                     }
                     return Err((reason, false));
                 }
@@ -377,12 +379,7 @@ impl Fetcher<'_> {
                     return Err((format!("{reason} (gave up after {} tries)", tries + 1), false));
                 }
                 Err(Failure::Unreachable(reason)) if tries >= self.options.retries => {
-                    if self.sources.unreachable.lock().expect("dead lock").insert(host_of(base).to_string()) {
-                        self.warn(format!(
-                            "{} is unreachable ({reason}); not trying it again",
-                            host_of(base)
-                        ));
-                    }
+                    self.retire(base, &reason);
                     return Err((format!("{reason} (gave up after {} tries)", tries + 1), false));
                 }
                 Err(Failure::Transient(reason) | Failure::Unreachable(reason)) => {

@@ -1,8 +1,8 @@
 //! Preparing a build: the inputs of the committed lock, or, where the caller allows it and they
 //! can be had from no source, those of a lock of today's archive state.
 
+use crate::Project;
 use crate::fetch::{FetchConfig, fetch_inputs};
-use crate::{Project, write_atomically};
 use anyhow::Result;
 use ceremony_os_builder::BuildRequest;
 use ceremony_os_definition::PackageChange;
@@ -18,9 +18,19 @@ pub struct Fallback {
     pub reason: String,
     /// The package changes from the committed lock to today's.
     pub changes: Vec<PackageChange>,
-    /// Where today's lock and the changes were written (beside the ISO).
+    /// Where the build publishes today's lock and the changes (beside the ISO).
     pub lock_file: PathBuf,
     pub changes_file: PathBuf,
+}
+
+impl Fallback {
+    /// The changes as published in `ceremony.lock.changes`: one line each.
+    pub fn listing(&self) -> String {
+        if self.changes.is_empty() {
+            return "no package changed: only the archive states differ\n".into();
+        }
+        self.changes.iter().map(|c| format!("{c}\n")).collect()
+    }
 }
 
 /// Everything a build of `project` needs, in the store.
@@ -77,7 +87,8 @@ impl PreparedBuild {
             definition_path: &self.project.definition_path,
             definition: &self.project.def,
             lock: &self.project.lock,
-            lock_sha256: self.project.lock_sha256.clone(),
+            lock_text: &self.project.lock_text,
+            lock_changes: self.fallback.as_ref().map(Fallback::listing),
             store,
             out_dir: out_dir.to_path_buf(),
             no_cache,
@@ -97,8 +108,9 @@ fn inputs_gone(error: &anyhow::Error) -> bool {
 }
 
 /// Fetch the committed lock's inputs. When they can be had from no source and `allow_relock`,
-/// lock today's archive state instead, into `out_dir` (the committed lock is not touched), write
-/// the package changes beside it, and fetch that lock's inputs. A trust failure never falls back.
+/// lock today's archive state instead (the committed lock is not touched; the build publishes
+/// today's lock and the package changes in `out_dir`) and fetch that lock's inputs. A trust
+/// failure never falls back.
 pub fn prepare_build(
     store: &Store,
     project: &Project,
@@ -108,50 +120,38 @@ pub fn prepare_build(
     allow_relock: bool,
     progress: &mut dyn FnMut(&str),
 ) -> Result<PreparedBuild> {
-    let lock_name =
-        project.lock_path.file_name().map(PathBuf::from).unwrap_or_else(|| "ceremony.lock".into());
-    let lock_file = out_dir.join(&lock_name);
-    let changes_file = out_dir.join(format!("{}.changes", lock_name.display()));
+    let [.., lock_name, changes_name, _] = ceremony_os_builder::output_names(&project.def);
+    let (lock_file, changes_file) = (out_dir.join(lock_name), out_dir.join(changes_name));
     if lock_file.canonicalize().ok() == project.lock_path.canonicalize().ok() && lock_file.exists() {
         anyhow::bail!(
-            "the output directory {} holds the lock {} itself; build into another directory",
+            "the output directory {} holds the lock {} itself, which the build would replace; build into another directory",
             out_dir.display(),
             project.lock_path.display()
         );
     }
     let error = match fetch_inputs(store, project, config, observer) {
-        Ok(inputs) => {
-            // out/ holds the lock it was built from; changes from an earlier fallback go.
-            write_atomically(&lock_file, std::fs::read(&project.lock_path)?.as_slice())?;
-            remove_if_present(&changes_file)?;
-            return Ok(PreparedBuild { project: project.clone(), inputs, fallback: None });
-        }
+        Ok(inputs) => return Ok(PreparedBuild { project: project.clone(), inputs, fallback: None }),
         Err(error) if allow_relock && inputs_gone(&error) => error,
         Err(error) => return Err(error),
     };
     let reason = format!("{error:#}");
     progress(&format!(
         "The inputs of {} can no longer be had from any source, so this build cannot be the committed \
-         lock's ISO. Today's archive state is locked into {} instead ({} is left as it is); the package \
-         changes are in {}. The ISO built is marked in its manifest as not the committed lock's; \
-         `verify` never does this.",
+         lock's ISO. Today's archive state is locked instead ({} is left as it is); the build publishes \
+         that lock as {} and the package changes as {}. The ISO built is marked in its manifest as \
+         not the committed lock's; `verify` never does this.",
+        project.lock_path.display(),
         project.lock_path.display(),
         lock_file.display(),
-        project.lock_path.display(),
         changes_file.display()
     ));
     let today = crate::lock::resolve(store, &project.definition_path, progress)?;
     let changes = project.lock.package_changes(&today.lock);
-    let mut listing: String = changes.iter().map(|c| format!("{c}\n")).collect();
-    if changes.is_empty() {
-        listing.push_str("no package changed: only the archive states differ\n");
-    }
-    write_atomically(&lock_file, today.text.as_bytes())?;
-    write_atomically(&changes_file, listing.as_bytes())?;
     let relocked = Project {
         lock_path: lock_file.clone(),
         lock: today.lock,
         lock_sha256: crate::sha256_hex(today.text.as_bytes()),
+        lock_text: today.text,
         ..project.clone()
     };
     let inputs = fetch_inputs(store, &relocked, config, observer)?;
@@ -160,11 +160,4 @@ pub fn prepare_build(
         inputs,
         fallback: Some(Fallback { reason, changes, lock_file, changes_file }),
     })
-}
-
-fn remove_if_present(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
 }

@@ -25,7 +25,9 @@ pub struct Project {
     pub lock_path: PathBuf,
     pub def: ImageDefinition,
     pub lock: Lockfile,
-    /// SHA-256 of the lockfile's bytes as read (what the manifest records).
+    /// The lockfile as read.
+    pub lock_text: String,
+    /// SHA-256 of `lock_text` (what the manifest records).
     pub lock_sha256: String,
 }
 
@@ -59,6 +61,7 @@ impl Project {
             def,
             lock,
             lock_sha256: sha256_hex(&bytes),
+            lock_text: text.to_string(),
         })
     }
 
@@ -88,7 +91,7 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Write through a temporary file in the same directory and rename, so readers never see a
 /// partial file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
