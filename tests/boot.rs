@@ -122,6 +122,20 @@ fn uefi_cd_boots_with_secure_boot_enforced() {
     let kernel =
         vm.run("dmesg | grep -i 'secure boot'; cat /sys/kernel/security/lockdown", COMMAND_TIMEOUT).unwrap();
     assert!(kernel.output.contains("Secure boot enabled"), "{kernel:?}");
+    // The variables are readable (above) but cannot be written: NVRAM would keep what a write
+    // left there after power-off, for any later system on the laptop to read.
+    let mounted = vm.run("grep efivarfs /proc/self/mounts", COMMAND_TIMEOUT).unwrap();
+    assert!(mounted.output.contains(" ro,"), "{mounted:?}");
+    let write = vm
+        .run(
+            "printf '\\007\\000\\000\\000ceremony' > /sys/firmware/efi/efivars/CeremonyTest-8be4df61-93ca-11d2-aa0d-00e098032b8c",
+            COMMAND_TIMEOUT,
+        )
+        .unwrap();
+    assert_ne!(write.status, 0, "a UEFI variable was written: {write:?}");
+    assert!(write.output.contains("Read-only file system"), "{write:?}");
+    let check = vm.run("ceremony-os-airgap-check", COMMAND_TIMEOUT).unwrap();
+    assert_eq!(check.status, 0, "{check:?}");
     assert!(
         kernel.output.contains("[integrity]") || kernel.output.contains("[confidentiality]"),
         "{kernel:?}"
@@ -205,6 +219,12 @@ fn booted_system_is_air_gapped_stateless_and_has_its_tools() {
             && !warning.contains("interface: lo"),
         "{warning}"
     );
+    // Writable UEFI variables are a way out too (they persist in the firmware's NVRAM).
+    let (warning, status) = run(
+        "printf 'efivarfs /sys/firmware/efi/efivars efivarfs rw,nosuid,nodev,noexec 0 0\\n' > /tmp/mounts && mkdir -p /tmp/sys0 && ceremony-os-airgap-check /tmp/sys0 /tmp/mounts",
+    );
+    assert_eq!(status, 1, "{warning}");
+    assert!(warning.contains("writable firmware state: UEFI variables"), "{warning}");
 
     // The ceremony tools and the HSM stack.
     let (version, status) = run("ceremony --version");
