@@ -147,9 +147,7 @@ fn the_committed_lock_holds_its_trust_chain() {
         snapshot_unreachable,
         "snapshot.debian.org answered, yet the locked state was not found:\n{stderr}"
     );
-    eprintln!(
-        "a package of the committed lock is gone from the archive: re-lock it (`ceremony-os lock`)"
-    );
+    eprintln!("a package of the committed lock is gone from the archive: re-lock it (`ceremony-os lock`)");
 }
 
 #[test]
