@@ -24,6 +24,8 @@ struct Image {
     /// The image definition (its locked toolchain writes material discs).
     definition: PathBuf,
     version: String,
+    /// SHA-256 of the ISO's `/live/filesystem.squashfs`, extracted by the host's xorriso.
+    root_sha256: String,
 }
 
 /// The default image (built once, through the shared store) and a small material disc.
@@ -49,14 +51,31 @@ fn image() -> &'static Image {
             .assert()
             .success();
         let def = ceremony_os_definition::ImageDefinition::load(&definition).unwrap();
+        let iso = PathBuf::from(report["iso"].as_str().unwrap());
+        let root = dir.path().join("filesystem.squashfs");
+        host(
+            "xorriso",
+            &["-osirrox", "on", "-indev", iso.to_str().unwrap(), "-extract", "/live/filesystem.squashfs"]
+                .into_iter()
+                .chain([root.to_str().unwrap()])
+                .collect::<Vec<_>>(),
+            dir.path(),
+        );
         Image {
-            iso: PathBuf::from(report["iso"].as_str().unwrap()),
+            root_sha256: sha256sum(&root),
+            iso,
             material,
             version: def.image.version.to_string(),
             definition,
             _dir: dir,
         }
     })
+}
+
+/// SHA-256 of a file, as the host's sha256sum prints it.
+fn sha256sum(path: &Path) -> String {
+    let out = host("sha256sum", &[path.to_str().unwrap()], Path::new("/"));
+    out.split_whitespace().next().unwrap().to_string()
 }
 
 fn log_dir() -> PathBuf {
@@ -82,6 +101,13 @@ fn boot_path(name: &str, firmware: Firmware, medium: Medium) {
     assert!(release.output.contains(&format!("VERSION={}", image.version)), "{release:?}");
     let efi = vm.run("test -d /sys/firmware/efi", COMMAND_TIMEOUT).unwrap();
     assert_eq!(efi.status == 0, firmware.is_uefi(), "booted with the wrong firmware");
+    // The console names the root's device and digest before anything of it runs.
+    let device = if medium == Medium::Cdrom { "/dev/sr0" } else { "/dev/sda" };
+    let announced = format!(
+        "ceremony-os: root file system from {device}: SHA-256 {}, as this disc's initrd records",
+        image.root_sha256
+    );
+    assert!(vm.text().contains(&announced), "{announced} is not on the console:\n{}", vm.text());
 }
 
 #[test]
@@ -180,6 +206,19 @@ fn booted_system_is_air_gapped_stateless_and_has_its_tools() {
     assert_eq!(lower.trim(), "squashfs");
     let (upper, _) = run("findmnt -n -o FSTYPE /run/live/overlay");
     assert_eq!(upper.trim(), "tmpfs");
+    // The root is the squashfs the initrd records, from the boot CD (not the material disc in the
+    // second drive), checked as a copy in memory: the loop device's file is that copy.
+    let (record, _) = run("cat /run/ceremony-os-root");
+    assert!(
+        record.contains("device=/dev/sr0\n") && record.contains(&format!("sha256={}\n", image.root_sha256)),
+        "{record}"
+    );
+    let (backing, _) = run("losetup -n -O BACK-FILE");
+    assert_eq!(backing.trim(), "/run/live/ceremony-os-root/live/filesystem.squashfs");
+    let (copy, _) = run(
+        "sha256sum /run/live/ceremony-os-root/live/filesystem.squashfs; findmnt -n -o OPTIONS /run/live/ceremony-os-root",
+    );
+    assert!(copy.starts_with(&image.root_sha256) && copy.contains("ro,"), "{copy}");
     let (rw, _) = run("awk '$1 ~ \"^/dev/\" && $4 ~ \"(^|,)rw(,|$)\"' /proc/mounts");
     assert_eq!(rw.trim(), "", "block devices mounted read-write");
 
@@ -242,6 +281,78 @@ fn booted_system_is_air_gapped_stateless_and_has_its_tools() {
     let (check, status) = run("cd /media/material && sha256sum -c SHA256SUMS; cd /");
     assert_eq!(status, 0, "{check}");
     assert!(check.contains("csr/root.csr: OK"), "{check}");
+}
+
+/// A crafted `/live/` on a USB stick or in a drive that enumerates first (live-boot takes the
+/// first medium holding `/live/*.squashfs`, removable devices first): the initrd refuses it on
+/// the console and stops, rather than stacking the extra image or taking another root.
+#[test]
+fn a_crafted_stick_or_second_disc_cannot_replace_the_root() {
+    let image = image();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("evil/etc")).unwrap();
+    std::fs::write(dir.path().join("evil/etc/motd"), b"not the witnessed system\n").unwrap();
+    host("mksquashfs", &["evil", "evil.squashfs", "-noappend", "-quiet"], dir.path());
+    let evil_sha256 = sha256sum(&dir.path().join("evil.squashfs"));
+    // The boot disc's tree with one change each, not bootable: the disc's own root plus an extra
+    // image stacked over it, or the root replaced.
+    let crafted = |name: &str, target: &str| {
+        let iso = dir.path().join(name);
+        host(
+            "xorriso",
+            &[
+                "-return_with",
+                "FAILURE",
+                "32",
+                "-indev",
+                image.iso.to_str().unwrap(),
+                "-outdev",
+                iso.to_str().unwrap(),
+                "-boot_image",
+                "any",
+                "discard",
+                "-map",
+                "evil.squashfs",
+                target,
+                "-commit",
+            ],
+            dir.path(),
+        );
+        iso
+    };
+    let extra = crafted("extra.iso", "/live/zz-evil.squashfs");
+    let swapped = crafted("swapped.iso", "/live/filesystem.squashfs");
+    let refused = |name: &str, config: &VmConfig, device: &str, reason: &str| {
+        let mut vm = Vm::start(name, config, Accel::Tcg, &log_dir()).unwrap();
+        vm.wait_for("The boot stops here.", BOOT_TIMEOUT).unwrap();
+        let text = vm.text();
+        assert!(text.contains(&format!("REFUSED the root file system on {device}: {reason}")), "{text}");
+        assert!(
+            text.contains(&format!("this disc's root file system has SHA-256 {}", image.root_sha256)),
+            "{text}"
+        );
+        assert!(!text.contains(PROMPT) && !text.contains("not the witnessed system"), "{text}");
+    };
+    let extra_reason = "/live/zz-evil.squashfs is not on this disc";
+    let swapped_reason = format!("its /live/filesystem.squashfs has SHA-256 {evil_sha256}, not this disc's");
+    refused(
+        "uefi-cd-crafted-stick",
+        &VmConfig { firmware: Firmware::Uefi, disk: Some(extra.clone()), ..VmConfig::new(&image.iso) },
+        "/dev/sda",
+        extra_reason,
+    );
+    refused(
+        "bios-cd-crafted-stick",
+        &VmConfig { disk: Some(swapped), ..VmConfig::new(&image.iso) },
+        "/dev/sda",
+        &swapped_reason,
+    );
+    refused(
+        "bios-cd-crafted-first-drive",
+        &VmConfig { first_cd: Some(extra), ..VmConfig::new(&image.iso) },
+        "/dev/sr0",
+        extra_reason,
+    );
 }
 
 #[test]

@@ -222,8 +222,12 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
         &toolchain,
     )?;
     let kernel = (stages::file_digest(&tree.vmlinuz)?, stages::file_digest(&tree.initrd)?);
-    let boot =
-        boot::run(&ctx, &boot::inputs(def, (&kernel.0, &kernel.1), &toolchain), &normalized, &toolchain)?;
+    let boot = boot::run(
+        &ctx,
+        &boot::inputs(def, (&kernel.0, &kernel.1), &squashfs, &toolchain),
+        &normalized,
+        &toolchain,
+    )?;
     let iso = iso::run(&ctx, &iso::inputs(def, &squashfs, &boot, &toolchain), &squashfs, &boot, &toolchain)?;
 
     let records = ctx.records_in_pipeline_order();

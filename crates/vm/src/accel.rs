@@ -40,6 +40,7 @@ pub fn choose_accel(runner: &Runner, config: &VmConfig) -> (Accel, String) {
     }
     let probe_config = VmConfig {
         material: None,
+        first_cd: None,
         disk: None,
         nics: Vec::new(),
         headless: true,

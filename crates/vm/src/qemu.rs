@@ -71,7 +71,11 @@ pub struct VmConfig {
     pub firmware: Firmware,
     pub medium: Medium,
     pub material: Option<PathBuf>,
-    /// A writable disk image attached as a USB stick (an output stick).
+    /// Another disc in the first optical drive, enumerated before the boot CD (which moves to
+    /// the second drive): a second drive holding a crafted disc. Not with `material` or a USB boot.
+    pub first_cd: Option<PathBuf>,
+    /// A writable disk image attached as a removable USB stick (an output stick, or an
+    /// attacker's).
     pub disk: Option<PathBuf>,
     pub memory_mib: u32,
     pub nics: Vec<Nic>,
@@ -86,6 +90,7 @@ impl VmConfig {
             firmware: Firmware::Bios,
             medium: Medium::Cdrom,
             material: None,
+            first_cd: None,
             disk: None,
             memory_mib: 2048,
             nics: Vec::new(),
@@ -129,13 +134,19 @@ impl VmConfig {
             Medium::Cdrom => {
                 push(&["-drive", &format!("if=none,id=os,media=cdrom,readonly=on,format=raw,file={iso}")]);
                 // Explicit buses: q35's AHCI takes one device per bus, the PC's IDE two.
-                push(&["-device", "ide-cd,drive=os,bus=ide.0,bootindex=0"]);
+                let bus = if self.first_cd.is_some() { "ide.1" } else { "ide.0" };
+                push(&["-device", &format!("ide-cd,drive=os,bus={bus},bootindex=0")]);
             }
             Medium::UsbStick => {
                 // snapshot=on: the guest may write to the stick, the ISO file never changes.
                 push(&["-drive", &format!("if=none,id=os,format=raw,snapshot=on,file={iso}")]);
                 push(&["-device", "usb-storage,bus=xhci.0,drive=os,bootindex=0"]);
             }
+        }
+        if let Some(first) = &self.first_cd {
+            let f = option_value(first);
+            push(&["-drive", &format!("if=none,id=first,media=cdrom,readonly=on,format=raw,file={f}")]);
+            push(&["-device", "ide-cd,drive=first,bus=ide.0"]);
         }
         if let Some(material) = &self.material {
             let m = option_value(material);
@@ -145,7 +156,8 @@ impl VmConfig {
         if let Some(disk) = &self.disk {
             let d = option_value(disk);
             push(&["-drive", &format!("if=none,id=output,format=raw,file={d}")]);
-            push(&["-device", "usb-storage,bus=xhci.0,drive=output"]);
+            // Sticks say they are removable, as live-boot's search (removable devices first) sees.
+            push(&["-device", "usb-storage,bus=xhci.0,drive=output,removable=on"]);
         }
         if self.nics.is_empty() {
             push(&["-nic", "none"]);
@@ -175,7 +187,15 @@ impl VmConfig {
     /// in `/` with the runner's scrubbed environment, so every file must be named by an absolute
     /// path; a relative one is refused here rather than opened against `/`.
     pub fn command(&self, runner: &Runner, accel: Accel) -> Result<QemuCommand, VmError> {
-        for path in [Some(&self.iso), self.material.as_ref(), self.disk.as_ref()].into_iter().flatten() {
+        if self.first_cd.is_some() && (self.material.is_some() || self.medium != Medium::Cdrom) {
+            return Err(VmError::Missing(
+                "a first CD goes before a boot CD, with no material disc (one drive each)".into(),
+            ));
+        }
+        for path in [Some(&self.iso), self.material.as_ref(), self.first_cd.as_ref(), self.disk.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             if !path.is_absolute() {
                 return Err(VmError::Missing(format!(
                     "{}: QEMU runs in /, so the file must be named by an absolute path",
@@ -227,6 +247,17 @@ mod tests {
         c.disk = Some("stick.img".into());
         assert!(c.command(&runner, Accel::Tcg).is_err());
         assert!(VmConfig::new(Path::new("/x/os.iso")).command(&runner, Accel::Tcg).is_ok());
+    }
+
+    #[test]
+    fn a_first_cd_takes_the_first_drive_and_the_boot_cd_keeps_the_boot_index() {
+        let mut c = VmConfig::new(Path::new("/x/os.iso"));
+        c.first_cd = Some("/x/crafted.iso".into());
+        let args = joined(&c, Accel::Tcg);
+        assert!(args.contains("ide-cd,drive=os,bus=ide.1,bootindex=0"), "{args}");
+        assert!(args.contains("ide-cd,drive=first,bus=ide.0 "), "{args}");
+        c.material = Some("/x/m.iso".into());
+        assert!(c.command(&Runner::new(0), Accel::Tcg).is_err(), "two discs on one drive");
     }
 
     fn joined(c: &VmConfig, accel: Accel) -> String {

@@ -9,6 +9,11 @@
 //!   Microsoft's key, shim checks GRUB and the kernel against Debian's.
 //! - UEFI from USB: the same FAT image marked as the EFI system partition in the hybrid GPT/MBR.
 //!
+//! The initrd on the disc is the image's initrd followed by a small cpio archive holding
+//! `conf/ceremony-os-root.conf`, the SHA-256 of this disc's `live/filesystem.squashfs`: the
+//! kernel unpacks it over the first, and the initrd's root pin (see `customize`) accepts no other
+//! root file system.
+//!
 //! GRUB reads `boot/grub/grub.cfg` from the disc; started from the FAT partition (USB), it finds
 //! `boot/grub/grub.cfg` there, which finds the disc by a marker file and loads the disc's. Both
 //! loaders use the serial console (ttyS0, 115200) and the screen, and boot without a key press.
@@ -19,7 +24,7 @@ use crate::error::BuildError;
 use crate::toolchain::Toolchain;
 use std::path::Path;
 
-const RECIPE: u32 = 5;
+const RECIPE: u32 = 6;
 
 /// The signed UEFI loaders, from the toolchain tree into `EFI/BOOT/` of the FAT image and of the
 /// disc: shim (signed by Microsoft), GRUB for CDs (signed by Debian), MokManager (which shim
@@ -40,6 +45,8 @@ pub struct Inputs {
     /// The kernel and initrd the normalize stage moved out of the tree: all this stage reads of it.
     pub vmlinuz: String,
     pub initrd: String,
+    /// The squashfs stage's output, the only root file system the initrd accepts.
+    pub root_sha256: String,
     pub toolchain: String,
     /// The files the stage writes from the definition, as written.
     pub marker: String,
@@ -55,6 +62,7 @@ pub struct Inputs {
 pub fn inputs(
     def: &ceremony_os_definition::ImageDefinition,
     kernel: (&str, &str),
+    squashfs: &StageOutput,
     toolchain: &Toolchain,
 ) -> Inputs {
     let title = format!("{} {}", def.image.name, def.image.version);
@@ -63,6 +71,7 @@ pub fn inputs(
         source_date_epoch: def.source_date_epoch(),
         vmlinuz: kernel.0.to_string(),
         initrd: kernel.1.to_string(),
+        root_sha256: squashfs.digest.clone(),
         toolchain: toolchain.digest().to_string(),
         marker: format!("{}\n", def.artifact_stem()),
         disk_info: format!("{title} ({}) {}\n", def.image.architecture, def.debian.snapshot),
@@ -96,7 +105,11 @@ pub(crate) fn run(
         }
         let tree = out.join("tree");
         copy(&vmlinuz, &tree.join("live/vmlinuz"))?;
-        copy(&initrd, &tree.join("live/initrd.img"))?;
+        let mut pinned = std::fs::read(&initrd).map_err(|e| BuildError::io(&initrd, e))?;
+        pinned.resize(pinned.len().next_multiple_of(4), 0);
+        pinned.extend(root_pin_archive(&inputs.root_sha256, inputs.source_date_epoch));
+        write(&tree.join("live/initrd.img"), &pinned)?;
+        super::set_mode(&tree.join("live/initrd.img"), 0o644)?;
         write(&tree.join(MARKER), &inputs.marker)?;
         write(&tree.join(".disk/info"), &inputs.disk_info)?;
 
@@ -130,6 +143,36 @@ pub(crate) fn run(
     })
 }
 
+/// An uncompressed cpio (newc) archive holding `conf/ceremony-os-root.conf`, which the initrd's
+/// root pin sources: `ROOT_SHA256=<hex>`.
+fn root_pin_archive(root_sha256: &str, mtime: i64) -> Vec<u8> {
+    let config = format!("ROOT_SHA256={root_sha256}\n");
+    let mut archive = Vec::new();
+    let entries: [(&str, u32, &[u8]); 3] = [
+        ("conf", 0o040755, b""),
+        ("conf/ceremony-os-root.conf", 0o100644, config.as_bytes()),
+        ("TRAILER!!!", 0, b""),
+    ];
+    for (ino, (name, mode, data)) in (1u32..).zip(entries) {
+        let nlink = if mode & 0o040000 != 0 { 2 } else { 1 };
+        let ino = if name == "TRAILER!!!" { 0 } else { ino };
+        let mtime = if name == "TRAILER!!!" { 0 } else { u32::try_from(mtime).unwrap_or(0) };
+        // magic, ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor,
+        // rdevminor, namesize (with its NUL), check
+        archive.extend(b"070701");
+        for field in [ino, mode, 0, 0, nlink, mtime, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0]
+        {
+            archive.extend(format!("{field:08x}").as_bytes());
+        }
+        archive.extend(name.as_bytes());
+        archive.push(0);
+        archive.resize(archive.len().next_multiple_of(4), 0);
+        archive.extend(data);
+        archive.resize(archive.len().next_multiple_of(4), 0);
+    }
+    archive
+}
+
 fn copy(from: &Path, to: &Path) -> Result<(), BuildError> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(|e| BuildError::io(parent, e))?;
@@ -148,4 +191,31 @@ fn grub_cfg(title: &str, cmdline: &str) -> String {
     format!(
         "serial --unit=0 --speed=115200\nterminal_input console serial\nterminal_output console serial\nset timeout=0\nset default=0\n\nmenuentry \"{title}\" {{\n  linux /live/vmlinuz {cmdline}\n  initrd /live/initrd.img\n}}\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GNU cpio (a host package of `make setup`) reads the archive as the kernel's newc format.
+    #[test]
+    fn the_root_pin_archive_is_newc_that_cpio_unpacks() {
+        let digest = "ab".repeat(32);
+        let archive = root_pin_archive(&digest, 1_783_814_400);
+        assert_eq!(archive.len() % 4, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("cpio")
+            .args(["-i", "-d", "-m", "--quiet", "--no-absolute-filenames"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("cpio is installed by make setup");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&archive).unwrap();
+        assert!(child.wait().unwrap().success());
+        let config = std::fs::read_to_string(dir.path().join("conf/ceremony-os-root.conf")).unwrap();
+        assert_eq!(config, format!("ROOT_SHA256={digest}\n"));
+        let meta = std::fs::metadata(dir.path().join("conf/ceremony-os-root.conf")).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::mtime(&meta), 1_783_814_400);
+    }
 }

@@ -3,6 +3,8 @@
 //! OpenSC and declared vendor bundles), and the air gap by construction: excluded kernel module
 //! trees deleted and blacklisted, network units masked, and the image's one initrd built from
 //! what is left (inside the image tree, which sees only its own /etc).
+//! The initrd pins the root file system: a live-boot component (`root_pin/`) accepts only the
+//! squashfs whose SHA-256 the `boot` stage appends to the initrd, copied into memory and checked.
 //! The `ceremony` tool and the overlay are installed by `normalize`: this stage runs while
 //! `tools` still compiles, and a changed overlay file does not rebuild the initrd.
 //!
@@ -19,7 +21,7 @@ use ceremony_os_definition::ImageDefinition;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-const RECIPE: u32 = 6;
+const RECIPE: u32 = 7;
 
 /// Units masked besides every timer: those that would manage a network if one existed, and
 /// those that write outside the memory overlay (crash logs into EFI variables, file system
@@ -67,7 +69,21 @@ pub struct Inputs {
     pub remove_documentation: bool,
     pub masked_units: &'static [&'static str],
     pub hsm_bundles: Vec<BundleInput>,
+    pub root_pin: RootPin,
 }
+
+/// The initrd's root pin, as installed into the image before the initrd is built.
+#[derive(Debug, serde::Serialize)]
+pub struct RootPin {
+    /// Sourced by live-boot after its own components (name order): replaces `Verify_checksums`.
+    pub live_boot_component: &'static str,
+    /// The initramfs-tools hook that copies what the component runs (sha256sum) into the initrd.
+    pub initramfs_hook: &'static str,
+}
+
+/// Where [`RootPin`]'s files go in the image (merged /usr: /lib/live/boot is usr/lib/live/boot).
+const ROOT_PIN_COMPONENT_PATH: &str = "usr/lib/live/boot/9999-ceremony-os-root";
+const ROOT_PIN_HOOK_PATH: &str = "usr/share/initramfs-tools/hooks/ceremony-os-root";
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BundleInput {
@@ -99,6 +115,10 @@ pub fn inputs(def: &ImageDefinition, rootfs: &StageOutput) -> Inputs {
                 module: b.module.clone(),
             })
             .collect(),
+        root_pin: RootPin {
+            live_boot_component: include_str!("root_pin/live-boot-component.sh"),
+            initramfs_hook: include_str!("root_pin/initramfs-hook.sh"),
+        },
     }
 }
 
@@ -138,6 +158,8 @@ pub(crate) fn run(ctx: &Ctx<'_>, inputs: &Inputs, sources: &Sources<'_>) -> Resu
         let removed = prune_modules(&image, &inputs.exclude_modules, &kernel_version)?;
         ctx.progress("customize", &format!("removed {} kernel modules; building the initrd", removed.len()));
         write_blacklist(&image, &removed)?;
+        image.write(ROOT_PIN_COMPONENT_PATH, inputs.root_pin.live_boot_component.as_bytes(), 0o644)?;
+        image.write(ROOT_PIN_HOOK_PATH, inputs.root_pin.initramfs_hook.as_bytes(), 0o755)?;
         let script = format!("depmod {kernel_version} && update-initramfs -c -k {kernel_version}");
         sandbox::in_chroot(&ctx.runner, out, &["/bin/sh", "-c", &script])
             .run_merged(|line| tracing::debug!("initramfs: {line}"))?;

@@ -284,7 +284,8 @@ mod tests {
         );
         out.insert(
             "boot",
-            KeyedInputs::new(&boot::inputs(&w.def, ("vmlinuz-digest", "initrd-digest"), &toolchain)).key,
+            KeyedInputs::new(&boot::inputs(&w.def, ("vmlinuz-digest", "initrd-digest"), &squash, &toolchain))
+                .key,
         );
         out.insert("iso", KeyedInputs::new(&iso::inputs(&w.def, &squash, &boot_out, &toolchain)).key);
         out
