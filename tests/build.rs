@@ -104,6 +104,19 @@ fn build_writes_iso_sums_manifest_and_sbom() {
         serde_json::from_slice(&std::fs::read(first.out.join("ceremony-os.manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["image"]["sha256"], first.iso_sha256());
     assert_eq!(manifest["lockfile_sha256"], lock_line[..64], "the published lock is the one built");
+    // The source it ran from: this workspace's commit; the lock is a copy outside any commit.
+    let head = std::process::Command::new("git")
+        .args(["-c", "safe.directory=*", "rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        manifest["source"]["commit"],
+        String::from_utf8_lossy(&head.stdout).trim(),
+        "{}",
+        manifest["source"]
+    );
+    assert_eq!(manifest["source"]["lock_in_commit"], false, "{}", manifest["source"]);
     let names: Vec<&str> =
         manifest["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(

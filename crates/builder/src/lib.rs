@@ -28,7 +28,7 @@ pub use outputs::{clear_previous, output_names};
 pub use toolchain::Toolchain;
 
 use cache::StageCache;
-use ceremony_os_definition::published::InputsRecord;
+use ceremony_os_definition::published::{InputsRecord, SourceRecord};
 use ceremony_os_definition::{ImageDefinition, Lockfile, relative_to};
 use ceremony_os_runner::Runner;
 use ceremony_os_store::Store;
@@ -68,6 +68,8 @@ pub struct BuildRequest<'a> {
     /// The lockfile as read (its SHA-256 is recorded in the manifest; it is published in out/ as
     /// `ceremony.lock`, so a witness rebuilds from exactly it).
     pub lock_text: &'a str,
+    /// Where the lock was read (to tell whether it is the one in the workspace's commit).
+    pub lock_path: &'a Path,
     /// When the lock is not the committed one: the package changes from it, published in out/ as
     /// `ceremony.lock.changes`.
     pub lock_changes: Option<String>,
@@ -103,6 +105,8 @@ pub struct BuildReport {
     /// Where each stage's output stays (`<dir>/<stage>/<key>/out`): the store's stage cache; none
     /// for a `no_cache` build, whose stages are removed with it.
     pub stages_dir: Option<PathBuf>,
+    /// The source tree the build ran from, as the manifest records it.
+    pub source: SourceRecord,
 }
 
 /// Only the `toolchain` stage (cached like in a build): the locked tools, ready to run. For other
@@ -166,7 +170,17 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
     };
     let bundle_archives: Vec<PathBuf> =
         def.hsm_bundles.iter().map(|b| relative_to(request.definition_path, &b.archive)).collect();
-    let git_commit = git_commit(&runner, &workspace_dir);
+    let source = source_record(&runner, &workspace_dir, request.lock_path, request.lock_text);
+    if !source.lock_in_commit {
+        observer.progress(
+            "publish",
+            &format!(
+                "NOTE: the lock built ({}) is not the one in commit {}: a witness must rebuild from the published ceremony.lock, and the manifest records it",
+                request.lock_path.display(),
+                source.commit
+            ),
+        );
+    }
 
     let ctx =
         stages::Ctx { store: request.store, runner, cache: &cache, observer, records: Default::default() };
@@ -247,7 +261,7 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
             stages: &records,
             compiler: &compiler.rustc_version,
             tools_sha256: &tools.digest,
-            git_commit: &git_commit,
+            source: &source,
             toolchain_digest: toolchain.digest(),
             stages_dir: (!request.no_cache).then_some(stage_root.as_path()),
             inputs_record: request.inputs_record.as_ref(),
@@ -268,17 +282,73 @@ fn report_failure<T>(
     result
 }
 
-/// The workspace's git commit (`-dirty` if tracked files are modified), or `unknown`: recorded in
-/// the provenance, never an input of a stage.
-fn git_commit(runner: &Runner, workspace: &Path) -> String {
-    let head = runner.cmd("git", workspace).args(["-c", "safe.directory=*", "rev-parse", "HEAD"]).output();
-    let Ok(head) = head else { return "unknown".into() };
-    let commit = String::from_utf8_lossy(&head.stdout).trim().to_string();
-    let dirty = runner
-        .cmd("git", workspace)
-        .args(["-c", "safe.directory=*", "status", "--porcelain", "--untracked-files=no"])
-        .output()
-        .map(|o| !o.stdout.is_empty())
-        .unwrap_or(false);
-    if dirty { format!("{commit}-dirty") } else { commit }
+/// The workspace's git commit, whether tracked files differ from it, and whether the lock built
+/// is the commit's (`git show HEAD:./<lock>` from the lock's directory, which must be in the same
+/// commit). Outside a git work tree: commit `unknown`, not clean, lock not in it.
+fn source_record(runner: &Runner, workspace: &Path, lock_path: &Path, lock_text: &str) -> SourceRecord {
+    let git = |dir: &Path, args: &[&str]| {
+        runner.cmd("git", dir).args(["-c", "safe.directory=*"]).args(args).output().ok().map(|o| o.stdout)
+    };
+    let Some(head) = git(workspace, &["rev-parse", "HEAD"]) else {
+        return SourceRecord { commit: "unknown".into(), clean: false, lock_in_commit: false };
+    };
+    let clean =
+        git(workspace, &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| o.is_empty());
+    let lock_dir = lock_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let committed = lock_path
+        .file_name()
+        .filter(|_| git(lock_dir, &["rev-parse", "HEAD"]).is_some_and(|h| h == head))
+        .and_then(|name| git(lock_dir, &["show", &format!("HEAD:./{}", name.to_string_lossy())]));
+    SourceRecord {
+        commit: String::from_utf8_lossy(&head).trim().to_string(),
+        clean,
+        lock_in_commit: committed.is_some_and(|bytes| bytes == lock_text.as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let status = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+
+    #[test]
+    fn the_source_record_says_whether_the_lock_built_is_the_commits() {
+        let runner = Runner::new(0);
+        let repo = tempfile::tempdir().unwrap();
+        let lock = repo.path().join("image/ceremony.lock");
+        std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+        std::fs::write(&lock, "locked\n").unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let record = source_record(&runner, repo.path(), &lock, "locked\n");
+        assert_eq!((record.commit.as_str(), record.clean, record.lock_in_commit), ("unknown", false, false));
+
+        git(repo.path(), &["init", "-q"]);
+        git(repo.path(), &["add", "."]);
+        git(repo.path(), &["commit", "-q", "-m", "lock"]);
+        let record = source_record(&runner, repo.path(), &lock, "locked\n");
+        assert_eq!(record.commit.len(), 40, "{record:?}");
+        assert!(record.clean && record.lock_in_commit, "{record:?}");
+        // Another lock than the commit's (a fallback's), or the lock edited in the tree.
+        assert!(!source_record(&runner, repo.path(), &lock, "today\n").lock_in_commit);
+        std::fs::write(&lock, "edited\n").unwrap();
+        let record = source_record(&runner, repo.path(), &lock, "edited\n");
+        assert!(
+            !record.clean && !record.lock_in_commit && record.described().ends_with("-dirty"),
+            "{record:?}"
+        );
+        // The same bytes in a directory of no commit (a copy of the definition elsewhere).
+        let copy = outside.path().join("ceremony.lock");
+        std::fs::write(&copy, "locked\n").unwrap();
+        assert!(!source_record(&runner, repo.path(), &copy, "locked\n").lock_in_commit);
+    }
 }

@@ -19,7 +19,8 @@ use crate::{BuildReport, StageRecord};
 use ceremony_os_definition::published::{
     BuildDefinition, BuildManifest, BuilderRecord, IN_TOTO_STATEMENT_V1, ImageRecord, InputsRecord,
     PackageRecord, ProvenanceBuilder, ProvenanceStatement, ResourceDescriptor, RootfsRecord, RunDetails,
-    SLSA_PROVENANCE_V1, SlsaProvenance, StageRecord as PublishedStage, Statement, stage_byproduct_name,
+    SLSA_PROVENANCE_V1, SlsaProvenance, SourceRecord, StageRecord as PublishedStage, Statement,
+    stage_byproduct_name,
 };
 use ceremony_os_definition::{ArchiveState, ImageDefinition, LockedPackage, Lockfile, Timestamp};
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -42,7 +43,7 @@ pub(crate) struct OutputInputs<'a> {
     pub stages: &'a [StageRecord],
     pub compiler: &'a str,
     pub tools_sha256: &'a str,
-    pub git_commit: &'a str,
+    pub source: &'a SourceRecord,
     /// The toolchain stage's digest: the unpacked build tools.
     pub toolchain_digest: &'a str,
     /// The stage cache the build used (reported, never published): none for a `no_cache` build.
@@ -213,6 +214,7 @@ pub(crate) fn write_outputs(out_dir: &Path, inputs: &OutputInputs<'_>) -> Result
         rootfs_manifest: out_dir.join(&rootfs_name),
         nar_hash: inputs.nar_hash.to_string(),
         stages: inputs.stages.to_vec(),
+        source: inputs.source.clone(),
         stages_dir: inputs.stages_dir.map(Path::to_path_buf),
     };
     for file in files {
@@ -276,6 +278,7 @@ fn build_manifest(
         ceremony_tools_sha256: inputs.tools_sha256.to_string(),
         builder: BuilderRecord { name: "ceremony-os".into(), version: env!("CARGO_PKG_VERSION").into() },
         inputs: inputs.inputs_record.cloned(),
+        source: Some(inputs.source.clone()),
     }
 }
 
@@ -414,7 +417,7 @@ fn provenance(inputs: &OutputInputs<'_>, iso_name: &str, iso_sha256: &str) -> Pr
                     id: "urn:ceremony-os:builder".into(),
                     version: [
                         ("ceremony-os".to_string(), env!("CARGO_PKG_VERSION").to_string()),
-                        ("git_commit".to_string(), inputs.git_commit.to_string()),
+                        ("git_commit".to_string(), inputs.source.described()),
                     ]
                     .into(),
                 },

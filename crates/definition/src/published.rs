@@ -33,6 +33,30 @@ pub struct BuildManifest {
     /// Absent when every locked state was fetched as locked and no bundle was used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<InputsRecord>,
+    /// The source tree the build ran from (absent in manifests of builds before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRecord>,
+}
+
+/// The source tree a build ran from, as git saw it: never an input of a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRecord {
+    /// `git rev-parse HEAD` of the workspace, or `unknown` outside a git work tree.
+    pub commit: String,
+    /// No tracked file differed from the commit.
+    pub clean: bool,
+    /// The lock built is, byte for byte, the one in the commit: a clone of the commit holds the
+    /// release's lock. False after a fallback to today's state or with an edited lock; a witness
+    /// then needs the published `ceremony.lock`.
+    pub lock_in_commit: bool,
+}
+
+impl SourceRecord {
+    /// The commit as the provenance names it: `-dirty` when tracked files differed.
+    pub fn described(&self) -> String {
+        if self.clean { self.commit.clone() } else { format!("{}-dirty", self.commit) }
+    }
 }
 
 /// Where a build's inputs came from (see `BuildManifest::inputs`).
@@ -244,6 +268,7 @@ mod tests {
             ceremony_tools_sha256: "00".repeat(32),
             builder: BuilderRecord { name: "ceremony-os".into(), version: "0.1.0".into() },
             inputs: None,
+            source: Some(SourceRecord { commit: "0f".repeat(20), clean: false, lock_in_commit: true }),
         }
     }
 
@@ -255,6 +280,12 @@ mod tests {
         assert!(BuildManifest::parse(&extra).unwrap_err().contains("unknown field"));
         let old = text.replace(MANIFEST_FORMAT, "ceremony-os-manifest/1");
         assert!(BuildManifest::parse(&old).unwrap_err().contains("ceremony-os-manifest/2"));
+        // Manifests written before the source was recorded still parse.
+        let mut before = manifest();
+        before.source = None;
+        assert!(!before.render().contains("\"source\""));
+        assert_eq!(BuildManifest::parse(&before.render()).unwrap(), before);
+        assert_eq!(manifest().source.unwrap().described(), format!("{}-dirty", "0f".repeat(20)));
     }
 
     #[test]

@@ -88,6 +88,7 @@ impl PreparedBuild {
             definition: &self.project.def,
             lock: &self.project.lock,
             lock_text: &self.project.lock_text,
+            lock_path: &self.project.lock_path,
             lock_changes: self.fallback.as_ref().map(Fallback::listing),
             store,
             out_dir: out_dir.to_path_buf(),
