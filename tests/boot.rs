@@ -108,6 +108,17 @@ fn boot_path(name: &str, firmware: Firmware, medium: Medium) {
         image.root_sha256
     );
     assert!(vm.text().contains(&announced), "{announced} is not on the console:\n{}", vm.text());
+    // A normal boot prints no error, so that a real one stands out.
+    let console = vm.text();
+    let errors: Vec<&str> = console
+        .lines()
+        .take_while(|l| !l.contains(PROMPT))
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("error") || l.contains("can't") || l.contains("failed") || l.contains("warning")
+        })
+        .collect();
+    assert!(errors.is_empty(), "error lines on a normal boot: {errors:#?}");
 }
 
 #[test]

@@ -111,10 +111,11 @@ impl VmConfig {
         };
         push(&["-machine", machine, "-accel", &accel.qemu_arg(), "-m", &self.memory_mib.to_string()]);
         push(&["-smp", "2", "-no-reboot", "-nodefaults", "-serial", "stdio", "-monitor", "none"]);
+        // A display adapter, as a laptop has (without one, UEFI GRUB finds no video mode and
+        // says so); headless only means no window.
+        push(&["-vga", "std"]);
         if self.headless {
             push(&["-display", "none"]);
-        } else {
-            push(&["-vga", "std"]);
         }
         if let Some((code, _)) = self.firmware.ovmf() {
             if self.firmware == Firmware::UefiSecureBoot {
