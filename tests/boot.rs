@@ -309,6 +309,11 @@ fn a_crafted_stick_or_second_disc_cannot_replace_the_root() {
     let evil_sha256 = sha256sum(&dir.path().join("evil.squashfs"));
     // The boot disc's tree with one change each, not bootable: the disc's own root plus an extra
     // image stacked over it, or the root replaced.
+    std::fs::write(
+        dir.path().join("grub.cfg"),
+        "set timeout=0\nmenuentry CRAFTED {\n  linux /live/vmlinuz boot=live console=ttyS0,115200n8\n  initrd /live/initrd.img\n}\n",
+    )
+    .unwrap();
     let crafted = |name: &str, target: &str| {
         let iso = dir.path().join(name);
         host(
@@ -327,6 +332,10 @@ fn a_crafted_stick_or_second_disc_cannot_replace_the_root() {
                 "-map",
                 "evil.squashfs",
                 target,
+                // Its own GRUB menu, which a loader that searches devices for the disc could take.
+                "-map",
+                "grub.cfg",
+                "/boot/grub/grub.cfg",
                 "-commit",
             ],
             dir.path(),
@@ -347,6 +356,7 @@ fn a_crafted_stick_or_second_disc_cannot_replace_the_root() {
             "{text}"
         );
         assert!(!text.contains(PROMPT) && !text.contains("not the witnessed system"), "{text}");
+        assert!(text.contains("Booting `ceremony-os") && !text.contains("CRAFTED"), "another menu: {text}");
     };
     let extra_reason = "/live/zz-evil.squashfs is not on this disc";
     let swapped_reason = format!("its /live/filesystem.squashfs has SHA-256 {evil_sha256}, not this disc's");

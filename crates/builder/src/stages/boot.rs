@@ -15,7 +15,7 @@
 //! root file system.
 //!
 //! GRUB reads `boot/grub/grub.cfg` from the disc; started from the FAT partition (USB), it finds
-//! `boot/grub/grub.cfg` there, which finds the disc by a marker file and loads the disc's. Both
+//! `boot/grub/grub.cfg` there, which loads the disc's from the device GRUB was started from. Both
 //! loaders use the serial console (ttyS0, 115200) and the screen, and boot without a key press.
 
 use super::{Ctx, write};
@@ -24,7 +24,7 @@ use crate::error::BuildError;
 use crate::toolchain::Toolchain;
 use std::path::Path;
 
-const RECIPE: u32 = 6;
+const RECIPE: u32 = 7;
 
 /// The signed UEFI loaders, from the toolchain tree into `EFI/BOOT/` of the FAT image and of the
 /// disc: shim (signed by Microsoft), GRUB for CDs (signed by Debian), MokManager (which shim
@@ -77,9 +77,7 @@ pub fn inputs(
         disk_info: format!("{title} ({}) {}\n", def.image.architecture, def.debian.snapshot),
         isolinux_cfg: isolinux_cfg(&title, &def.kernel.cmdline),
         grub_cfg: grub_cfg(&title, &def.kernel.cmdline),
-        grub_early_cfg: format!(
-            "if search --no-floppy --set=root --file /{MARKER}; then\n  set prefix=($root)/boot/grub\n  configfile ($root)/boot/grub/grub.cfg\nelse\n  echo \"ceremony-os: the disc (/{MARKER}) was not found\"\nfi\n"
-        ),
+        grub_early_cfg: grub_early_cfg(),
         efi_loaders: EFI_LOADERS,
         fat_label: "EFIBOOT",
     }
@@ -179,6 +177,15 @@ fn copy(from: &Path, to: &Path) -> Result<(), BuildError> {
     }
     std::fs::copy(from, to).map_err(|e| BuildError::io(from, e))?;
     super::set_mode(to, 0o644)
+}
+
+/// The FAT image's `grub.cfg`: load the disc's own `grub.cfg` from the device GRUB was started
+/// from (`$cmdpath`: the CD for El Torito, the stick's whole disk for its EFI partition), never
+/// from the first device that holds the marker, which a stick plugged in beside the CD could.
+fn grub_early_cfg() -> String {
+    format!(
+        "regexp --set=1:medium '^\\(([^,)]+)' \"$cmdpath\"\nif [ -n \"$medium\" -a -f \"($medium)/{MARKER}\" ]; then\n  set root=$medium\n  set prefix=($root)/boot/grub\n  configfile ($root)/boot/grub/grub.cfg\nelse\n  echo \"ceremony-os: GRUB started from $cmdpath, which does not hold this disc (/{MARKER}); the boot stops here.\"\n  sleep 3600\nfi\n"
+    )
 }
 
 fn isolinux_cfg(title: &str, cmdline: &str) -> String {
