@@ -430,6 +430,8 @@ fn make_iso_on_a_lock_whose_packages_are_gone_builds_todays_state_beside_it() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("ceremony-os.manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["inputs"]["committed_lock"], false, "{manifest}");
+    assert_eq!(manifest["source"]["lock_in_commit"], false, "{manifest}");
+    assert!(stderr.contains("NOTE: the lock built is not the one in that commit"), "{stderr}");
     let today_sha256 = sha256_file(&out.join("ceremony.lock"));
     assert_eq!(manifest["lockfile_sha256"], today_sha256);
 }

@@ -171,16 +171,6 @@ pub fn build(request: &BuildRequest<'_>, observer: &dyn BuildObserver) -> Result
     let bundle_archives: Vec<PathBuf> =
         def.hsm_bundles.iter().map(|b| relative_to(request.definition_path, &b.archive)).collect();
     let source = source_record(&runner, &workspace_dir, request.lock_path, request.lock_text);
-    if !source.lock_in_commit {
-        observer.progress(
-            "publish",
-            &format!(
-                "NOTE: the lock built ({}) is not the one in commit {}: a witness must rebuild from the published ceremony.lock, and the manifest records it",
-                request.lock_path.display(),
-                source.commit
-            ),
-        );
-    }
 
     let ctx =
         stages::Ctx { store: request.store, runner, cache: &cache, observer, records: Default::default() };

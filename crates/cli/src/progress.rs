@@ -185,17 +185,25 @@ impl ceremony_os_builder::BuildObserver for BuildProgress {
 }
 
 pub fn build_summary(report: &ceremony_os_builder::BuildReport) -> String {
-    format!(
+    let mut out = format!(
         "built {} ({} bytes)
   sha256 {}
   rootfs NAR {}
-  manifest {}",
+  manifest {}
+  source {}",
         report.iso.display(),
         report.iso_size,
         report.iso_sha256,
         report.nar_hash,
-        report.manifest.display()
-    )
+        report.manifest.display(),
+        report.source.described()
+    );
+    if !report.source.lock_in_commit {
+        out.push_str(
+            "\nNOTE: the lock built is not the one in that commit: a witness rebuilds from the ceremony.lock published beside the ISO (the manifest records this)",
+        );
+    }
+    out
 }
 
 /// After a build that fell back to today's lock: what it is and where the changes are.
