@@ -18,6 +18,17 @@ pub struct HsmAccess<'a> {
     pub module: Option<&'a Path>,
     pub pin: &'a dyn Fn(&str) -> Result<zeroize::Zeroizing<String>>,
     pub allow_final_pin_try: bool,
+    /// Where the step's notes and warnings go.
+    pub console: &'a dyn crate::console::Console,
+}
+
+impl std::fmt::Debug for HsmAccess<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HsmAccess")
+            .field("module", &self.module)
+            .field("allow_final_pin_try", &self.allow_final_pin_try)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HsmAccess<'_> {
@@ -32,7 +43,7 @@ impl HsmAccess<'_> {
     pub fn session(&self, section: &HsmSection) -> Result<cryptoki::session::Session> {
         let module = self.module(section)?;
         let hsm = Hsm::open(&module)?;
-        let slot = hsm.slot_for(&section.token_label, self.allow_final_pin_try)?;
+        let slot = hsm.slot_for(&section.token_label, self.allow_final_pin_try, self.console)?;
         let pin = (self.pin)(&section.token_label)?;
         hsm.login(slot, &pin)
     }
@@ -198,7 +209,7 @@ pub fn key_generate(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcom
         bail!("key.id is empty");
     }
     let session = access.session(&config.hsm)?;
-    let spki = hsm::generate(&session, &config.key.label, &id, config.key.key_type)?;
+    let spki = hsm::generate(&session, &config.key.label, &id, config.key.key_type, access.console)?;
     let mut outcome = Outcome { config_sha256: Some(digest), ..Default::default() };
     write(&mut outcome, "public key", &output, "PUBLIC KEY", spki)?;
     Ok(outcome)
@@ -334,7 +345,7 @@ pub fn sign_csr(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcome> {
         )
     })?;
     if csr.requested_extensions().is_some_and(|mut e| e.next().is_some()) {
-        eprintln!("note: the CSR requests extensions; they are ignored, the profile decides");
+        access.console.say("note: the CSR requests extensions; they are ignored, the profile decides");
     }
     let issuance = Issuance {
         issuer: &issuer,
@@ -491,10 +502,10 @@ pub fn list(access: &HsmAccess<'_>, login_token: Option<&str>) -> Result<String>
     let hsm = Hsm::open(module)?;
     match login_token {
         Some(token) => {
-            hsm.slot_for(token, access.allow_final_pin_try)?;
+            hsm.slot_for(token, access.allow_final_pin_try, access.console)?;
             let pin = (access.pin)(token)?;
-            hsm.list(Some((token, &pin)))
+            hsm.list(Some((token, &pin)), access.console)
         }
-        None => hsm.list(None),
+        None => hsm.list(None, access.console),
     }
 }

@@ -121,7 +121,12 @@ impl Hsm {
     }
 
     /// The one slot whose initialized token has `label`, after checking its user PIN's state.
-    pub fn slot_for(&self, label: &str, allow_final_pin_try: bool) -> Result<Slot> {
+    pub fn slot_for(
+        &self,
+        label: &str,
+        allow_final_pin_try: bool,
+        console: &dyn crate::console::Console,
+    ) -> Result<Slot> {
         let mut found = Vec::new();
         for slot in self.ctx.get_slots_with_token()? {
             let info = self.ctx.get_token_info(slot)?;
@@ -143,7 +148,8 @@ impl Hsm {
             );
         }
         if info.user_pin_count_low() {
-            eprintln!("warning: token {label:?} has counted failed PIN entries; few tries are left");
+            console
+                .say(&format!("warning: token {label:?} has counted failed PIN entries; few tries are left"));
         }
         Ok(*slot)
     }
@@ -185,7 +191,7 @@ impl Hsm {
 
     /// Every slot with a token, and the objects of each initialized token: public ones, and all
     /// of them for the token `login` names (a PIN is tried on that token only).
-    pub fn list(&self, login: Option<(&str, &str)>) -> Result<String> {
+    pub fn list(&self, login: Option<(&str, &str)>, console: &dyn crate::console::Console) -> Result<String> {
         let mut out = String::new();
         let mut logged_in = false;
         for slot in self.ctx.get_slots_with_token()? {
@@ -207,7 +213,7 @@ impl Hsm {
             let session = match login {
                 Some((wanted, pin)) if wanted == label => {
                     logged_in = true;
-                    self.login(self.slot_for(&label, false)?, pin)?
+                    self.login(self.slot_for(&label, false, console)?, pin)?
                 }
                 _ => self.ctx.open_ro_session(slot)?,
             };
@@ -335,7 +341,13 @@ pub fn check_unused(session: &Session, label: &str, id: &[u8]) -> Result<()> {
 /// its SubjectPublicKeyInfo (DER). A token that refuses one of the protection attributes in the
 /// template is asked again without the optional ones, and the result checked attribute by
 /// attribute: sensitive and not extractable are required, the others reported.
-pub fn generate(session: &Session, label: &str, id: &[u8], key: GeneratedKey) -> Result<Vec<u8>> {
+pub fn generate(
+    session: &Session,
+    label: &str,
+    id: &[u8],
+    key: GeneratedKey,
+    console: &dyn crate::console::Console,
+) -> Result<Vec<u8>> {
     check_unused(session, label, id)?;
     let (mechanism, mut public) = match key {
         GeneratedKey::Rsa3072 | GeneratedKey::Rsa4096 => {
@@ -379,8 +391,8 @@ pub fn generate(session: &Session, label: &str, id: &[u8], key: GeneratedKey) ->
             RvError::AttributeTypeInvalid | RvError::TemplateInconsistent | RvError::AttributeValueInvalid,
             _,
         )) => {
-            eprintln!(
-                "note: the token refuses part of the protection template; generating with CKA_SENSITIVE only and checking"
+            console.say(
+                "note: the token refuses part of the protection template; generating with CKA_SENSITIVE only and checking",
             );
             let minimal = [base, vec![Attribute::Sensitive(true)]].concat();
             session.generate_key_pair(&mechanism, &public, &minimal)?
@@ -395,10 +407,12 @@ pub fn generate(session: &Session, label: &str, id: &[u8], key: GeneratedKey) ->
             (AttributeType::Sensitive | AttributeType::Extractable, Some(v)) if v != *expected => {
                 bail!("the new private key has {name} = {v}; the ceremony requires {expected}")
             }
-            (_, Some(v)) if v != *expected => {
-                eprintln!("warning: the new private key has {name} = {v} (the token ignored the template)")
+            (_, Some(v)) if v != *expected => console.say(&format!(
+                "warning: the new private key has {name} = {v} (the token ignored the template)"
+            )),
+            (_, None) => {
+                console.say(&format!("note: the token does not report {name} for the new private key"))
             }
-            (_, None) => eprintln!("note: the token does not report {name} for the new private key"),
             _ => {}
         }
     }

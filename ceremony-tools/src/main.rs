@@ -1,21 +1,14 @@
 //! `ceremony`: the tool the ceremony administrator runs on the air-gapped laptop. It talks to the
 //! HSM through PKCS#11, splits secrets among keyholders, and records every command in a
 //! hash-chained transcript whose head the witnesses write down. This file is the command line:
-//! parsing, the transcript around each command, and printing; the steps live in `ca`.
-
-mod ca;
-mod config;
-mod export;
-mod hsm;
-mod plan;
-mod recorded;
-mod shamir;
-mod transcript;
-mod x509;
+//! parsing, the terminal (PINs, answers, what the library says) and printing; the work is in the
+//! `ceremony_tools` library.
 
 use anyhow::{Context, Result, bail};
+use ceremony_tools::console::Console;
+use ceremony_tools::recorded::render_error;
+use ceremony_tools::{ca, export, hsm, plan, recorded, shamir, transcript};
 use clap::{Args, Parser, Subcommand};
-use recorded::{render_error, show_digest};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, Write};
@@ -231,6 +224,30 @@ enum TranscriptCommand {
     },
 }
 
+/// The terminal: narration and digests on standard error, shares on standard output.
+struct Terminal;
+
+impl Console for Terminal {
+    fn say(&self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    fn digest(&self, title: &str, hex: &str) {
+        eprintln!(
+            "{title}\n  sha256 {hex}\n  words  {}",
+            ceremony_os_pgpwords::format_hex(hex).replace('\n', "\n         ")
+        );
+    }
+
+    fn shares(&self, shares: &[Zeroizing<String>]) -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        for share in shares {
+            writeln!(out, "{}", share.as_str())?;
+        }
+        Ok(out.flush()?)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
@@ -252,7 +269,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             let plan = plan::load(plan)?;
             plan::check(&plan)?;
             print!("{}", plan::describe(&plan));
-            show_digest(&format!("plan {}", plan.path.display()), &plan.sha256);
+            Terminal.digest(&format!("plan {}", plan.path.display()), &plan.sha256);
             return Ok(ExitCode::SUCCESS);
         }
         Command::Plan(PlanCommand::Run(args)) => return run_plan(cli, args),
@@ -281,6 +298,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         module: cli.module.as_deref(),
         pin: &pin,
         allow_final_pin_try: cli.allow_final_pin_try,
+        console: &Terminal,
     };
     let mut handoff = None;
     let result: Result<ca::Outcome> = match (&cli.command, step) {
@@ -291,8 +309,9 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 Ok(ca::Outcome::default())
             })
         }
-        (Command::Shamir(ShamirCommand::Split(args)), _) => read_secret(args)
-            .and_then(|secret| shamir::split_to_stdout(secret.as_bytes(), args.threshold, args.shares)),
+        (Command::Shamir(ShamirCommand::Split(args)), _) => read_secret(args).and_then(|secret| {
+            shamir::split_for_keyholders(secret.as_bytes(), args.threshold, args.shares, &Terminal)
+        }),
         (Command::Shamir(ShamirCommand::Combine(args)), _) => {
             shamir_combine(args).map(|(outcome, secret)| {
                 handoff = secret;
@@ -301,7 +320,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
         _ => unreachable!("every other command returned above"),
     };
-    recorded::record(&mut transcript, name, None, &result)?;
+    recorded::record(&mut transcript, name, None, &result, &Terminal)?;
     // The command the secret goes to may be `ceremony` itself, which takes the transcript's lock.
     drop(transcript);
     result?;
@@ -334,7 +353,7 @@ fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
     let answers = Lines::new(args.confirm_fd);
     let confirm = |question: &str| answers.ask(question).map(|a| a.trim().eq_ignore_ascii_case("yes"));
     let plan = plan::load(&args.plan)?;
-    show_digest(&format!("plan {}: {}", plan.path.display(), plan.title), &plan.sha256);
+    Terminal.digest(&format!("plan {}: {}", plan.path.display(), plan.title), &plan.sha256);
     // The gate: nothing happens unless the transcript opens and verifies.
     let mut transcript = transcript::Transcript::open(&cli.transcript)
         .with_context(|| format!("the transcript {} (nothing was done)", cli.transcript.display()))?;
@@ -347,7 +366,7 @@ fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
         }
         let checked = plan::check(&plan)?;
         for (output, step) in &checked.made_by {
-            crate::config::refuse_symlinks(output)?;
+            ceremony_tools::config::refuse_symlinks(output)?;
             if *step >= done && std::fs::symlink_metadata(output).is_ok() {
                 bail!(
                     "{} already exists in the work directory; step {} would write it",
@@ -365,7 +384,7 @@ fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
         let question = if done == 0 {
             "Do the witnesses confirm the plan's digest matches the script? Type yes to go on: "
         } else {
-            show_digest("transcript head (the last record)", transcript.head());
+            Terminal.digest("transcript head (the last record)", transcript.head());
             "Is this the last transcript head the witnesses wrote down? Type yes to go on: "
         };
         if !confirm(question)? {
@@ -379,7 +398,7 @@ fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
             let plan_ref =
                 transcript::PlanRef { sha256: plan.sha256.clone(), step: "(check)".into(), rehearsal };
             let refused: Result<ca::Outcome> = Err(e);
-            recorded::record(&mut transcript, "plan", Some(plan_ref), &refused)?;
+            recorded::record(&mut transcript, "plan", Some(plan_ref), &refused, &Terminal)?;
             return refused.map(|_| ExitCode::FAILURE);
         }
     };
@@ -407,8 +426,12 @@ fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
             hsm.init_rehearsal_token(&token, &pins.get(&token)?)?;
         }
     }
-    let access =
-        ca::HsmAccess { module: module.as_deref(), pin: &pin, allow_final_pin_try: cli.allow_final_pin_try };
+    let access = ca::HsmAccess {
+        module: module.as_deref(),
+        pin: &pin,
+        allow_final_pin_try: cli.allow_final_pin_try,
+        console: &Terminal,
+    };
     plan::run(
         &plan,
         &checked,
@@ -479,9 +502,9 @@ fn export(cli: &Cli, args: &ExportArgs) -> Result<ExitCode> {
         std::io::stdout().write_all(collected.sums())?;
         eprintln!("MATCH: {} read back holds the export ({} bytes)", path.display(), written.bytes);
     }
-    show_digest("the exported transcript's head", &collected.head);
-    show_digest("SHA256SUMS on the stick", &sums_sha256);
-    show_digest("the stick's file system", &written.sha256);
+    Terminal.digest("the exported transcript's head", &collected.head);
+    Terminal.digest("SHA256SUMS on the stick", &sums_sha256);
+    Terminal.digest("the stick's file system", &written.sha256);
     Ok(ExitCode::SUCCESS)
 }
 

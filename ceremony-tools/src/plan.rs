@@ -404,6 +404,21 @@ pub struct Run<'a> {
     pub rehearsal: bool,
 }
 
+impl std::fmt::Debug for Run<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("access", self.access)
+            .field("rehearsal", &self.rehearsal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Run<'_> {
+    fn console(&self) -> &dyn crate::console::Console {
+        self.access.console
+    }
+}
+
 /// Run the plan's steps after the first `done`, each recorded in the transcript; stop at the
 /// first that fails.
 pub fn run(
@@ -415,9 +430,14 @@ pub fn run(
 ) -> Result<()> {
     let total = plan.steps.len();
     for (i, step) in plan.steps.iter().enumerate().skip(done) {
-        eprintln!("\n== step {} of {total}: {} ({})", i + 1, step.id, step.action.command());
+        run.console().say(&format!(
+            "\n== step {} of {total}: {} ({})",
+            i + 1,
+            step.id,
+            step.action.command()
+        ));
         if let Some(say) = &step.say {
-            eprintln!("   {say}");
+            run.console().say(&format!("   {say}"));
         }
         let outputs = recorded_outputs(plan, transcript.records());
         let result = match &step.action {
@@ -427,19 +447,17 @@ pub fn run(
                 let reads = checked_reads(checked, i, file, &outputs);
                 crate::config::with_checked_reads(reads, || kind.run(run.access, file))
             }
-            Action::Checkpoint { show } => {
-                checkpoint(checked, show, &outputs, transcript.head(), run.confirm)
-            }
+            Action::Checkpoint { show } => checkpoint(checked, show, &outputs, transcript.head(), run),
             Action::ShamirSplit { token, threshold, shares } => {
                 split_pin(checked, token, *threshold, *shares, run.access)
             }
         };
         let plan_ref =
             PlanRef { sha256: plan.sha256.clone(), step: step.id.clone(), rehearsal: run.rehearsal };
-        crate::recorded::record(transcript, step.action.command(), Some(plan_ref), &result)?;
+        crate::recorded::record(transcript, step.action.command(), Some(plan_ref), &result, run.console())?;
         result.with_context(|| format!("step {} ({}) failed; the plan stopped there", i + 1, step.id))?;
     }
-    eprintln!("\nall {total} steps of the plan are done");
+    run.console().say(&format!("\nall {total} steps of the plan are done"));
     Ok(())
 }
 
@@ -510,7 +528,7 @@ fn checkpoint(
     show: &[PathBuf],
     outputs: &BTreeMap<PathBuf, String>,
     head: &str,
-    confirm: &dyn Fn(&str) -> Result<bool>,
+    run: &Run<'_>,
 ) -> Result<Outcome> {
     let mut inputs = BTreeMap::new();
     for path in show {
@@ -521,11 +539,11 @@ fn checkpoint(
             }
             None => (check_output(checked, path, outputs)?, "DER"),
         };
-        crate::recorded::show_digest(&format!("{} ({kind})", path.display()), &digest);
+        run.console().digest(&format!("{} ({kind})", path.display()), &digest);
         inputs.insert(path.display().to_string(), digest);
     }
-    crate::recorded::show_digest("transcript head so far", head);
-    if !confirm("Do the witnesses confirm these digests match the script? Type yes to go on: ")? {
+    run.console().digest("transcript head so far", head);
+    if !(run.confirm)("Do the witnesses confirm these digests match the script? Type yes to go on: ")? {
         bail!("the witnesses did not confirm; the plan stopped (resume with --resume once resolved)");
     }
     Ok(Outcome { inputs, ..Default::default() })
@@ -554,7 +572,7 @@ fn split_pin(
             .with_context(|| format!("the PIN of token {token:?} does not log in; nothing was split"))?,
     );
     let pin = (access.pin)(token)?;
-    crate::shamir::split_to_stdout(pin.as_bytes(), threshold, shares)
+    crate::shamir::split_for_keyholders(pin.as_bytes(), threshold, shares, access.console)
 }
 
 /// Every token the plan uses (for a rehearsal's throwaway tokens), in order of first use.

@@ -3,17 +3,10 @@
 //! write down. Single commands and plan steps both go through [`record`].
 
 use crate::ca::Outcome;
+use crate::console::Console;
 use crate::transcript::{PlanRef, Record, Transcript};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
-
-/// A digest for people: hex, then PGP words.
-pub fn show_digest(title: &str, hex: &str) {
-    eprintln!(
-        "{title}\n  sha256 {hex}\n  words  {}",
-        ceremony_os_pgpwords::format_hex(hex).replace('\n', "\n         ")
-    );
-}
 
 /// The laptop's clock, for the transcript only (the record says when the step happened).
 pub fn now_utc() -> String {
@@ -46,6 +39,7 @@ pub fn record(
     command: &str,
     plan: Option<PlanRef>,
     result: &Result<Outcome>,
+    console: &dyn Console,
 ) -> Result<String> {
     let empty = Outcome::default();
     let (outcome, status) = match result {
@@ -53,7 +47,7 @@ pub fn record(
         Err(e) => (&empty, format!("error: {}", render_error(e))),
     };
     for written in &outcome.outputs {
-        show_digest(
+        console.digest(
             &format!("{} written to {}", written.what, written.path.display()),
             &crate::ca::sha256_hex(&written.der),
         );
@@ -74,6 +68,6 @@ pub fn record(
         plan,
     };
     let head = transcript.append(record).context("appending to the transcript")?;
-    show_digest(&format!("transcript {} head", transcript.path().display()), &head);
+    console.digest(&format!("transcript {} head", transcript.path().display()), &head);
     Ok(head)
 }

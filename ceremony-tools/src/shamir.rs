@@ -18,7 +18,6 @@
 
 use blahaj::{Share, Sharks};
 use sha2::{Digest, Sha256};
-use std::io::Write;
 
 const PREFIX: &str = "cs2";
 const CHECK_CONTEXT: &[u8] = b"ceremony-share-v2";
@@ -163,23 +162,25 @@ fn share_from(x: u8, y: &[u8]) -> Share {
     Share::try_from(bytes.as_slice()).expect("a share has an index and at least one byte")
 }
 
-/// Split `secret` with a fresh random split id and print the shares on standard output, one per
-/// line (for the keyholders to copy); say on standard error which split they belong to.
-pub fn split_to_stdout(secret: &[u8], k: u32, n: u32) -> anyhow::Result<crate::ca::Outcome> {
+/// Split `secret` with a fresh random split id and hand the shares to the console, one per
+/// keyholder (the binary prints them one per line); say which split they belong to.
+pub fn split_for_keyholders(
+    secret: &[u8],
+    k: u32,
+    n: u32,
+    console: &dyn crate::console::Console,
+) -> anyhow::Result<crate::ca::Outcome> {
     use anyhow::Context;
     let mut split_id = [0u8; 8];
     getrandom::getrandom(&mut split_id).context("the system's random number generator failed")?;
     let shares = split(secret, k, n, split_id)?;
-    let mut out = std::io::stdout();
-    for share in &shares {
-        writeln!(out, "{}", share.to_text())?;
-    }
-    out.flush()?;
-    eprintln!(
+    let texts: Vec<zeroize::Zeroizing<String>> = shares.iter().map(|s| s.to_text().into()).collect();
+    console.shares(&texts)?;
+    console.say(&format!(
         "{} shares of split {} written, one per line; any {k} recover the secret",
         shares.len(),
         hex::encode(split_id)
-    );
+    ));
     Ok(crate::ca::Outcome::default())
 }
 
