@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use ceremony_tools::console::Console;
 use ceremony_tools::recorded::render_error;
-use ceremony_tools::{ca, export, hsm, plan, recorded, shamir, transcript};
+use ceremony_tools::{ca, export, plan, recorded, shamir, transcript};
 use clap::{Args, Parser, Subcommand};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -335,8 +335,6 @@ fn run(cli: &Cli) -> Result<ExitCode> {
 /// Set only in the process `plan run --dry-run` starts with its throwaway SoftHSM configuration:
 /// the directory holding it.
 const REHEARSAL_ENV: &str = "CEREMONY_REHEARSAL_HSM";
-const SOFTHSM_MODULES: [&str; 2] =
-    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"];
 
 fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
     let in_rehearsal = std::env::var_os(REHEARSAL_ENV).is_some();
@@ -349,95 +347,22 @@ fn run_plan(cli: &Cli, args: &PlanRunArgs) -> Result<ExitCode> {
     if args.dry_run && !in_rehearsal {
         return rehearse();
     }
-    let rehearsal = args.dry_run;
     let answers = Lines::new(args.confirm_fd);
     let confirm = |question: &str| answers.ask(question).map(|a| a.trim().eq_ignore_ascii_case("yes"));
-    let plan = plan::load(&args.plan)?;
-    Terminal.digest(&format!("plan {}: {}", plan.path.display(), plan.title), &plan.sha256);
-    // The gate: nothing happens unless the transcript opens and verifies.
-    let mut transcript = transcript::Transcript::open(&cli.transcript)
-        .with_context(|| format!("the transcript {} (nothing was done)", cli.transcript.display()))?;
-    let prepared = (|| {
-        let done = plan::progress(&plan, transcript.records(), rehearsal)?;
-        if done > 0 && !args.resume {
-            bail!(
-                "the transcript shows steps 1..{done} of this plan completed; give --resume to continue after step {done}"
-            );
-        }
-        let checked = plan::check(&plan)?;
-        for (output, step) in &checked.made_by {
-            ceremony_tools::config::refuse_symlinks(output)?;
-            if *step >= done && std::fs::symlink_metadata(output).is_ok() {
-                bail!(
-                    "{} already exists in the work directory; step {} would write it",
-                    output.display(),
-                    step + 1
-                );
-            }
-        }
-        plan::stage(&checked)?;
-        // Before any HSM session: the witnesses hold the plan's digest on their script, and, on
-        // a resume, the last head they wrote down (the transcript's chain has no key of its own).
-        if done == plan.steps.len() {
-            return Ok((done, checked));
-        }
-        let question = if done == 0 {
-            "Do the witnesses confirm the plan's digest matches the script? Type yes to go on: "
-        } else {
-            Terminal.digest("transcript head (the last record)", transcript.head());
-            "Is this the last transcript head the witnesses wrote down? Type yes to go on: "
-        };
-        if !confirm(question)? {
-            bail!("the witnesses did not confirm; nothing was done");
-        }
-        Ok((done, checked))
-    })();
-    let (done, checked) = match prepared {
-        Ok(prepared) => prepared,
-        Err(e) => {
-            let plan_ref =
-                transcript::PlanRef { sha256: plan.sha256.clone(), step: "(check)".into(), rehearsal };
-            let refused: Result<ca::Outcome> = Err(e);
-            recorded::record(&mut transcript, "plan", Some(plan_ref), &refused, &Terminal)?;
-            return refused.map(|_| ExitCode::FAILURE);
-        }
-    };
-    if done == plan.steps.len() {
-        eprintln!("every step of the plan is already done");
-        return Ok(ExitCode::SUCCESS);
-    }
     let pins = Pins::new(cli.pin_fd);
     let pin = |token: &str| pins.get(token);
-    let module = if rehearsal {
-        Some(
-            SOFTHSM_MODULES
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-                .context("a rehearsal needs SoftHSM (libsofthsm2.so), which is not installed")?,
-        )
-    } else {
-        cli.module.clone()
-    };
-    if let (true, Some(module)) = (rehearsal, &module) {
-        let hsm = hsm::Hsm::open(module)?;
-        for token in plan::tokens(&plan, &checked) {
-            eprintln!("rehearsal: a throwaway token {token:?} in SoftHSM");
-            hsm.init_rehearsal_token(&token, &pins.get(&token)?)?;
-        }
-    }
-    let access = ca::HsmAccess {
-        module: module.as_deref(),
-        pin: &pin,
-        allow_final_pin_try: cli.allow_final_pin_try,
-        console: &Terminal,
-    };
-    plan::run(
-        &plan,
-        &checked,
-        done,
-        &mut transcript,
-        &plan::Run { access: &access, confirm: &confirm, rehearsal },
+    plan::execute(
+        &plan::Execute {
+            plan: &args.plan,
+            transcript: &cli.transcript,
+            resume: args.resume,
+            rehearsal: args.dry_run,
+            module: cli.module.as_deref(),
+            allow_final_pin_try: cli.allow_final_pin_try,
+        },
+        &pin,
+        &confirm,
+        &Terminal,
     )?;
     Ok(ExitCode::SUCCESS)
 }

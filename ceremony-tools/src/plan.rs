@@ -705,3 +705,108 @@ shares = 3
         assert_eq!(progress(&plan, &[record("(check)", "error: refused", true, &sha)], false).unwrap(), 0);
     }
 }
+
+/// Where a plan runs from and how: `plan run` as the binary parsed it.
+#[derive(Debug)]
+pub struct Execute<'a> {
+    pub plan: &'a Path,
+    pub transcript: &'a Path,
+    /// Continue after the last step the transcript shows completed.
+    pub resume: bool,
+    /// Run against throwaway SoftHSM tokens (the binary has set up SoftHSM's configuration).
+    pub rehearsal: bool,
+    /// Overrides the step files' module (never in a rehearsal).
+    pub module: Option<&'a Path>,
+    pub allow_final_pin_try: bool,
+}
+
+/// SoftHSM's module, where Debian installs it: a rehearsal's HSM.
+const SOFTHSM_MODULES: [&str; 2] =
+    ["/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"];
+
+/// `plan run`: load and show the plan, open the transcript (nothing happens unless it verifies),
+/// find where a resume starts, check everything, stage the plan's files, have the witnesses
+/// confirm the plan's digest (or the last head they wrote down), then run the remaining steps.
+/// A refusal before the first step is recorded too.
+pub fn execute(
+    request: &Execute<'_>,
+    pin: &dyn Fn(&str) -> Result<zeroize::Zeroizing<String>>,
+    confirm: &dyn Fn(&str) -> Result<bool>,
+    console: &dyn crate::console::Console,
+) -> Result<()> {
+    let rehearsal = request.rehearsal;
+    let plan = load(request.plan)?;
+    console.digest(&format!("plan {}: {}", plan.path.display(), plan.title), &plan.sha256);
+    let mut transcript = crate::transcript::Transcript::open(request.transcript)
+        .with_context(|| format!("the transcript {} (nothing was done)", request.transcript.display()))?;
+    let prepared = (|| {
+        let done = progress(&plan, transcript.records(), rehearsal)?;
+        if done > 0 && !request.resume {
+            bail!(
+                "the transcript shows steps 1..{done} of this plan completed; give --resume to continue after step {done}"
+            );
+        }
+        let checked = check(&plan)?;
+        for (output, step) in &checked.made_by {
+            crate::config::refuse_symlinks(output)?;
+            if *step >= done && std::fs::symlink_metadata(output).is_ok() {
+                bail!(
+                    "{} already exists in the work directory; step {} would write it",
+                    output.display(),
+                    step + 1
+                );
+            }
+        }
+        stage(&checked)?;
+        // Before any HSM session: the witnesses hold the plan's digest on their script, and, on
+        // a resume, the last head they wrote down (the transcript's chain has no key of its own).
+        if done == plan.steps.len() {
+            return Ok((done, checked));
+        }
+        let question = if done == 0 {
+            "Do the witnesses confirm the plan's digest matches the script? Type yes to go on: "
+        } else {
+            console.digest("transcript head (the last record)", transcript.head());
+            "Is this the last transcript head the witnesses wrote down? Type yes to go on: "
+        };
+        if !confirm(question)? {
+            bail!("the witnesses did not confirm; nothing was done");
+        }
+        Ok((done, checked))
+    })();
+    let (done, checked) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            let plan_ref = PlanRef { sha256: plan.sha256.clone(), step: "(check)".into(), rehearsal };
+            let refused: Result<Outcome> = Err(e);
+            crate::recorded::record(&mut transcript, "plan", Some(plan_ref), &refused, console)?;
+            return refused.map(|_| ());
+        }
+    };
+    if done == plan.steps.len() {
+        console.say("every step of the plan is already done");
+        return Ok(());
+    }
+    let module = if rehearsal {
+        let module = SOFTHSM_MODULES
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .context("a rehearsal needs SoftHSM (libsofthsm2.so), which is not installed")?;
+        let hsm = crate::hsm::Hsm::open(&module)?;
+        for token in tokens(&plan, &checked) {
+            console.say(&format!("rehearsal: a throwaway token {token:?} in SoftHSM"));
+            hsm.init_rehearsal_token(&token, &pin(&token)?)?;
+        }
+        Some(module)
+    } else {
+        request.module.map(Path::to_path_buf)
+    };
+    let access = HsmAccess {
+        module: module.as_deref(),
+        pin,
+        allow_final_pin_try: request.allow_final_pin_try,
+        console,
+    };
+    run(&plan, &checked, done, &mut transcript, &Run { access: &access, confirm, rehearsal })
+}

@@ -246,6 +246,24 @@ mod tests {
         }
     }
 
+    /// The library prints nothing: the keyholders' shares reach the console, and any k of them
+    /// recover the secret.
+    #[test]
+    fn shares_for_keyholders_go_to_the_console() {
+        let console = crate::console::Kept::default();
+        split_for_keyholders(b"0123-4567", 2, 3, &console).unwrap();
+        let lines = console.lines.borrow();
+        let shares: Vec<TextShare> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("share "))
+            .enumerate()
+            .map(|(i, text)| TextShare::parse(text, i + 1).unwrap())
+            .collect();
+        assert_eq!(shares.len(), 3, "{lines:?}");
+        assert!(lines.last().unwrap().contains("3 shares of split"), "{lines:?}");
+        assert_eq!(combine(&shares[1..]).unwrap().as_slice(), b"0123-4567");
+    }
+
     #[test]
     fn text_round_trip_and_checksum() {
         let shares = split(b"pin", 2, 3, [0xab; 8]).unwrap();
