@@ -1,5 +1,6 @@
-//! k-of-n secret sharing over GF(256) (Shamir), with blahaj for the field arithmetic and the
-//! dealing, and our own share format: printable, typeable, checksummed, and tied to its split.
+//! k-of-n secret sharing over GF(256) (Shamir; the field of x^8 + x^4 + x^3 + x^2 + 1), with
+//! blahaj for the field arithmetic and the dealing, and our own share format: printable,
+//! typeable, checksummed, and tied to its split.
 //!
 //! Share text: `cs2-<split>-<k>-<x>-<y as hex>-<check>`, where `split` is 8 random bytes (hex)
 //! naming the dealing, `x` is the share's index (1..=n) and `check` is the first 4 bytes of
@@ -12,9 +13,15 @@
 //! this split's name) is refused instead of returned. The tag is inside the shared data: no share,
 //! and no k-1 shares, reveal anything about it, so a short PIN cannot be guessed from one share.
 //!
-//! blahaj draws every coefficient from 0..=255, so a top coefficient can be zero, which lowers the
-//! polynomial's degree for that byte: then k-1 shares would reveal it. We check each dealing and
-//! deal again if any byte's polynomial is not of full degree.
+//! The dealing is plain Shamir: blahaj draws every coefficient uniformly from 0..=255, a zero top
+//! coefficient included. Any k-1 shares of such a dealing are independent of the secret. Dealing
+//! again until every top coefficient is non-zero would not be: for each byte it rules out the one
+//! secret value that k-1 shares would give with a lower degree (with k = 2, a share byte would
+//! never equal its secret byte), and it cannot deal a long secret at all.
+//!
+//! Combining uses exactly k distinct shares; each further share is checked against the polynomial
+//! they make (named if it disagrees), a share given twice counts once, and one index with two
+//! values is a conflict.
 
 use blahaj::{Share, Sharks};
 use sha2::{Digest, Sha256};
@@ -124,36 +131,22 @@ pub fn split(secret: &[u8], k: u32, n: u32, split: [u8; 8]) -> Result<Vec<TextSh
     }
     let (k, n) = (k as u8, n as u8);
     let dealt = zeroize::Zeroizing::new([secret, &tag(&split, secret)[..]].concat());
-    for _ in 0..1000 {
-        let shares: Vec<Share> = Sharks(k).dealer(&dealt).take(n as usize).collect();
-        if full_degree(&shares, k) {
-            return Ok(shares
-                .iter()
-                .map(|s| {
-                    let bytes = Vec::from(s);
-                    TextShare { split, threshold: k, index: bytes[0], value: bytes[1..].to_vec() }
-                })
-                .collect());
-        }
-    }
-    Err(ShamirError::Combine("could not deal shares of full degree".into()))
+    Ok(Sharks(k)
+        .dealer(&dealt)
+        .take(n as usize)
+        .map(|s| {
+            let bytes = zeroize::Zeroizing::new(Vec::from(&s));
+            TextShare { split, threshold: k, index: bytes[0], value: bytes[1..].to_vec() }
+        })
+        .collect())
 }
 
-/// Is every byte's polynomial of degree exactly k-1? The shares 1..k-1 determine a polynomial
-/// of degree <= k-2; it predicts share k only if the true polynomial has a lower degree. In
-/// GF(2^8) adding x_k to every x shifts the evaluation point to x_k, so blahaj's interpolation at
-/// 0 gives the prediction.
-fn full_degree(shares: &[Share], k: u8) -> bool {
-    let last = &shares[k as usize - 1];
-    let shifted: Vec<Share> = shares[..k as usize - 1]
-        .iter()
-        .map(|s| {
-            let bytes = Vec::from(s);
-            share_from(bytes[0] ^ last.x.0, &bytes[1..])
-        })
-        .collect();
-    let Ok(predicted) = Sharks(k - 1).recover(&shifted) else { return false };
-    predicted.iter().zip(&last.y).all(|(p, actual)| *p != actual.0)
+/// The value at `x` of the polynomial through `shares` (as many as its degree + 1). In GF(2^8)
+/// subtracting is XOR, so moving every index by `x` moves the evaluation point to 0, where
+/// blahaj interpolates.
+fn evaluate_at(shares: &[&TextShare], x: u8) -> Result<Vec<u8>, ShamirError> {
+    let moved: Vec<Share> = shares.iter().map(|s| share_from(s.index ^ x, &s.value)).collect();
+    Sharks(shares.len() as u8).recover(&moved).map_err(|e| ShamirError::Combine(e.to_string()))
 }
 
 /// blahaj's share from an index and value (its field type is not public; its byte form is).
@@ -202,18 +195,36 @@ pub fn combine(shares: &[TextShare]) -> Result<zeroize::Zeroizing<Vec<u8>>, Sham
             other.index
         )));
     }
-    let mut indices: Vec<u8> = shares.iter().map(|s| s.index).collect();
-    indices.sort();
-    indices.dedup();
-    if indices.len() < k as usize {
+    // One share per index: the same share twice counts once, two values for one index conflict.
+    let mut distinct: Vec<&TextShare> = Vec::new();
+    for share in shares {
+        match distinct.iter().find(|d| d.index == share.index) {
+            Some(seen) if seen.value != share.value => {
+                return Err(ShamirError::Combine(format!(
+                    "two different shares carry index {}: one of them is mistyped or forged",
+                    share.index
+                )));
+            }
+            Some(_) => {}
+            None => distinct.push(share),
+        }
+    }
+    if distinct.len() < k as usize {
         return Err(ShamirError::Combine(format!(
             "this split needs {k} different shares; {} given",
-            indices.len()
+            distinct.len()
         )));
     }
-    let raw: Vec<Share> = shares.iter().map(|s| share_from(s.index, &s.value)).collect();
-    let dealt =
-        zeroize::Zeroizing::new(Sharks(k).recover(&raw).map_err(|e| ShamirError::Combine(e.to_string()))?);
+    let (used, further) = distinct.split_at(k as usize);
+    for extra in further {
+        if evaluate_at(used, extra.index)? != extra.value {
+            return Err(ShamirError::Combine(format!(
+                "share with index {} does not agree with the first {k}: one of these is wrong",
+                extra.index
+            )));
+        }
+    }
+    let dealt = zeroize::Zeroizing::new(evaluate_at(used, 0)?);
     if dealt.len() <= TAG_LEN {
         return Err(ShamirError::Verifier);
     }
@@ -298,6 +309,98 @@ mod tests {
         forged.split = a[0].split;
         let forged = TextShare::parse(&forged.to_text(), 2).unwrap();
         assert_eq!(combine(&[a[0].clone(), forged]).unwrap_err(), ShamirError::Verifier);
+    }
+
+    /// An implementation of GF(2^8) (the polynomial x^8 + x^4 + x^3 + x^2 + 1, as blahaj and the
+    /// share format use; a share's value is only defined with it) and Lagrange
+    /// interpolation written here, independent of blahaj: the oracle for what a share means.
+    fn gf_mul(mut a: u8, mut b: u8) -> u8 {
+        let mut product = 0u8;
+        while b != 0 {
+            if b & 1 != 0 {
+                product ^= a;
+            }
+            let carry = a & 0x80 != 0;
+            a <<= 1;
+            if carry {
+                a ^= 0x1d;
+            }
+            b >>= 1;
+        }
+        product
+    }
+
+    fn gf_inverse(a: u8) -> u8 {
+        // a^254 = a^-1 in GF(2^8)
+        let mut result = 1u8;
+        for _ in 0..254 {
+            result = gf_mul(result, a);
+        }
+        result
+    }
+
+    fn interpolate_at_zero(points: &[(u8, u8)]) -> u8 {
+        let mut sum = 0u8;
+        for (i, &(xi, yi)) in points.iter().enumerate() {
+            let mut basis = 1u8;
+            for (j, &(xj, _)) in points.iter().enumerate() {
+                if i != j {
+                    // (0 - xj) / (xi - xj), where minus is XOR
+                    basis = gf_mul(basis, gf_mul(xj, gf_inverse(xi ^ xj)));
+                }
+            }
+            sum ^= gf_mul(yi, basis);
+        }
+        sum
+    }
+
+    #[test]
+    fn shares_mean_what_an_independent_interpolation_says() {
+        let secret: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37)).collect();
+        let shares = split(&secret, 3, 5, [9; 8]).unwrap();
+        for chosen in [[0, 1, 2], [4, 2, 0], [1, 3, 4]] {
+            let dealt: Vec<u8> = (0..shares[0].value.len())
+                .map(|byte| {
+                    let points: Vec<(u8, u8)> =
+                        chosen.iter().map(|&c| (shares[c].index, shares[c].value[byte])).collect();
+                    interpolate_at_zero(&points)
+                })
+                .collect();
+            assert_eq!(&dealt[..secret.len()], secret.as_slice(), "shares {chosen:?}");
+            assert_eq!(dealt[secret.len()..], tag(&[9; 8], &secret));
+        }
+    }
+
+    /// Uniform coefficients: with k = 2 a share byte equals its secret byte one time in 256 (a
+    /// dealing that refused zero top coefficients never let them be equal), and a long secret
+    /// deals at once.
+    #[test]
+    fn a_share_byte_equals_its_secret_byte_as_often_as_chance_says() {
+        let secret: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        let shares = split(&secret, 2, 3, [5; 8]).unwrap();
+        let equal: usize =
+            shares.iter().map(|s| s.value.iter().zip(&secret).filter(|(y, b)| y == b).count()).sum();
+        // 12,288 pairs, 48 expected; fewer than 10 has a probability below 1e-12.
+        assert!((10..=120).contains(&equal), "{equal} of 12288 share bytes equal their secret byte");
+    }
+
+    #[test]
+    fn a_share_twice_counts_once_and_a_conflict_or_a_disagreeing_share_is_named() {
+        let shares = split(b"4711-0815", 2, 4, [3; 8]).unwrap();
+        let twice = [shares[0].clone(), shares[0].clone()];
+        assert!(combine(&twice).unwrap_err().to_string().contains("needs 2 different shares; 1 given"));
+        let with_repeat = [shares[0].clone(), shares[0].clone(), shares[2].clone()];
+        assert_eq!(combine(&with_repeat).unwrap().as_slice(), b"4711-0815");
+        let mut conflicting = shares[0].clone();
+        conflicting.value[0] ^= 1;
+        let err = combine(&[shares[0].clone(), conflicting, shares[1].clone()]).unwrap_err().to_string();
+        assert!(err.contains("two different shares carry index 1"), "{err}");
+        let mut wrong = shares[3].clone();
+        wrong.value[2] ^= 0x40;
+        let err = combine(&[shares[1].clone(), shares[2].clone(), wrong]).unwrap_err().to_string();
+        assert!(err.contains("share with index 4 does not agree with the first 2"), "{err}");
+        // Every further share that agrees is fine.
+        assert_eq!(combine(&shares).unwrap().as_slice(), b"4711-0815");
     }
 
     proptest! {
