@@ -6,7 +6,6 @@
 
 use anyhow::{Context, Result, bail};
 use ceremony_tools::console::Console;
-use ceremony_tools::recorded::render_error;
 use ceremony_tools::{ca, export, plan, recorded, shamir, transcript};
 use clap::{Args, Parser, Subcommand};
 use std::cell::RefCell;
@@ -233,10 +232,7 @@ impl Console for Terminal {
     }
 
     fn digest(&self, title: &str, hex: &str) {
-        eprintln!(
-            "{title}\n  sha256 {hex}\n  words  {}",
-            ceremony_os_pgpwords::format_hex(hex).replace('\n', "\n         ")
-        );
+        eprintln!("{}", ceremony_os_render::digest(title, hex));
     }
 
     fn shares(&self, shares: &[Zeroizing<String>]) -> Result<()> {
@@ -253,7 +249,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", render_error(&e));
+            eprintln!("error: {}", ceremony_os_render::error(&e));
             ExitCode::FAILURE
         }
     }
@@ -617,9 +613,6 @@ fn verify_transcript(path: &Path, heads: &[String], prefix: bool) -> Result<()> 
             "  no witnessed head given: the chain alone does not show the file was not rewritten or cut short"
         );
     }
-    println!(
-        "  head sha256 {computed}\n  words       {}",
-        ceremony_os_pgpwords::format_hex(&computed).replace('\n', "\n              ")
-    );
+    println!("{}", ceremony_os_render::digest("  head", &computed));
     Ok(())
 }

@@ -17,22 +17,6 @@ pub fn now_utc() -> String {
     ceremony_os_timestamp::Timestamp::from_unix(secs).to_string()
 }
 
-/// The error and its causes, each said once.
-pub fn render_error(error: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if out.contains(text.trim()) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
-}
-
 /// Show what `result` wrote, append its record and show the new head; return the head.
 pub fn record(
     transcript: &mut Transcript,
@@ -44,7 +28,7 @@ pub fn record(
     let empty = Outcome::default();
     let (outcome, status) = match result {
         Ok(outcome) => (outcome, "ok".to_string()),
-        Err(e) => (&empty, format!("error: {}", render_error(e))),
+        Err(e) => (&empty, format!("error: {}", ceremony_os_render::error(e))),
     };
     for written in &outcome.outputs {
         console.digest(

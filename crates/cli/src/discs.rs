@@ -87,12 +87,6 @@ pub struct ChecksumArgs {
     json: bool,
 }
 
-/// A digest for people: hex, then PGP words in lines of eight.
-pub fn show_digest(title: &str, hex: &str) -> String {
-    let words = ceremony_os_pgpwords::format_hex(hex).replace('\n', "\n    ");
-    format!("{title}\n  sha256 {hex}\n  words  {words}")
-}
-
 fn print_json(value: &serde_json::Value) -> Result<()> {
     writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
@@ -131,7 +125,7 @@ pub fn material(args: &MaterialArgs, store_root: &Path) -> Result<()> {
         report.label,
         Timestamp::from_unix(epoch)
     );
-    eprintln!("{}", show_digest("material disc", &report.sha256));
+    eprintln!("{}", ceremony_os_render::digest("material disc", &report.sha256));
     if args.json {
         print_json(&serde_json::json!({
             "iso": args.output, "sha256": report.sha256, "size": report.size, "label": report.label,
@@ -150,7 +144,7 @@ pub fn burn(args: &BurnArgs) -> Result<()> {
     let plan = burn::plan(&args.iso, &args.device, &expected, options)?;
     eprintln!(
         "{}",
-        show_digest(
+        ceremony_os_render::digest(
             &format!("ISO {} ({} bytes) matches --expect", plan.iso.display(), plan.iso_size),
             &plan.iso_sha256
         )
@@ -176,7 +170,7 @@ pub fn burn(args: &BurnArgs) -> Result<()> {
     let back = burn::read_back(&plan)?;
     eprintln!(
         "{}",
-        show_digest(
+        ceremony_os_render::digest(
             &format!("read back {} bytes of {}", back.bytes_read, plan.device.display()),
             &back.sha256
         )
@@ -223,7 +217,7 @@ pub fn checksum(args: &ChecksumArgs) -> Result<()> {
         writeln!(
             std::io::stdout(),
             "{}",
-            show_digest(&format!("{} ({n} bytes)", args.path.display()), &sha256)
+            ceremony_os_render::digest(&format!("{} ({n} bytes)", args.path.display()), &sha256)
         )?;
     }
     Ok(())

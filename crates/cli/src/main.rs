@@ -295,27 +295,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", render_error(&e));
+            eprintln!("error: {}", ceremony_os_render::error(&e));
             error_code
         }
     }
-}
-
-/// The error and its causes, each said once: a cause whose text its parent already shows (an
-/// I/O error inside "path: error") is not repeated.
-fn render_error(error: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if out.contains(text.trim()) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }
 
 fn init_logging(verbose: u8) {
@@ -413,7 +396,7 @@ fn run_simple(command: Command, store_root: &std::path::Path) -> Result<()> {
                 w.bytes,
                 w.copied
             );
-            eprintln!("{}", discs::show_digest("bundle index", &w.index_sha256));
+            eprintln!("{}", ceremony_os_render::digest("bundle index", &w.index_sha256));
             if args.json {
                 writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(w)?)?;
             }

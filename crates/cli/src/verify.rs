@@ -1,6 +1,5 @@
 //! `verify` (rebuild and compare with what was published) and `compare` (two ISOs, no rebuild).
 
-use crate::discs::show_digest;
 use crate::{DefinitionArg, SourceArgs};
 use anyhow::{Context, Result};
 use ceremony_os_store::Store;
@@ -88,8 +87,8 @@ pub fn verify(args: &VerifyArgs, store_root: &Path) -> Result<ExitCode> {
         ceremony_os_verify::rebuild::verify(&request, &crate::progress::BuildProgress::new(), &mut |m| {
             eprintln!("  {m}")
         })?;
-    eprintln!("{}", show_digest("expected", &expected.sha256));
-    eprintln!("{}", show_digest("rebuilt", &verdict.rebuilt.iso_sha256));
+    eprintln!("{}", ceremony_os_render::digest("expected", &expected.sha256));
+    eprintln!("{}", ceremony_os_render::digest("rebuilt", &verdict.rebuilt.iso_sha256));
     if !verdict.matched {
         print_mismatch(&verdict, &expected);
     }
