@@ -61,6 +61,7 @@ bench: build
 	BENCH_TABLE=out/bench.tsv tests/bench/build.sh
 	$(CEREMONY_OS) build $(DEFINITION) --output out --json > out/build-report.json
 	BENCH_TABLE=out/bench.tsv tests/bench/witness.sh out/ceremony-os.manifest.json
-	BENCH_TABLE=out/bench.tsv tests/bench/boot.sh out/ceremony-os-0.1.0-amd64.iso
-	tests/bench/compression.sh out/build-report.json out/ceremony-os-0.1.0-amd64.iso
+	iso=$$(/usr/bin/python3 -c 'import json; print(json.load(open("out/build-report.json"))["iso"])') && \
+	  BENCH_TABLE=out/bench.tsv tests/bench/boot.sh "$$iso" && \
+	  tests/bench/compression.sh out/build-report.json "$$iso"
 	@echo; /usr/bin/python3 tests/bench/table.py out/bench.tsv
