@@ -85,10 +85,11 @@ fn build_writes_iso_sums_manifest_and_sbom() {
     let (_guard, s) = shared();
     let first = &s.first;
     let iso = first.iso();
-    assert_eq!(iso, first.out.join("ceremony-os-0.1.0-amd64.iso"));
+    let iso_name = format!("{}.iso", support::default_stem());
+    assert_eq!(iso, first.out.join(&iso_name));
     assert_eq!(sha256_file(&iso), first.iso_sha256());
     let sums = std::fs::read_to_string(first.out.join("SHA256SUMS")).unwrap();
-    assert!(sums.contains(&format!("{}  ceremony-os-0.1.0-amd64.iso\n", first.iso_sha256())), "{sums}");
+    assert!(sums.contains(&format!("{}  {iso_name}\n", first.iso_sha256())), "{sums}");
     for line in sums.lines() {
         let (digest, name) = line.split_once("  ").unwrap();
         assert_eq!(sha256_file(&first.out.join(name)), digest, "{name}");
@@ -464,7 +465,7 @@ fn another_compiler_release_is_refused_before_building() {
         "{stderr}"
     );
     assert!(!stderr.contains("==>"), "a stage ran before the compiler was checked:\n{stderr}");
-    assert!(!out.join("ceremony-os-0.1.0-amd64.iso").exists());
+    assert!(!out.join(format!("{}.iso", support::default_stem())).exists());
 }
 
 #[test]
@@ -538,7 +539,7 @@ fn overlay_change_interrupted_then_rebuilt_changes_only_that_file() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(running, "mksquashfs was never seen running under the build:\n{seen}");
-    assert!(!out.join("ceremony-os-0.1.0-amd64.iso").exists(), "a killed build left an ISO");
+    assert!(!out.join(format!("{}.iso", support::default_stem())).exists(), "a killed build left an ISO");
     assert_eq!(squashfs_entries(), before, "a killed build left a squashfs cache entry");
 
     // Up to the kill, the change re-ran customize and normalize, and nothing before them.
@@ -795,5 +796,5 @@ fn hsm_bundle_with_a_wrong_digest_is_refused() {
         stderr.contains("hsm_bundle vendor:") && stderr.contains(&actual) && stderr.contains(&wrong),
         "{stderr}"
     );
-    assert!(!s.root.join("out-bad-bundle/ceremony-os-0.1.0-amd64.iso").exists());
+    assert!(!s.root.join("out-bad-bundle").join(format!("{}.iso", support::default_stem())).exists());
 }

@@ -66,7 +66,8 @@ fn verify_matches_the_published_manifest() {
     let clone = witnesses.dir.path().join("alice-clone");
     std::fs::create_dir_all(clone.join("release")).unwrap();
     support::image_copy(&clone, "image");
-    for file in ["ceremony-os.manifest.json", "ceremony-os-0.1.0-amd64.rootfs.manifest", "ceremony.lock"] {
+    let rootfs_manifest = format!("{}.rootfs.manifest", support::default_stem());
+    for file in ["ceremony-os.manifest.json", rootfs_manifest.as_str(), "ceremony.lock"] {
         std::fs::copy(p.out.join(file), clone.join("release").join(file)).unwrap();
     }
     let head = git_repository_with_one_commit(&clone);
@@ -257,7 +258,9 @@ fn verify_and_compare_take_relative_paths() {
     let p = published();
     let out = support::ceremony_os(&support::shared_image_store())
         .current_dir(&p.out)
-        .args(["compare", "ceremony-os-0.1.0-amd64.iso", "./ceremony-os-0.1.0-amd64.iso"])
+        .arg("compare")
+        .arg(format!("{}.iso", support::default_stem()))
+        .arg(format!("./{}.iso", support::default_stem()))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -327,7 +330,7 @@ impl Witnesses {
             ceremony_os_attest::keys::SigningKey::from_bytes(&std::fs::read(self.key(name)).unwrap(), name)
                 .unwrap();
         let statement = Verification {
-            iso_name: "ceremony-os-0.1.0-amd64.iso".into(),
+            iso_name: format!("{}.iso", support::default_stem()),
             iso_sha256: iso_sha256.into(),
             verifier: format!("{name}@example.org"),
             time_verified: "2026-11-22T12:00:00Z".into(),
@@ -405,7 +408,7 @@ fn witnessed_burn(p: &Published, witnesses: &Witnesses, alice: &Path, commit: &s
     assert!(report.contains("NOT WITNESSED: 2 of 3"), "{report}");
 
     // burn refuses before opening the device unless enough witnesses attest.
-    let iso = p.out.join("ceremony-os-0.1.0-amd64.iso");
+    let iso = p.out.join(format!("{}.iso", support::default_stem()));
     let target = witnesses.dir.path().join("burned.img");
     std::fs::write(&target, b"").unwrap();
     let burn = |files: &[&Path]| {

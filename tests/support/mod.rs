@@ -23,6 +23,13 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
+/// The default image's artifact stem (`<name>-<version>-<architecture>`), as the build names its
+/// files (`<stem>.iso`, `<stem>.rootfs.manifest`): taken from image/ceremony.toml, not spelled out.
+pub fn default_stem() -> String {
+    let definition = repo_root().join("image/ceremony.toml");
+    ceremony_os_definition::ImageDefinition::load(&definition).unwrap().artifact_stem()
+}
+
 /// The store the image-building tests share (under target/tmp): the default image is built once
 /// for all of them, and later test runs reuse its stages.
 pub fn shared_image_store() -> PathBuf {
