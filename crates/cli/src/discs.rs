@@ -1,9 +1,9 @@
 //! `material`, `burn` and `checksum`: the commands that make and check physical discs.
 
 use crate::{DefinitionArg, SourceArgs, progress};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ceremony_os_definition::Timestamp;
-use ceremony_os_media::{burn, material};
+use ceremony_os_media::burn;
 use ceremony_os_runner::Runner;
 use ceremony_os_store::Store;
 use clap::Args;
@@ -93,30 +93,24 @@ fn print_json(value: &serde_json::Value) -> Result<()> {
 }
 
 pub fn material(args: &MaterialArgs, store_root: &Path) -> Result<()> {
-    material::validate_label(&args.label)?;
     let project = DefinitionArg { definition: args.definition.clone(), lockfile: None }.load()?;
-    let (def, lock) = (&project.def, &project.lock);
-    let (epoch, source) = match (args.date, std::env::var("SOURCE_DATE_EPOCH").ok()) {
-        (Some(date), _) => (date.unix(), "--date"),
-        (None, Some(value)) => (
-            value
-                .trim()
-                .parse::<i64>()
-                .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number"))?,
-            "SOURCE_DATE_EPOCH",
-        ),
-        (None, None) => (def.source_date_epoch(), "the definition's snapshot"),
-    };
+    let environment = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let (epoch, source) =
+        ceremony_os_workflow::material_epoch(args.date.map(|d| d.unix()), environment.as_deref(), &project)?;
     let store = Store::open(store_root)?;
     let observer = progress::FetchProgress::new();
-    let fetched = ceremony_os_workflow::fetch_toolchain(&store, &project, &args.sources.config(), &observer);
+    let job =
+        ceremony_os_workflow::MaterialJob { dir: &args.dir, output: &args.output, label: &args.label, epoch };
+    let report = ceremony_os_workflow::make_material(
+        &store,
+        &project,
+        &job,
+        &args.sources.config(),
+        &observer,
+        &progress::BuildProgress::new(),
+    );
     observer.finish();
-    fetched?;
-    let toolchain = ceremony_os_builder::prepare_toolchain(lock, &store, &progress::BuildProgress::new())?;
-    let runner = Runner::new(epoch);
-    let request =
-        material::MaterialRequest { dir: &args.dir, output: &args.output, label: &args.label, epoch };
-    let report = material::make(&request, &|dir| toolchain.cmd(&runner, "xorriso", dir))?;
+    let report = report?;
     eprintln!(
         "wrote {} ({} bytes, {} files, label {}, dates from {source}: {})",
         args.output.display(),

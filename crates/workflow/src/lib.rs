@@ -1,16 +1,18 @@
 //! The work behind the commands that take a definition and its lock: load them, lock, fetch
-//! every input (re-vouching archives that moved on), write a release inputs bundle, and prepare a
-//! build, falling back to today's archive state only where the caller allows it. Front ends parse
+//! every input (re-vouching archives that moved on), write a release inputs bundle, write a
+//! material disc with the lock's tools, and prepare a build, falling back to today's archive state only where the caller allows it. Front ends parse
 //! arguments, call one function here per verb, and render what it returns; nothing here prints,
 //! reads a terminal or parses arguments. Progress goes to the observers and callbacks given.
 
 mod build;
 mod fetch;
 mod lock;
+mod material;
 
 pub use build::{Fallback, PreparedBuild, prepare_build};
 pub use fetch::{FetchConfig, VendorReport, fetch_inputs, fetch_toolchain, vendor};
 pub use lock::{LockCheck, LockWritten, check_lock, lock};
+pub use material::{EpochSource, MaterialJob, make_material, material_epoch};
 
 use anyhow::{Context, Result, bail};
 use ceremony_os_definition::{ImageDefinition, LockedCrate, Lockfile};
