@@ -395,7 +395,7 @@ fn witnessed_burn(p: &Published, witnesses: &Witnesses, alice: &Path, commit: &s
         "attested PASSED: alice@example.org",
         "attested PASSED: bob@example.org",
         "carol@example.org attests another ISO",
-        "unknown key SHA256:",
+        "unknown key \"SHA256:",
         "bad signature for carol@example.org's key",
         "duplicate: alice@example.org already attested",
         "no attestation from: carol@example.org",

@@ -48,7 +48,8 @@ pub fn check(attestations: &[(String, Vec<u8>)], witnesses: &[Witness], requirem
     for (file, bytes) in attestations {
         match judge(bytes, witnesses, requirement) {
             Ok((witness, time_verified)) => {
-                if let Some(earlier) = accepted.iter().find(|a| a.keyid == witness.key.keyid()) {
+                // One person, however many keys they sign with, is one witness.
+                if let Some(earlier) = accepted.iter().find(|a| a.witness == witness.name) {
                     rejected.push(Rejected {
                         file: file.clone(),
                         reason: format!("duplicate: {} already attested in {}", witness.name, earlier.file),
@@ -65,11 +66,12 @@ pub fn check(attestations: &[(String, Vec<u8>)], witnesses: &[Witness], requirem
             Err(reason) => rejected.push(Rejected { file: file.clone(), reason }),
         }
     }
-    let missing = witnesses
-        .iter()
-        .filter(|w| !accepted.iter().any(|a| a.keyid == w.key.keyid()))
-        .map(|w| w.name.clone())
-        .collect();
+    let mut missing: Vec<String> = Vec::new();
+    for w in witnesses {
+        if !accepted.iter().any(|a| a.witness == w.name) && !missing.contains(&w.name) {
+            missing.push(w.name.clone());
+        }
+    }
     let passed = requirement.required > 0 && accepted.len() >= requirement.required;
     Report { required: requirement.required, accepted, rejected, missing, passed }
 }
@@ -89,10 +91,9 @@ fn judge<'w>(
     let mut signer = None;
     for sig in &envelope.signatures {
         match witnesses.iter().find(|w| w.key.keyid() == sig.keyid) {
-            None => reasons.push(format!(
-                "unknown key {}",
-                if sig.keyid.is_empty() { "(no keyid)" } else { &sig.keyid }
-            )),
+            // The envelope's text is the attacker's: quoted and escaped, never raw on a terminal.
+            None if sig.keyid.is_empty() => reasons.push("unknown key (no keyid)".into()),
+            None => reasons.push(format!("unknown key {:?}", sig.keyid)),
             Some(w) if !w.key.verifies(&signed, &sig.sig) => {
                 reasons.push(format!("bad signature for {}'s key", w.name))
             }
@@ -107,7 +108,7 @@ fn judge<'w>(
     };
     let statement = Verification::parse(&envelope.payload).map_err(|e| format!("malformed: {e}"))?;
     if !statement.iso_sha256.eq_ignore_ascii_case(&requirement.iso_sha256) {
-        return Err(format!("{} attests another ISO: sha256 {}", witness.name, statement.iso_sha256));
+        return Err(format!("{} attests another ISO: sha256 {:?}", witness.name, statement.iso_sha256));
     }
     if statement.verdict == Verdict::Failed {
         return Err(format!("{} attests FAILED: their rebuild differed", witness.name));
@@ -197,7 +198,7 @@ mod tests {
         let reasons: Vec<(&str, &str)> =
             report.rejected.iter().map(|r| (r.file.as_str(), r.reason.as_str())).collect();
         assert!(reasons[0].0 == "c.json" && reasons[0].1.contains("another ISO"), "{reasons:?}");
-        assert!(reasons[1].0 == "d.json" && reasons[1].1.starts_with("unknown key SHA256:"), "{reasons:?}");
+        assert!(reasons[1].0 == "d.json" && reasons[1].1.starts_with("unknown key \"SHA256:"), "{reasons:?}");
         assert!(reasons[2].0 == "e.json" && reasons[2].1.starts_with("duplicate: w0"), "{reasons:?}");
         assert!(reasons[3].0 == "f.json" && reasons[3].1.contains("bad signature for w1"), "{reasons:?}");
         assert!(reasons[4].0 == "g.json" && reasons[4].1.contains("attests FAILED"), "{reasons:?}");
@@ -206,5 +207,50 @@ mod tests {
         assert!(!check(&files, &witnesses, &need(0)).passed, "zero required is never a pass");
         let commit = Requirement { commit: Some("d".repeat(40)), ..need(1) };
         assert!(!check(&files, &witnesses, &commit).passed);
+    }
+
+    /// Two lines for one person (a laptop key and a token key) are one witness: their two
+    /// attestations count once, and the person is not also "missing".
+    #[test]
+    fn one_person_with_two_keys_is_one_witness() {
+        let (laptop, token, bob) = (key(1), key(2), key(3));
+        let witnesses = vec![
+            Witness { name: "alice".into(), key: laptop.public(), line: 1 },
+            Witness { name: "alice".into(), key: token.public(), line: 2 },
+            Witness { name: "bob".into(), key: bob.public(), line: 3 },
+        ];
+        let iso = "aa".repeat(32);
+        let files = vec![
+            ("laptop.json".to_string(), attest(&laptop, &iso, Verdict::Passed)),
+            ("token.json".to_string(), attest(&token, &iso, Verdict::Passed)),
+        ];
+        let report = check(
+            &files,
+            &witnesses,
+            &Requirement { iso_sha256: iso, commit: None, lock_sha256: None, required: 2 },
+        );
+        assert!(!report.passed, "{report:?}");
+        assert_eq!(report.accepted.len(), 1);
+        assert!(report.rejected[0].reason.starts_with("duplicate: alice already attested in laptop.json"));
+        assert_eq!(report.missing, ["bob"]);
+    }
+
+    /// An unsigned envelope's keyid reaches the report quoted, its control characters escaped: it
+    /// cannot draw a line of its own on the terminal.
+    #[test]
+    fn attacker_text_is_escaped() {
+        let iso = "aa".repeat(32);
+        let envelope = format!(
+            r#"{{"payloadType":"{PAYLOAD_TYPE}","payload":"","signatures":[{{"keyid":"x\r\u001b[2KWITNESSED: 2 of 2","sig":""}}]}}"#
+        );
+        let witnesses = vec![Witness { name: "alice".into(), key: key(1).public(), line: 1 }];
+        let report = check(
+            &[("evil.json".into(), envelope.into_bytes())],
+            &witnesses,
+            &Requirement { iso_sha256: iso, commit: None, lock_sha256: None, required: 1 },
+        );
+        let reason = &report.rejected[0].reason;
+        assert!(!reason.contains('\r') && !reason.contains('\u{1b}'), "{reason:?}");
+        assert!(reason.contains("\\r\\u{1b}[2KWITNESSED"), "{reason}");
     }
 }

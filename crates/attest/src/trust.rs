@@ -1,10 +1,16 @@
 //! The witnesses a burn trusts, in OpenSSH's `allowed_signers` format (what `ssh-keygen -Y
 //! verify` reads): `principals [options] key-type base64-key [comment]` per line. Only plain
 //! `ssh-ed25519` keys are accepted; certificate authorities and other key types are refused
-//! with their line, so nobody believes a witness is counted who is not.
+//! with their line, so nobody believes a witness is counted who is not. A witness is a person,
+//! named by the principals field: several lines (keys) with one name are one witness, as
+//! OpenSSH users list a laptop key and a token key. A `namespaces=` option must list
+//! [`NAMESPACE`]: a key its owner restricted to git commits does not attest discs.
 
 use crate::AttestError;
 use crate::keys::PublicKey;
+
+/// The namespace a `namespaces=` restriction must name for the key to attest ceremony discs.
+pub const NAMESPACE: &str = "ceremony-os";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Witness {
@@ -35,6 +41,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Witness>, AttestError> {
             let option_name = option.split('=').next().unwrap_or_default().to_ascii_lowercase();
             if option_name != "namespaces" {
                 return Err(err(format!("option {option:?} is not supported (only namespaces=)")));
+            }
+            let listed = option.split_once('=').map(|(_, v)| v.trim_matches('"')).unwrap_or_default();
+            if !listed.split(',').any(|n| n.trim() == NAMESPACE) {
+                return Err(err(format!(
+                    "{option} does not list {NAMESPACE}: its owner did not allow this key to attest ceremony discs"
+                )));
             }
         }
         let key_type = &rest[key_at];
@@ -96,7 +108,7 @@ mod tests {
         assert_eq!(witnesses.len(), 1);
         assert_eq!((witnesses[0].name.as_str(), witnesses[0].line), ("alice@example.org", 2));
         assert_eq!(witnesses[0].key.to_openssh(), PUBLIC_KEY);
-        let with_option = format!("bob namespaces=\"file,git\" {PUBLIC_KEY}\n");
+        let with_option = format!("bob namespaces=\"file,ceremony-os\" {PUBLIC_KEY}\n");
         assert_eq!(parse(&with_option, "a").unwrap()[0].name, "bob");
     }
 
@@ -108,6 +120,10 @@ mod tests {
             ("erin ssh-ed25519 !!!".to_string(), "a:1: the key is not base64"),
             ("frank".to_string(), "a:1: no key"),
             (format!("a {PUBLIC_KEY}\nb {PUBLIC_KEY}"), "a:2: the same key as line 1"),
+            (
+                format!("grace namespaces=\"git\" {PUBLIC_KEY}"),
+                "a:1: namespaces=\"git\" does not list ceremony-os",
+            ),
         ] {
             let err = parse(&text, "a").unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err}");
