@@ -41,6 +41,41 @@ pub struct Report {
     pub passed: bool,
 }
 
+impl Requirement {
+    /// What a count must show, checked: `iso_sha256` a SHA-256 (any case, white space around it
+    /// ignored), `required` between 1 and the number of distinct witnesses.
+    pub fn new(
+        iso_sha256: &str,
+        required: usize,
+        commit: Option<&str>,
+        lock_sha256: Option<&str>,
+        witnesses: &[Witness],
+    ) -> Result<Requirement, String> {
+        let iso_sha256 = iso_sha256.trim().to_ascii_lowercase();
+        if iso_sha256.len() != 64 || !iso_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("--digest {iso_sha256:?} is not a SHA-256 (64 hex digits)"));
+        }
+        let mut people: Vec<&str> = witnesses.iter().map(|w| w.name.as_str()).collect();
+        people.sort();
+        people.dedup();
+        if people.is_empty() {
+            return Err("the trust file names no witness".into());
+        }
+        if required == 0 || required > people.len() {
+            return Err(format!(
+                "--require {required} must be between 1 and the {} witnesses of the trust file",
+                people.len()
+            ));
+        }
+        Ok(Requirement {
+            iso_sha256,
+            commit: commit.map(str::to_ascii_lowercase),
+            lock_sha256: lock_sha256.map(str::to_ascii_lowercase),
+            required,
+        })
+    }
+}
+
 /// Check each attestation (`(file name, bytes)`) against the witnesses and the requirement.
 pub fn check(attestations: &[(String, Vec<u8>)], witnesses: &[Witness], requirement: &Requirement) -> Report {
     let mut accepted: Vec<Accepted> = Vec::new();
@@ -207,6 +242,23 @@ mod tests {
         assert!(!check(&files, &witnesses, &need(0)).passed, "zero required is never a pass");
         let commit = Requirement { commit: Some("d".repeat(40)), ..need(1) };
         assert!(!check(&files, &witnesses, &commit).passed);
+    }
+
+    #[test]
+    fn a_requirement_counts_people_and_checks_the_digest() {
+        let witnesses = vec![
+            Witness { name: "alice".into(), key: key(1).public(), line: 1 },
+            Witness { name: "alice".into(), key: key(2).public(), line: 2 },
+            Witness { name: "bob".into(), key: key(3).public(), line: 3 },
+        ];
+        let digest = format!(" {}\n", "AB".repeat(32));
+        let r = Requirement::new(&digest, 2, Some("C0FFEE"), None, &witnesses).unwrap();
+        assert_eq!((r.iso_sha256, r.commit.as_deref()), ("ab".repeat(32), Some("c0ffee")));
+        let err = Requirement::new(&digest, 3, None, None, &witnesses).unwrap_err();
+        assert!(err.contains("between 1 and the 2 witnesses"), "{err}");
+        assert!(Requirement::new(&digest, 0, None, None, &witnesses).is_err());
+        assert!(Requirement::new("abc", 1, None, None, &witnesses).unwrap_err().contains("not a SHA-256"));
+        assert!(Requirement::new(&digest, 1, None, None, &[]).unwrap_err().contains("names no witness"));
     }
 
     /// Two lines for one person (a laptop key and a token key) are one witness: their two

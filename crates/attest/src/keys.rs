@@ -130,6 +130,26 @@ pub enum Signer {
 }
 
 impl Signer {
+    /// The signer a witness's key file names: an OpenSSH public key (`ssh-ed25519 AAAA...`) is
+    /// signed for by the ssh-agent at `agent_socket` (SSH_AUTH_SOCK, as the caller read it),
+    /// which must hold it; anything else is read as a private key (OpenSSH or PKCS#8 PEM).
+    pub fn from_key_file(
+        bytes: &[u8],
+        origin: &str,
+        agent_socket: Option<&std::path::Path>,
+    ) -> Result<Signer, AttestError> {
+        if !bytes.starts_with(b"ssh-") {
+            return Ok(Signer::Key(SigningKey::from_bytes(bytes, origin)?));
+        }
+        let public = PublicKey::from_openssh(&String::from_utf8_lossy(bytes), origin)?;
+        let Some(socket) = agent_socket else {
+            return Err(AttestError::Malformed(format!(
+                "{origin} is a public key: an ssh-agent holding it signs, but SSH_AUTH_SOCK is not set"
+            )));
+        };
+        Ok(Signer::Agent(crate::agent::Agent::new(socket, public)?))
+    }
+
     pub fn public(&self) -> PublicKey {
         match self {
             Signer::Key(key) => key.public(),
@@ -173,6 +193,18 @@ pub(crate) mod tests {
         // As ssh-keygen -l -f prints this key's fingerprint.
         assert_eq!(sig.keyid, "SHA256:/6flyRKKrHD0Gqv0gXqbkcMT2356fiV81yCYCCO2mow");
         assert_eq!(key.public().to_openssh(), PUBLIC_KEY);
+    }
+
+    #[test]
+    fn a_key_file_names_its_signer() {
+        let signer = Signer::from_key_file(OPENSSH_KEY.as_bytes(), "id", None).unwrap();
+        assert!(matches!(signer, Signer::Key(_)));
+        assert_eq!(signer.public().to_openssh(), PUBLIC_KEY);
+        let public = format!("{PUBLIC_KEY} test\n");
+        let err = Signer::from_key_file(public.as_bytes(), "id.pub", None).unwrap_err().to_string();
+        assert!(err.contains("id.pub is a public key") && err.contains("SSH_AUTH_SOCK is not set"), "{err}");
+        let missing = std::path::Path::new("/nonexistent/agent.sock");
+        assert!(Signer::from_key_file(public.as_bytes(), "id.pub", Some(missing)).is_err());
     }
 
     #[test]

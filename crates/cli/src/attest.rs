@@ -2,9 +2,8 @@
 //! check` counts the witnesses, and `burn --trust` refuses an ISO too few of them attest.
 
 use anyhow::{Context, Result, bail};
-use ceremony_os_attest::agent::Agent;
 use ceremony_os_attest::check::{self, Report, Requirement};
-use ceremony_os_attest::keys::{PublicKey, Signer, SigningKey};
+use ceremony_os_attest::keys::Signer;
 use ceremony_os_attest::statement::{PAYLOAD_TYPE, Verdict, Verification};
 use ceremony_os_attest::trust;
 use clap::{Args, Subcommand};
@@ -53,18 +52,8 @@ impl AttestArgs {
             bail!("{} already exists; attestations are never overwritten", file.display());
         }
         let bytes = std::fs::read(key_path).with_context(|| format!("cannot read {}", key_path.display()))?;
-        let origin = key_path.display().to_string();
-        let key = if bytes.starts_with(b"ssh-") {
-            let public = PublicKey::from_openssh(&String::from_utf8_lossy(&bytes), &origin)?;
-            let Some(socket) = std::env::var_os("SSH_AUTH_SOCK") else {
-                bail!(
-                    "{origin} is a public key: an ssh-agent holding it signs, but SSH_AUTH_SOCK is not set"
-                );
-            };
-            Signer::Agent(Agent::new(std::path::Path::new(&socket), public)?)
-        } else {
-            Signer::Key(SigningKey::from_bytes(&bytes, &origin)?)
-        };
+        let socket = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from);
+        let key = Signer::from_key_file(&bytes, &key_path.display().to_string(), socket.as_deref())?;
         let verified_at = match &self.verified_at {
             Some(time) => {
                 ceremony_os_definition::Timestamp::parse_rfc3339_utc(time)
@@ -163,35 +152,22 @@ pub fn run(command: &AttestationsCommand) -> Result<ExitCode> {
 
 /// Load the witnesses and attestations and count; the report is printed on standard error.
 pub fn witnessed(trust: &TrustArgs, digest: &str, files: &[PathBuf]) -> Result<Report> {
-    let digest = digest.trim().to_ascii_lowercase();
-    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("--digest {digest:?} is not a SHA-256 (64 hex digits)");
-    }
     let text = std::fs::read_to_string(&trust.trust)
         .with_context(|| format!("cannot read {}", trust.trust.display()))?;
     let witnesses = trust::parse(&text, &trust.trust.display().to_string())?;
-    if witnesses.is_empty() {
-        bail!("{} names no witness", trust.trust.display());
-    }
-    if trust.require == 0 || trust.require > witnesses.len() {
-        bail!(
-            "--require {} must be between 1 and the {} witnesses of {}",
-            trust.require,
-            witnesses.len(),
-            trust.trust.display()
-        );
-    }
+    let requirement = Requirement::new(
+        digest,
+        trust.require,
+        trust.commit.as_deref(),
+        trust.lock_sha256.as_deref(),
+        &witnesses,
+    )
+    .map_err(|e| anyhow::anyhow!("{e} ({})", trust.trust.display()))?;
     let mut attestations = Vec::new();
     for file in files {
         let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         attestations.push((file.display().to_string(), bytes));
     }
-    let requirement = Requirement {
-        iso_sha256: digest.clone(),
-        commit: trust.commit.as_ref().map(|c| c.to_ascii_lowercase()),
-        lock_sha256: trust.lock_sha256.as_ref().map(|l| l.to_ascii_lowercase()),
-        required: trust.require,
-    };
     let report = check::check(&attestations, &witnesses, &requirement);
     for a in &report.accepted {
         eprintln!("attested PASSED: {} ({}) in {}, verified {}", a.witness, a.keyid, a.file, a.time_verified);
@@ -203,10 +179,11 @@ pub fn witnessed(trust: &TrustArgs, digest: &str, files: &[PathBuf]) -> Result<R
         eprintln!("no attestation from: {}", report.missing.join(", "));
     }
     eprintln!(
-        "{}: {} of {} required witnesses attest PASSED for {digest}",
+        "{}: {} of {} required witnesses attest PASSED for {}",
         if report.passed { "WITNESSED" } else { "NOT WITNESSED" },
         report.accepted.len(),
-        report.required
+        report.required,
+        requirement.iso_sha256
     );
     Ok(report)
 }
