@@ -82,9 +82,35 @@ fn log_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vm-logs")
 }
 
+/// A running VM, and the right to run it: one VM at a time in this test binary (two TCG guests
+/// on two cores slow each other past their timeouts). The VM stops before the slot is given up.
+struct OneVm {
+    vm: Vm,
+    _slot: std::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for OneVm {
+    type Target = Vm;
+    fn deref(&self) -> &Vm {
+        &self.vm
+    }
+}
+
+impl std::ops::DerefMut for OneVm {
+    fn deref_mut(&mut self) -> &mut Vm {
+        &mut self.vm
+    }
+}
+
+fn start_vm(name: &str, config: &VmConfig) -> OneVm {
+    static SLOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let slot = SLOT.lock().unwrap_or_else(|e| e.into_inner());
+    OneVm { vm: Vm::start(name, config, Accel::Tcg, &log_dir()).unwrap(), _slot: slot }
+}
+
 /// Boot and wait for the autologin shell; nothing is typed before the prompt appears.
-fn boot_to_shell(name: &str, config: &VmConfig) -> Vm {
-    let mut vm = Vm::start(name, config, Accel::Tcg, &log_dir()).unwrap();
+fn boot_to_shell(name: &str, config: &VmConfig) -> OneVm {
+    let mut vm = start_vm(name, config);
     vm.wait_for(PROMPT, BOOT_TIMEOUT).unwrap();
     // The serial console must be a login on ttyS0, not just kernel output.
     let tty = vm.run("tty", COMMAND_TIMEOUT).unwrap();
@@ -346,7 +372,7 @@ fn a_crafted_stick_or_second_disc_cannot_replace_the_root() {
     let extra = crafted("extra.iso", "/live/zz-evil.squashfs");
     let swapped = crafted("swapped.iso", "/live/filesystem.squashfs");
     let refused = |name: &str, config: &VmConfig, device: &str, reason: &str| {
-        let mut vm = Vm::start(name, config, Accel::Tcg, &log_dir()).unwrap();
+        let mut vm = start_vm(name, config);
         vm.wait_for("The boot stops here.", BOOT_TIMEOUT).unwrap();
         let text = vm.text();
         // The device or its partition (a crafted ISO keeps the hybrid partition table).
@@ -387,7 +413,7 @@ fn a_crafted_stick_or_second_disc_cannot_replace_the_root() {
 #[test]
 fn harness_reports_a_timeout_with_the_console_tail() {
     let image = image();
-    let mut vm = Vm::start("timeout", &VmConfig::new(&image.iso), Accel::Tcg, &log_dir()).unwrap();
+    let mut vm = start_vm("timeout", &VmConfig::new(&image.iso));
     let err = vm.wait_for("this never appears", Duration::from_secs(3)).unwrap_err().to_string();
     assert!(err.contains("timed out after 3 s"), "{err}");
     let saved = vm.save_log().unwrap();
