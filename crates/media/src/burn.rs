@@ -101,15 +101,11 @@ pub fn expected_digest(expect: &str, iso: &Path) -> Result<String, MediaError> {
         ))
     })?;
     let name = iso.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    for line in text.lines() {
-        if let Some((digest, file)) = line.split_once(char::is_whitespace) {
-            let file = file.trim_start().trim_start_matches('*');
-            if file == name && digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Ok(digest.to_ascii_lowercase());
-            }
-        }
+    match ceremony_os_tree::sums_entry(&text, &name) {
+        Ok(Some(digest)) => Ok(digest),
+        Ok(None) => Err(MediaError::Invalid(format!("{} has no line for {name}", sums_path.display()))),
+        Err(e) => Err(MediaError::Invalid(format!("{}: {e}", sums_path.display()))),
     }
-    Err(MediaError::Invalid(format!("{} has no line for {name}", sums_path.display())))
 }
 
 pub fn device_kind(device: &Path) -> Result<DeviceKind, MediaError> {

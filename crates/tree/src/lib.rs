@@ -1,16 +1,19 @@
 //! File trees as ceremony-os sees them: a sorted manifest of every path (type, mode, owner, mtime,
 //! size, SHA-256 or link target) with a parser and a diff, the tree's Nix NAR hash in SRI form
-//! (what `nix-hash --type sha256 --sri DIR` prints), and clamping of mtimes to SOURCE_DATE_EPOCH.
+//! (what `nix-hash --type sha256 --sri DIR` prints), clamping of mtimes to SOURCE_DATE_EPOCH, and
+//! SHA256SUMS lines read as `sha256sum -c` reads them.
 //!
 //! Walks are sorted by file name bytes, so nothing depends on the order the file system returns.
 
 mod clamp;
 mod manifest;
 mod nar;
+mod sums;
 
 pub use clamp::clamp_mtimes;
 pub use manifest::{Change, Entry, Kind, TreeManifest, diff};
 pub use nar::nar_hash_sri;
+pub use sums::sums_entry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {

@@ -97,21 +97,17 @@ pub fn load(arg: &str, iso_name: &str) -> Result<Expected, VerifyError> {
     if let Ok(json) = serde_json::from_str::<Value>(&text) {
         return from_json(&json, &text, path, iso_name);
     }
-    sums_line(&text, iso_name)
-        .map(|sha| expected("SHA256SUMS", sha))
-        .ok_or_else(|| VerifyError::Invalid(format!("{}: no SHA256SUMS line for {iso_name}", path.display())))
+    match ceremony_os_tree::sums_entry(&text, iso_name) {
+        Ok(Some(sha)) => Ok(expected("SHA256SUMS", sha)),
+        Ok(None) => {
+            Err(VerifyError::Invalid(format!("{}: no SHA256SUMS line for {iso_name}", path.display())))
+        }
+        Err(e) => Err(VerifyError::Invalid(format!("{}: {e}", path.display()))),
+    }
 }
 
 fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
-}
-
-fn sums_line(text: &str, name: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let (digest, file) = line.split_once(char::is_whitespace)?;
-        (file.trim_start().trim_start_matches('*') == name && is_sha256(digest))
-            .then(|| digest.to_ascii_lowercase())
-    })
 }
 
 fn from_json(json: &Value, text: &str, path: &Path, iso_name: &str) -> Result<Expected, VerifyError> {
