@@ -131,12 +131,36 @@ impl Report {
 }
 
 /// Compare two ISOs.
+/// An image to compare must be a regular file, checked before it is opened: opening a FIFO would
+/// wait for a writer forever, and a block device's length is not its file size.
+fn regular_image(image: &Path) -> Result<(), VerifyError> {
+    let meta = std::fs::metadata(image).map_err(|e| VerifyError::io(image, e))?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let what = match meta.file_type() {
+        t if t.is_dir() => "a directory",
+        t if t.is_fifo() => "a FIFO",
+        t if t.is_block_device() => {
+            "a block device (copy the disc to a file first: dd if=DEVICE of=disc.iso)"
+        }
+        t if t.is_char_device() => "a character device",
+        t if t.is_socket() => "a socket",
+        _ => "not a regular file",
+    };
+    Err(VerifyError::Invalid(format!("{}: {what}; compare reads ISO image files", image.display())))
+}
+
 pub fn compare(
     a: &Path,
     b: &Path,
     limits: &Limits,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, VerifyError> {
+    for image in [a, b] {
+        regular_image(image)?;
+    }
     let pvd_a = read_pvd(a)?;
     let pvd_b = read_pvd(b)?;
     progress("hashing both images");
@@ -481,4 +505,26 @@ fn tree_layer(name: &str, a: &TreeManifest, b: &TreeManifest, containers: &[&str
 pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A FIFO, a directory or a device is refused before it is opened (a FIFO would block the
+    /// open for ever).
+    #[test]
+    fn only_regular_files_are_compared() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.iso");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let mut progress = |_: &str| {};
+        let err = compare(&fifo, &fifo, &Limits::default(), &mut progress).unwrap_err().to_string();
+        assert!(err.contains("pipe.iso: a FIFO; compare reads ISO image files"), "{err}");
+        let err = compare(dir.path(), dir.path(), &Limits::default(), &mut progress).unwrap_err().to_string();
+        assert!(err.contains("a directory"), "{err}");
+        let err = regular_image(Path::new("/dev/null")).unwrap_err().to_string();
+        assert!(err.contains("a character device"), "{err}");
+    }
 }
