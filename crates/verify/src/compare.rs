@@ -4,13 +4,14 @@
 //! Torito boot catalog; the ISO's structure (every byte range no file's content covers: the system
 //! area with the hybrid MBR/GPT, the volume descriptors, path tables, directory records, boot
 //! images no file points at, unreferenced gaps and bytes after the volume); the ISO's file tree;
-//! the file tree of `/live/filesystem.squashfs`; and each segment of `/live/initrd.img` (the
-//! kernel unpacks every concatenated archive, so each is compared). A differing squashfs or initrd
+//! the file tree of `/live/filesystem.squashfs`; and `/live/initrd.img`: its segments, the tree
+//! the kernel unpacks from all of them (`initramfs`), its hard links and the entries the kernel
+//! does not unpack as named. A differing squashfs or initrd
 //! in the ISO's file tree is a container: it is marked as expanded and its own layers say what
 //! differs inside.
 //!
 //! Everything is parsed in-process from the images' bytes (`isofs`, `squashfs`, `initrd`,
-//! `cpio`): nothing an image holds is extracted or written anywhere, so no name, symlink or `..`
+//! `cpio`, `initramfs`): nothing an image holds is extracted or written anywhere, so no name, symlink or `..`
 //! in it can reach the host, and [`Limits`] bound what a crafted image can make compare read.
 
 use crate::VerifyError;
@@ -125,7 +126,14 @@ impl Report {
             }
         }
         let leaves = self.leaf_differences().len();
-        out.push_str(&format!("\n{leaves} differences in all\n"));
+        if leaves == 0 {
+            out.push_str(
+                "\nthe images differ, yet no region or file named above explains it: treat them as \
+                 different (and report this: compare's model of the image is missing something)\n",
+            );
+        } else {
+            out.push_str(&format!("\n{leaves} differences in all\n"));
+        }
         out
     }
 }
@@ -261,20 +269,74 @@ pub fn compare(
         progress(&format!("reading {INITRD_MEMBER} of both images"));
         let seg_a = initrd_segments(a, oa, sa, &mut budget)?;
         let seg_b = initrd_segments(b, ob, sb, &mut budget)?;
-        for n in 0..seg_a.len().max(seg_b.len()) {
-            let describe = |s: Option<&crate::initrd::Segment>| {
-                s.map(|s| format!("{} at byte {}", s.format, s.offset)).unwrap_or_else(|| "absent".into())
-            };
-            let (x, y) = (seg_a.get(n), seg_b.get(n));
-            let name =
-                format!("initrd {INITRD_MEMBER} segment #{n} (A: {}, B: {})", describe(x), describe(y));
-            let manifest = |s: Option<&crate::initrd::Segment>| TreeManifest {
-                entries: s.map(|s| s.entries.clone()).unwrap_or_default(),
-            };
-            report.layers.push(tree_layer(&name, &manifest(x), &manifest(y), &[]));
-        }
+        report.layers.extend(initrd_layers(&seg_a, &seg_b, a, b)?);
     }
     Ok(report)
+}
+
+/// The initrd's layers: its segments (every byte in one, so a difference no file explains is
+/// still named), the tree the kernel unpacks from them, its hard links, and the entries the
+/// kernel does not unpack as named (the last two only when either image has any).
+fn initrd_layers(
+    seg_a: &[crate::initrd::Segment],
+    seg_b: &[crate::initrd::Segment],
+    a: &Path,
+    b: &Path,
+) -> Result<Vec<Layer>, VerifyError> {
+    let segment_manifest = |segments: &[crate::initrd::Segment]| TreeManifest {
+        entries: segments
+            .iter()
+            .enumerate()
+            .map(|(n, s)| Entry {
+                path: format!("/#{n} {} at byte {}", s.format, s.offset),
+                kind: Kind::File { size: (s.span.1 - s.span.0) as u64, sha256: s.sha256.clone() },
+                mode: 0,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+            })
+            .collect(),
+    };
+    let unpacked_a = crate::initramfs::unpack(seg_a, &format!("{}:{INITRD_MEMBER}", a.display()))?;
+    let unpacked_b = crate::initramfs::unpack(seg_b, &format!("{}:{INITRD_MEMBER}", b.display()))?;
+    let manifest = |entries: &[Entry]| TreeManifest { entries: entries.to_vec() };
+    let mut layers = vec![
+        tree_layer(
+            &format!("initrd {INITRD_MEMBER} segments"),
+            &segment_manifest(seg_a),
+            &segment_manifest(seg_b),
+            &[],
+        ),
+        tree_layer(
+            &format!("initrd {INITRD_MEMBER} as the kernel unpacks it"),
+            &manifest(&unpacked_a.tree),
+            &manifest(&unpacked_b.tree),
+            &[],
+        ),
+    ];
+    if !unpacked_a.hard_links.is_empty() || !unpacked_b.hard_links.is_empty() {
+        layers.push(tree_layer(
+            &format!("initrd {INITRD_MEMBER} hard links"),
+            &manifest(&unpacked_a.hard_links),
+            &manifest(&unpacked_b.hard_links),
+            &[],
+        ));
+    }
+    if !unpacked_a.not_unpacked.is_empty() || !unpacked_b.not_unpacked.is_empty() {
+        layers.push(tree_layer(
+            &format!("initrd {INITRD_MEMBER} entries the kernel does not unpack as named"),
+            &manifest(&unpacked_a.not_unpacked),
+            &manifest(&unpacked_b.not_unpacked),
+            &[],
+        ));
+    }
+    // A segment that differs with nothing else to show for it is a container expanded below
+    // only when the unpacked layers name something.
+    let named_inside = layers[1..].iter().any(|l| !l.differences.is_empty());
+    for d in layers[0].differences.iter_mut() {
+        d.expanded = named_inside && d.kind == "content";
+    }
+    Ok(layers)
 }
 
 /// Read one side's bytes of a leaf difference again, for diffoscope: ISO files, structure

@@ -1,13 +1,13 @@
-//! An initramfs as the kernel unpacks it: a sequence of segments, each an uncompressed cpio
+//! An initramfs as the kernel reads it: a sequence of segments, each an uncompressed cpio
 //! archive or a compressed stream of cpio archives (gzip, xz, zstd here), with zero padding
-//! between them. A second archive appended to the first is unpacked by the kernel over the first,
-//! so each segment is a layer of its own for `compare`. Bytes this reader cannot decompress
-//! (bzip2, lzma, lzo, lz4 or anything else) become one opaque segment compared by digest.
+//! between them, all unpacked in order into one root file system (`initramfs` models that).
+//! Compressed streams are decompressed as they are parsed, never held whole: a small crafted
+//! stream cannot fill memory. Bytes this reader cannot decompress (bzip2, lzma, lzo, lz4 or
+//! anything else: the kernel stops unpacking there) become one opaque segment compared by digest.
 
 use crate::VerifyError;
-use crate::cpio;
+use crate::cpio::{self, Record};
 use crate::limits::Budget;
-use ceremony_os_tree::{Entry, Kind};
 use std::io::Read;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -16,70 +16,47 @@ pub struct Segment {
     pub format: &'static str,
     /// Where the segment starts in the initrd.
     pub offset: usize,
-    pub entries: Vec<Entry>,
+    /// The bytes it spans, from the end of the one before (padding included) to its own end
+    /// (the last one to the end of the initrd): every byte is in exactly one segment.
+    pub span: (usize, usize),
+    pub sha256: String,
+    /// Its archives, in order (none for `unparsed`).
+    pub archives: Vec<Vec<Record>>,
 }
 
 /// Split `bytes` into segments. `what` names the initrd in errors.
 pub fn segments(bytes: &[u8], what: &str, budget: &mut Budget) -> Result<Vec<Segment>, VerifyError> {
-    let mut out = Vec::new();
+    let mut out: Vec<Segment> = Vec::new();
     let mut pos = 0usize;
     loop {
+        let span_start = pos;
         while pos < bytes.len() && bytes[pos] == 0 {
             pos += 1;
         }
         if pos >= bytes.len() {
+            if let Some(last) = out.last_mut() {
+                last.span.1 = bytes.len();
+                last.sha256 = crate::compare::sha256_bytes(&bytes[last.span.0..last.span.1]);
+            }
             return Ok(out);
         }
         let rest = &bytes[pos..];
         let label = format!("{what} segment at byte {pos}");
-        let (format, decompressed, used): (&'static str, Option<Vec<u8>>, usize) = if cpio::is_cpio(rest) {
-            ("cpio", None, 0)
+        // An uncompressed archive only where the kernel looks for one: at a four-byte boundary.
+        let (format, archives, used) = if cpio::is_cpio(rest) && pos.is_multiple_of(4) {
+            let (records, used) = cpio::parse_archive(rest, &label, budget)?;
+            ("cpio", vec![records], used)
         } else if let Some(codec) = Codec::detect(rest) {
-            let (data, used) = decompress(rest, codec, &label, budget)?;
-            (codec.name(), Some(data), used)
+            let (archives, used) = decompress(rest, codec, &label, budget)?;
+            (codec.name(), archives, used)
         } else {
-            budget.file(&label, rest.len() as u64)?;
-            let entry = Entry {
-                path: "/".into(),
-                kind: Kind::File { size: rest.len() as u64, sha256: crate::compare::sha256_bytes(rest) },
-                mode: 0,
-                uid: 0,
-                gid: 0,
-                mtime: 0,
-            };
-            out.push(Segment { format: "unparsed", offset: pos, entries: vec![entry] });
-            return Ok(out);
+            ("unparsed", Vec::new(), rest.len())
         };
-        match decompressed {
-            None => {
-                let (entries, used) = cpio::parse_archive(rest, &label, budget)?;
-                out.push(Segment { format, offset: pos, entries });
-                pos += used;
-            }
-            Some(data) => {
-                out.push(Segment { format, offset: pos, entries: archives(&data, &label, budget)? });
-                pos += used;
-            }
-        }
+        let span = (span_start, pos + used);
+        let sha256 = crate::compare::sha256_bytes(&bytes[span.0..span.1]);
+        out.push(Segment { format, offset: pos, span, sha256, archives });
+        pos += used;
     }
-}
-
-/// Every cpio archive in a decompressed stream, merged as the kernel would (later entries win).
-fn archives(data: &[u8], what: &str, budget: &mut Budget) -> Result<Vec<Entry>, VerifyError> {
-    let mut merged: std::collections::BTreeMap<String, Entry> = Default::default();
-    let mut pos = 0;
-    while pos < data.len() {
-        if data[pos] == 0 {
-            pos += 1;
-            continue;
-        }
-        let (entries, used) = cpio::parse_archive(&data[pos..], what, budget)?;
-        for e in entries {
-            merged.insert(e.path.clone(), e);
-        }
-        pos += used.max(1);
-    }
-    Ok(merged.into_values().collect())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -111,33 +88,51 @@ impl Codec {
     }
 }
 
-/// Decompress one stream from the start of `input`, bounded by the budget; returns the data and
-/// how many input bytes the stream took.
+/// Parse the archives of one compressed stream at the start of `input` as it decompresses,
+/// bounded by the budget; returns them and how many input bytes the stream took.
 fn decompress(
     input: &[u8],
     codec: Codec,
     what: &str,
     budget: &mut Budget,
-) -> Result<(Vec<u8>, usize), VerifyError> {
+) -> Result<(Vec<Vec<Record>>, usize), VerifyError> {
     let mut cursor = std::io::Cursor::new(input);
-    let mut data = Vec::new();
-    let cap = budget.limits.max_file_bytes;
     let failed = |e: std::io::Error| VerifyError::Invalid(format!("{what}: cannot decompress: {e}"));
-    let n = match codec {
-        Codec::Gzip => flate2::bufread::GzDecoder::new(&mut cursor).take(cap + 1).read_to_end(&mut data),
-        Codec::Xz => liblzma::bufread::XzDecoder::new(&mut cursor).take(cap + 1).read_to_end(&mut data),
-        Codec::Zstd => zstd::stream::read::Decoder::with_buffer(&mut cursor)
-            .map_err(failed)?
-            .single_frame()
-            .take(cap + 1)
-            .read_to_end(&mut data),
+    let cap = budget.limits.max_file_bytes;
+    let archives = {
+        let stream: Box<dyn Read + '_> = match codec {
+            Codec::Gzip => Box::new(flate2::bufread::GzDecoder::new(&mut cursor)),
+            Codec::Xz => Box::new(liblzma::bufread::XzDecoder::new(&mut cursor)),
+            Codec::Zstd => Box::new(
+                zstd::stream::read::Decoder::with_buffer(&mut cursor).map_err(failed)?.single_frame(),
+            ),
+        };
+        let mut limited = Limited { inner: stream, left: cap };
+        let archives = cpio::parse_stream(std::io::BufReader::new(&mut limited), what, budget);
+        if limited.left == 0 {
+            return Err(VerifyError::Limit(format!("{what} decompresses to more than {cap} bytes")));
+        }
+        archives?
+    };
+    Ok((archives, (cursor.position() as usize).max(1)))
+}
+
+/// A reader that gives out at most `left` bytes and then fails, so a bomb is refused, not read.
+struct Limited<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 >= self.left && n > 0 {
+            self.left = 0;
+            return Err(std::io::Error::other("the decompression limit is reached"));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
-    .map_err(failed)?;
-    if n as u64 > cap {
-        return Err(VerifyError::Limit(format!("{what} decompresses to more than {cap} bytes")));
-    }
-    budget.file(what, data.len() as u64)?;
-    Ok((data, (cursor.position() as usize).max(1)))
 }
 
 #[cfg(test)]
@@ -178,13 +173,18 @@ mod tests {
         let segments = segments(&initrd, "initrd", &mut budget).unwrap();
         let formats: Vec<&str> = segments.iter().map(|s| s.format).collect();
         assert_eq!(formats, ["cpio", "gzip", "gzip", "unparsed"]);
-        assert!(segments[1].entries.iter().any(|e| e.path == "/init"));
-        assert_ne!(segments[1].entries, segments[2].entries, "the appended archive is seen");
+        assert!(segments[1].archives[0].iter().any(|r| r.name == b"init"));
+        assert_ne!(segments[1].archives, segments[2].archives, "the appended archive is seen");
+        let spans: Vec<(usize, usize)> = segments.iter().map(|s| s.span).collect();
+        assert_eq!(spans[0].0, 0);
+        assert!(spans.windows(2).all(|w| w[0].1 == w[1].0), "{spans:?}");
+        assert_eq!(spans[3].1, initrd.len(), "every byte is in one segment");
     }
 
     #[test]
     fn a_decompression_bomb_stops_at_the_limit() {
-        let bomb = gzip(&vec![0u8; 64 << 20]);
+        let bomb = zstd::encode_all(&vec![0u8; 64 << 20][..], 19).unwrap();
+        assert!(bomb.len() < 64 << 10);
         let mut budget = Budget::new(Limits { max_file_bytes: 1 << 20, ..Limits::default() });
         let err = segments(&bomb, "initrd", &mut budget).unwrap_err().to_string();
         assert!(err.contains("decompresses to more than"), "{err}");

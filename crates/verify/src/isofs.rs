@@ -79,13 +79,18 @@ pub fn display_name(raw: &[u8]) -> String {
     if raw == b"." || raw == b".." || raw.is_empty() {
         return raw.iter().map(|b| format!("\\x{b:02x}")).collect::<String>() + "\\(invalid name)";
     }
-    let text = String::from_utf8_lossy(raw);
+    // Bytes that are not UTF-8 are escaped, not replaced: two names that differ stay two keys.
     let mut out = String::new();
-    for c in text.chars() {
-        match c {
-            '/' | '\\' => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
+    for chunk in raw.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '/' | '\\' => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
         }
     }
     out
@@ -632,5 +637,19 @@ impl IsoImage {
             *n += 1;
         }
         structure
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::display_name;
+
+    #[test]
+    fn names_that_differ_stay_different_keys() {
+        assert_ne!(display_name(b"a\xff"), display_name(b"a\xfe"), "lossy UTF-8 made both a\u{fffd}");
+        assert_eq!(display_name(b"a\xff"), "a\\xff");
+        assert_eq!(display_name("a\u{fffd}".as_bytes()), "a\u{fffd}", "the real character is kept");
+        assert_eq!(display_name(b"x/y\\z"), "x\\x2fy\\x5cz");
+        assert_eq!(display_name(b".."), "\\x2e\\x2e\\(invalid name)");
     }
 }

@@ -1,13 +1,15 @@
 //! Verification: what a witness runs. `rebuild` is the `verify` workflow (rebuild with no cache,
 //! compare with what was published, say where it differs); `compare` takes two ISOs apart layer by
-//! layer (volume descriptor, boot catalog, structure, file tree, the squashfs inside, every initrd
-//! segment), parsing them in-process (`isofs`, `squashfs`, `initrd`, `cpio`) within `limits`;
+//! layer (volume descriptor, boot catalog, structure, file tree, the squashfs inside, the initrd as
+//! the kernel unpacks it), parsing them in-process (`isofs`, `squashfs`, `initrd`, `cpio`,
+//! `initramfs`) within `limits`;
 //! `expect` reads what was published (a digest, SHA256SUMS, an ISO, a build manifest or an in-toto
 //! provenance).
 
 pub mod compare;
 mod cpio;
 pub mod expect;
+mod initramfs;
 mod initrd;
 pub mod iso9660;
 pub mod isofs;

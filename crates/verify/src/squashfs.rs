@@ -124,12 +124,8 @@ pub fn read_tree(
                 Kind::File { size, sha256 }
             }
             InnerNode::Symlink(link) => Kind::Symlink { target: link.link.to_string_lossy().into_owned() },
-            InnerNode::CharacterDevice(d) => {
-                Kind::Special(format!("char {}:{}", d.device_number >> 8 & 0xfff, d.device_number & 0xff))
-            }
-            InnerNode::BlockDevice(d) => {
-                Kind::Special(format!("block {}:{}", d.device_number >> 8 & 0xfff, d.device_number & 0xff))
-            }
+            InnerNode::CharacterDevice(d) => Kind::Special(format!("char {}", device(d.device_number))),
+            InnerNode::BlockDevice(d) => Kind::Special(format!("block {}", device(d.device_number))),
             InnerNode::NamedPipe => Kind::Special("fifo".into()),
             InnerNode::Socket => Kind::Special("socket".into()),
         };
@@ -190,4 +186,42 @@ fn tree_path(full: &Path) -> String {
         })
         .collect();
     if parts.is_empty() { "/".into() } else { format!("/{}", parts.join("/")) }
+}
+
+/// A squashfs device number as Linux decodes it (new_decode_dev): 12 bits of major, 20 of minor,
+/// the minor's high bits above the major's (1:259 is not 1:3).
+fn device(number: u32) -> String {
+    let major = (number & 0xfff00) >> 8;
+    let minor = (number & 0xff) | ((number >> 12) & 0xfff00);
+    format!("{major}:{minor}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Limits;
+
+    /// Device nodes made by mksquashfs (the encoder Linux's squashfs reads) come back with the
+    /// numbers given: minors above 255 and majors above 255 included.
+    #[test]
+    fn device_numbers_decode_as_linux_does() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        let image = dir.path().join("devices.squashfs");
+        let made = std::process::Command::new("mksquashfs")
+            .arg(dir.path().join("root"))
+            .arg(&image)
+            .args(["-noappend", "-no-progress", "-quiet"])
+            .args(["-p", "a c 644 0 0 1 3", "-p", "b c 644 0 0 1 259", "-p", "c b 644 0 0 259 70000"])
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let size = std::fs::metadata(&image).unwrap().len();
+        let mut budget = Budget::new(Limits::default());
+        let tree = read_tree(&image, 0, size, "devices", &mut budget).unwrap();
+        let kind = |p: &str| tree.iter().find(|e| e.path == p).unwrap().kind.clone();
+        assert_eq!(kind("/a"), Kind::Special("char 1:3".into()));
+        assert_eq!(kind("/b"), Kind::Special("char 1:259".into()));
+        assert_eq!(kind("/c"), Kind::Special("block 259:70000".into()));
+    }
 }
