@@ -380,6 +380,49 @@ fn crafted_images_write_nothing_outside_and_every_hidden_difference_is_named() {
     );
 }
 
+/// The same tree with a file capability and a user attribute on one binary: the kernel honours
+/// them at exec, so compare names them.
+#[test]
+fn squashfs_extended_attributes_are_compared() {
+    let dir = tempfile::tempdir().unwrap();
+    make_iso(dir.path(), "a", BASE);
+    let stage = dir.path().join("b-stage");
+    run(Command::new("cp").arg("-a").arg(dir.path().join("a/stage")).arg(&stage));
+    let root = dir.path().join("b-rootfs");
+    run(Command::new("cp").arg("-a").arg(dir.path().join("a/rootfs")).arg(&root));
+    run(Command::new("setcap").arg("cap_setuid+ep").arg(root.join("usr/bin/tool")));
+    run(Command::new("python3")
+        .args(["-c", "import os, sys; os.setxattr(sys.argv[1], 'user.note', b'hi')"])
+        .arg(root.join("usr/bin/tool")));
+    run(Command::new("mksquashfs")
+        .arg(&root)
+        .arg(stage.join("live/filesystem.squashfs"))
+        .args(["-noappend", "-all-root", "-noI", "-noD", "-noF", "-noX", "-no-progress"])
+        .env("SOURCE_DATE_EPOCH", "1783814400"));
+    let b = dir.path().join("b.iso");
+    iso_of(&stage, &b);
+    let (code, report, stderr) = compare_relative(dir.path(), "a.iso", "b.iso");
+    assert_eq!(code, 1, "{stderr}");
+    let found = leaves(&report);
+    let layer = "squashfs /live/filesystem.squashfs extended attributes";
+    assert!(
+        found.iter().any(|(l, p, k, _)| l == layer && p == "/usr/bin/tool" && k == "only in B"),
+        "{found:#?}"
+    );
+    assert!(
+        !found.iter().any(|(l, p, _, _)| l.starts_with("squashfs") && l != layer && p == "/usr/bin/tool"),
+        "{found:#?}"
+    );
+    let table = support::ceremony_os(Path::new("/nonexistent"))
+        .current_dir(dir.path())
+        .args(["compare", "a.iso", "b.iso"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("security.capability=0x01000002"), "{table}");
+    assert!(table.contains("user.note=\"hi\""), "{table}");
+}
+
 const UNPACKED: &str = "initrd /live/initrd.img as the kernel unpacks it";
 const SKIPPED: &str = "initrd /live/initrd.img entries the kernel does not unpack as named";
 const HARD_LINKS: &str = "initrd /live/initrd.img hard links";

@@ -262,6 +262,20 @@ pub fn compare(
         );
         layer.source = LayerSource::Squashfs { a: (oa, sa), b: (ob, sb) };
         report.layers.push(layer);
+        // Extended attributes are what the kernel honours too (security.capability grants
+        // powers on exec): a layer of their own when either image has any.
+        let xattrs_a =
+            crate::squashfs::read_xattrs(a, oa, sa, &format!("{}:{SQUASHFS_MEMBER}", a.display()))?;
+        let xattrs_b =
+            crate::squashfs::read_xattrs(b, ob, sb, &format!("{}:{SQUASHFS_MEMBER}", b.display()))?;
+        if !xattrs_a.is_empty() || !xattrs_b.is_empty() {
+            report.layers.push(tree_layer(
+                &format!("squashfs {SQUASHFS_MEMBER} extended attributes"),
+                &TreeManifest { entries: xattrs_a },
+                &TreeManifest { entries: xattrs_b },
+                &[],
+            ));
+        }
     }
     if let (Some((oa, sa)), Some((ob, sb))) = (member(&iso_a, INITRD_MEMBER), member(&iso_b, INITRD_MEMBER))
         && differs(INITRD_MEMBER)

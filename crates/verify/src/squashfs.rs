@@ -188,6 +188,224 @@ fn tree_path(full: &Path) -> String {
     if parts.is_empty() { "/".into() } else { format!("/{}", parts.join("/")) }
 }
 
+/// The extended attributes the booted kernel reads from the squashfs at `[start, start + len)`:
+/// an entry for each path that has any (`security.capability=0x...; user.note="..."`), and one
+/// for each attribute set no path refers to, so every set is named somewhere. backhand walks no
+/// xattrs, so the directory table is walked here from its inodes (each path's inode number
+/// gives its set) and the xattr tables are read as the kernel reads them.
+pub fn read_xattrs(image: &Path, start: u64, len: u64, what: &str) -> Result<Vec<Entry>, VerifyError> {
+    let bad = |m: String| VerifyError::Invalid(format!("{what}: {m}"));
+    let window = Window::open(image, start, len)?;
+    let fs =
+        backhand::Squashfs::from_reader(std::io::BufReader::new(window)).map_err(|e| bad(e.to_string()))?;
+    if fs.superblock.xattr_table == u64::MAX {
+        return Ok(Vec::new());
+    }
+    let sets = xattr_sets(image, start, len, &fs).map_err(bad)?;
+    let mut named = vec![false; sets.len()];
+    let mut entries = Vec::new();
+    let mut stack = vec![(fs.root_inode.clone(), String::new())];
+    let mut visited = std::collections::HashSet::new();
+    while let Some((inode, path)) = stack.pop() {
+        if let Some(index) = xattr_index(&inode)
+            && index != u32::MAX
+        {
+            let set = sets.get(index as usize).ok_or_else(|| {
+                bad(format!(
+                    "{}: xattr set #{index} of {} does not exist",
+                    if path.is_empty() { "/" } else { &path },
+                    sets.len()
+                ))
+            })?;
+            named[index as usize] = true;
+            entries.push(xattr_entry(if path.is_empty() { "/".into() } else { path.clone() }, set));
+        }
+        if let Some((block_index, size, offset)) = directory_listing(&inode) {
+            if !visited.insert(inode.header.inode_number) {
+                return Err(bad(format!("{path}/: a directory that contains itself")));
+            }
+            for (name, number) in directory_entries(&fs, block_index, size, offset).map_err(bad)? {
+                let child =
+                    fs.inodes.get(&number).ok_or_else(|| bad(format!("{path}/: inode {number} missing")))?;
+                stack.push((child.clone(), format!("{path}/{}", crate::isofs::display_name(&name))));
+            }
+        }
+    }
+    for (index, set) in sets.iter().enumerate().filter(|(i, _)| !named[*i]) {
+        entries.push(xattr_entry(format!("/(xattr set #{index}, named by no path)"), set));
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(entries)
+}
+
+/// One xattr set: (full key, value) pairs.
+type XattrSet = Vec<(String, Vec<u8>)>;
+
+fn xattr_entry(path: String, set: &[(String, Vec<u8>)]) -> Entry {
+    let shown: Vec<String> = set
+        .iter()
+        .map(|(key, value)| match std::str::from_utf8(value) {
+            Ok(text) if !text.chars().any(char::is_control) => format!("{key}={text:?}"),
+            _ => format!("{key}=0x{}", hex::encode(value)),
+        })
+        .collect();
+    Entry { path, kind: Kind::Special(shown.join("; ")), mode: 0, uid: 0, gid: 0, mtime: 0 }
+}
+
+fn xattr_index(inode: &backhand::Inode) -> Option<u32> {
+    use backhand::v4::inode::InodeInner as I;
+    match &inode.inner {
+        I::ExtendedDirectory(d) => Some(d.xattr_index),
+        I::ExtendedFile(f) => Some(f.xattr_index),
+        I::ExtendedSymlink(l) => Some(l.xattr_index),
+        I::ExtendedBlockDevice(d) | I::ExtendedCharacterDevice(d) => Some(d.xattr_index),
+        I::ExtendedNamedPipe(p) | I::ExtendedSocket(p) => Some(p.xattr_index),
+        _ => None,
+    }
+}
+
+/// A directory inode's listing: (block, size with the 3 bytes of `.` and `..`, offset).
+fn directory_listing(inode: &backhand::Inode) -> Option<(u32, u32, u16)> {
+    use backhand::v4::inode::InodeInner as I;
+    match &inode.inner {
+        I::BasicDirectory(d) => Some((d.block_index, u32::from(d.file_size), d.block_offset)),
+        I::ExtendedDirectory(d) => Some((d.block_index, d.file_size, d.block_offset)),
+        _ => None,
+    }
+}
+
+fn le16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn le64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// The names and inode numbers of one directory listing (squashfs 4.0 directory headers, each
+/// with up to 256 entries relative to its inode number).
+fn directory_entries(
+    fs: &backhand::Squashfs,
+    block_index: u32,
+    size: u32,
+    offset: u16,
+) -> Result<Vec<(Vec<u8>, u32)>, String> {
+    if size <= 3 {
+        return Ok(Vec::new());
+    }
+    let at = fs.dir_blocks.0.get(&u64::from(block_index)).ok_or("a directory listing outside the table")?;
+    let bytes = fs
+        .dir_blocks
+        .1
+        .get(*at as usize + offset as usize..)
+        .and_then(|b| b.get(..size as usize - 3))
+        .ok_or("a directory listing beyond the table")?;
+    let truncated = || "a truncated directory listing".to_string();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let count = le32(bytes, pos).ok_or_else(truncated)? as usize + 1;
+        let base = le32(bytes, pos + 8).ok_or_else(truncated)?;
+        pos += 12;
+        for _ in 0..count {
+            let delta = le16(bytes, pos + 2).ok_or_else(truncated)? as i16;
+            let name_len = le16(bytes, pos + 6).ok_or_else(truncated)? as usize + 1;
+            let name = bytes.get(pos + 8..pos + 8 + name_len).ok_or_else(truncated)?.to_vec();
+            out.push((name, base.wrapping_add_signed(i32::from(delta))));
+            pos += 8 + name_len;
+        }
+    }
+    Ok(out)
+}
+
+/// Every xattr set of the image, by index: (full key, value) pairs, out-of-line values resolved.
+fn xattr_sets(image: &Path, start: u64, len: u64, fs: &backhand::Squashfs) -> Result<Vec<XattrSet>, String> {
+    let mut window = Window::open(image, start, len).map_err(|e| e.to_string())?;
+    let mut read_at = |at: u64, n: usize| -> Result<Vec<u8>, String> {
+        let mut buf = vec![0u8; n];
+        window
+            .seek(SeekFrom::Start(at))
+            .and_then(|_| window.read_exact(&mut buf))
+            .map_err(|e| format!("xattr table: {e}"))?;
+        Ok(buf)
+    };
+    let table = read_at(fs.superblock.xattr_table, 16)?;
+    let (kv_start, ids) = (le64(&table, 0).unwrap_or(0), le32(&table, 8).unwrap_or(0) as usize);
+    if ids as u64 > len / 16 {
+        return Err(format!("the xattr table claims {ids} sets"));
+    }
+    let blocks = ids.div_ceil(512);
+    let pointers = read_at(fs.superblock.xattr_table + 16, blocks * 8)?;
+    // The key/value area: every metadata block from its start up to the first id block.
+    let kv_end = le64(&pointers, 0).unwrap_or(fs.superblock.xattr_table);
+    let mut metadata =
+        |from: u64, to: u64| -> Result<(Vec<u8>, std::collections::HashMap<u64, usize>), String> {
+            let mut data = Vec::new();
+            let mut starts = std::collections::HashMap::new();
+            let mut window = Window::open(image, start, len).map_err(|e| e.to_string())?;
+            let mut at = from;
+            while at < to {
+                starts.insert(at - from, data.len());
+                window.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
+                let mut reader = std::io::BufReader::new(&mut window);
+                let block = backhand::v4::metadata::read_block(&mut reader, &fs.superblock, &fs.kind)
+                    .map_err(|e| format!("xattr metadata at byte {at}: {e}"))?;
+                let raw = u16::from_le_bytes(read_at(at, 2)?.try_into().expect("2")) & 0x7fff;
+                data.extend(block);
+                at += 2 + u64::from(raw);
+            }
+            Ok((data, starts))
+        };
+    let (kv, kv_blocks) = metadata(kv_start, kv_end)?;
+    let mut id_bytes = Vec::new();
+    for b in 0..blocks {
+        let at = le64(&pointers, b * 8).ok_or("xattr id pointers")?;
+        id_bytes.extend(metadata(at, at + 1)?.0);
+    }
+    let resolve = |reference: u64| -> Result<usize, String> {
+        let block = kv_blocks
+            .get(&(reference >> 16))
+            .ok_or(format!("xattr reference {reference:#x} into no block"))?;
+        Ok(block + (reference & 0xffff) as usize)
+    };
+    let mut sets = Vec::with_capacity(ids);
+    for id in 0..ids {
+        let reference = le64(&id_bytes, id * 16).ok_or("xattr ids truncated")?;
+        let count = le32(&id_bytes, id * 16 + 8).ok_or("xattr ids truncated")? as usize;
+        let mut pos = resolve(reference)?;
+        let mut set = Vec::new();
+        for _ in 0..count.min(kv.len()) {
+            let bad = || format!("xattr set #{id}: truncated");
+            let kind = le16(&kv, pos).ok_or_else(bad)?;
+            let name_len = le16(&kv, pos + 2).ok_or_else(bad)? as usize;
+            let name = kv.get(pos + 4..pos + 4 + name_len).ok_or_else(bad)?;
+            pos += 4 + name_len;
+            let value_len = le32(&kv, pos).ok_or_else(bad)? as usize;
+            let mut value = kv.get(pos + 4..pos + 4 + value_len).ok_or_else(bad)?.to_vec();
+            pos += 4 + value_len;
+            if kind & 0x100 != 0 {
+                // Out of line: the value holds a reference to the real one.
+                let at = resolve(le64(&value, 0).ok_or_else(bad)?)?;
+                let real_len = le32(&kv, at).ok_or_else(bad)? as usize;
+                value = kv.get(at + 4..at + 4 + real_len).ok_or_else(bad)?.to_vec();
+            }
+            let prefix = match kind & 0xff {
+                0 => "user.",
+                1 => "trusted.",
+                2 => "security.",
+                _ => "unknown.",
+            };
+            set.push((format!("{prefix}{}", String::from_utf8_lossy(name).escape_debug()), value));
+        }
+        sets.push(set);
+    }
+    Ok(sets)
+}
+
 /// A squashfs device number as Linux decodes it (new_decode_dev): 12 bits of major, 20 of minor,
 /// the minor's high bits above the major's (1:259 is not 1:3).
 fn device(number: u32) -> String {
@@ -200,6 +418,86 @@ fn device(number: u32) -> String {
 mod tests {
     use super::*;
     use crate::limits::Limits;
+
+    fn mksquashfs(root: &Path, image: &Path, extra: &[&str]) {
+        let made = std::process::Command::new("mksquashfs")
+            .arg(root)
+            .arg(image)
+            .args(["-noappend", "-no-progress", "-quiet"])
+            .args(extra)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+
+    fn set_xattr(path: &Path, key: &str, hex_value: &str) {
+        let set = std::process::Command::new("python3")
+            .args(["-c", "import os, sys; os.setxattr(sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]))"])
+            .arg(path)
+            .args([key, hex_value])
+            .status()
+            .unwrap();
+        assert!(set.success());
+    }
+
+    /// The attributes mksquashfs stored (read back by getfattr-independent code: the values the
+    /// test set), on files, a directory and a symlink, with a value long enough to be stored out
+    /// of line when shared, and a set two paths share.
+    #[test]
+    fn extended_attributes_are_read_per_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::fs::write(root.join("usr/bin/tool"), b"#!/bin/sh\n").unwrap();
+        std::fs::write(root.join("usr/bin/plain"), b"plain\n").unwrap();
+        std::fs::write(root.join("usr/bin/twin"), b"twin\n").unwrap();
+        let capped = std::process::Command::new("setcap")
+            .arg("cap_setuid+ep")
+            .arg(root.join("usr/bin/tool"))
+            .status()
+            .unwrap();
+        assert!(capped.success());
+        set_xattr(&root.join("usr/bin/tool"), "user.note", &hex::encode("hello"));
+        // What the host's kernel holds for cap_setuid+ep, read back by Python: the oracle.
+        let cap = std::process::Command::new("python3")
+            .args(["-c", "import os, sys; print(os.getxattr(sys.argv[1], 'security.capability').hex())"])
+            .arg(root.join("usr/bin/tool"))
+            .output()
+            .unwrap();
+        let cap = String::from_utf8(cap.stdout).unwrap().trim().to_string();
+        assert_eq!(cap.len(), 40, "a VFS_CAP_REVISION_2 value: {cap}");
+        set_xattr(&root.join("usr/bin/twin"), "user.note", &hex::encode("hello"));
+        // Three 3000-byte values: the key/value area spans two 8 KiB metadata blocks.
+        set_xattr(&root.join("usr"), "user.big", &"ab".repeat(3000));
+        set_xattr(&root.join("usr/bin"), "user.big", &"cd".repeat(3000));
+        set_xattr(&root, "user.big", &"ef".repeat(3000));
+        let image = dir.path().join("x.squashfs");
+        mksquashfs(&root, &image, &[]);
+        let size = std::fs::metadata(&image).unwrap().len();
+        let got = read_xattrs(&image, 0, size, "x").unwrap();
+        let shown: Vec<(String, String)> = got
+            .iter()
+            .map(|e| match &e.kind {
+                Kind::Special(s) => (e.path.clone(), s.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let tool = shown.iter().find(|(p, _)| p == "/usr/bin/tool").unwrap_or_else(|| panic!("{shown:#?}"));
+        assert!(tool.1.contains(&format!("security.capability=0x{cap};")), "{tool:?}");
+        assert!(tool.1.contains("user.note=\"hello\""), "{tool:?}");
+        let usr = shown.iter().find(|(p, _)| p == "/usr").unwrap_or_else(|| panic!("{shown:#?}"));
+        assert!(usr.1.contains(&format!("user.big=0x{}", "ab".repeat(3000))), "a long value");
+        let bin = shown.iter().find(|(p, _)| p == "/usr/bin").unwrap_or_else(|| panic!("{shown:#?}"));
+        assert_eq!(bin.1, format!("user.big=0x{}", "cd".repeat(3000)));
+        let top = shown.iter().find(|(p, _)| p == "/").unwrap_or_else(|| panic!("{shown:#?}"));
+        assert_eq!(top.1, format!("user.big=0x{}", "ef".repeat(3000)));
+        assert!(shown.iter().any(|(p, s)| p == "/usr/bin/twin" && s == "user.note=\"hello\""), "{shown:#?}");
+        assert!(!shown.iter().any(|(p, _)| p == "/usr/bin/plain"), "{shown:#?}");
+        // Without xattrs stored, there are none.
+        mksquashfs(&root, &image, &["-no-xattrs"]);
+        let size = std::fs::metadata(&image).unwrap().len();
+        assert!(read_xattrs(&image, 0, size, "x").unwrap().is_empty());
+    }
 
     /// Device nodes made by mksquashfs (the encoder Linux's squashfs reads) come back with the
     /// numbers given: minors above 255 and majors above 255 included.
