@@ -99,8 +99,12 @@ pub fn material(args: &MaterialArgs, store_root: &Path) -> Result<()> {
         ceremony_os_workflow::material_epoch(args.date.map(|d| d.unix()), environment.as_deref(), &project)?;
     let store = Store::open(store_root)?;
     let observer = progress::FetchProgress::new();
-    let job =
-        ceremony_os_workflow::MaterialJob { dir: &args.dir, output: &args.output, label: &args.label, epoch };
+    let job = ceremony_os_media::material::MaterialRequest {
+        dir: &args.dir,
+        output: &args.output,
+        label: &args.label,
+        epoch,
+    };
     let report = ceremony_os_workflow::make_material(
         &store,
         &project,

@@ -256,23 +256,19 @@ pub fn compare(
         )?;
         let mut layer = tree_layer(
             &format!("squashfs {SQUASHFS_MEMBER}"),
-            &TreeManifest { entries: tree_a },
-            &TreeManifest { entries: tree_b },
+            &TreeManifest { entries: tree_a.entries },
+            &TreeManifest { entries: tree_b.entries },
             &[],
         );
         layer.source = LayerSource::Squashfs { a: (oa, sa), b: (ob, sb) };
         report.layers.push(layer);
         // Extended attributes are what the kernel honours too (security.capability grants
         // powers on exec): a layer of their own when either image has any.
-        let xattrs_a =
-            crate::squashfs::read_xattrs(a, oa, sa, &format!("{}:{SQUASHFS_MEMBER}", a.display()))?;
-        let xattrs_b =
-            crate::squashfs::read_xattrs(b, ob, sb, &format!("{}:{SQUASHFS_MEMBER}", b.display()))?;
-        if !xattrs_a.is_empty() || !xattrs_b.is_empty() {
+        if !tree_a.xattrs.is_empty() || !tree_b.xattrs.is_empty() {
             report.layers.push(tree_layer(
                 &format!("squashfs {SQUASHFS_MEMBER} extended attributes"),
-                &TreeManifest { entries: xattrs_a },
-                &TreeManifest { entries: xattrs_b },
+                &TreeManifest { entries: tree_a.xattrs },
+                &TreeManifest { entries: tree_b.xattrs },
                 &[],
             ));
         }
@@ -328,21 +324,14 @@ fn initrd_layers(
             &[],
         ),
     ];
-    if !unpacked_a.hard_links.is_empty() || !unpacked_b.hard_links.is_empty() {
-        layers.push(tree_layer(
-            &format!("initrd {INITRD_MEMBER} hard links"),
-            &manifest(&unpacked_a.hard_links),
-            &manifest(&unpacked_b.hard_links),
-            &[],
-        ));
-    }
-    if !unpacked_a.not_unpacked.is_empty() || !unpacked_b.not_unpacked.is_empty() {
-        layers.push(tree_layer(
-            &format!("initrd {INITRD_MEMBER} entries the kernel does not unpack as named"),
-            &manifest(&unpacked_a.not_unpacked),
-            &manifest(&unpacked_b.not_unpacked),
-            &[],
-        ));
+    for (what, side_a, side_b) in [
+        ("hard links", &unpacked_a.hard_links, &unpacked_b.hard_links),
+        ("entries the kernel does not unpack as named", &unpacked_a.not_unpacked, &unpacked_b.not_unpacked),
+    ] {
+        if !side_a.is_empty() || !side_b.is_empty() {
+            let name = format!("initrd {INITRD_MEMBER} {what}");
+            layers.push(tree_layer(&name, &manifest(side_a), &manifest(side_b), &[]));
+        }
     }
     // A segment that differs with nothing else to show for it is a container expanded below
     // only when the unpacked layers name something.

@@ -69,7 +69,7 @@ impl Record {
             && (self.file_type() == S_IFREG || self.body_size == 0)
     }
 
-    fn is_trailer(&self) -> bool {
+    pub fn is_trailer(&self) -> bool {
         self.name_is_read() && self.name == b"TRAILER!!!"
     }
 }

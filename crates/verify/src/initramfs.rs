@@ -23,7 +23,7 @@
 use crate::VerifyError;
 use crate::cpio::{Body, PATH_MAX, Record, S_IFDIR, S_IFLNK, S_IFREG};
 use crate::initrd::Segment;
-use crate::isofs::display_name;
+use crate::isofs::{display_name, manifest_path};
 use ceremony_os_tree::{Entry, Kind};
 use std::collections::{BTreeMap, HashMap};
 
@@ -290,7 +290,7 @@ pub fn unpack(segments: &[Segment], what: &str) -> Result<Unpacked, VerifyError>
         for (a, archive) in segment.archives.iter().enumerate() {
             let mut links = LinkTable::new();
             for (i, record) in archive.iter().enumerate() {
-                if record.name_is_read() && record.name == b"TRAILER!!!" {
+                if record.is_trailer() {
                     links.clear();
                     continue;
                 }
@@ -307,7 +307,10 @@ pub fn unpack(segments: &[Segment], what: &str) -> Result<Unpacked, VerifyError>
                 if let Err(Skip(reason)) = unpack_one(&mut fs, &mut links, &mut dir_times, record) {
                     let name = String::from_utf8_lossy(&record.name).into_owned();
                     not_unpacked.push(Entry {
-                        path: format!("{} (segment #{s}, archive #{a}, entry #{i})", escaped(&record.name)),
+                        path: format!(
+                            "{} (segment #{s}, archive #{a}, entry #{i})",
+                            manifest_path(record.name.split(|b| *b == b'/'))
+                        ),
                         kind: Kind::Special(format!(
                             "{} {:?}: {reason}",
                             type_name(record.file_type()),
@@ -512,11 +515,6 @@ fn maybe_link(fs: &mut Fs, links: &mut LinkTable, record: &Record) -> Result<Opt
     let (dir, last) = fs.new_name(name, false).map_err(|e| failed("link", e))?;
     fs.link_in(dir, last, old);
     Ok(Some(old))
-}
-
-fn escaped(name: &[u8]) -> String {
-    let parts: Vec<String> = name.split(|b| *b == b'/').filter(|p| !p.is_empty()).map(display_name).collect();
-    format!("/{}", parts.join("/"))
 }
 
 /// The tree as manifest entries (paths escaped as everywhere in compare), and the hard links.

@@ -96,6 +96,12 @@ pub fn display_name(raw: &[u8]) -> String {
     out
 }
 
+/// A path of raw name components as a manifest path: empty components dropped, each escaped.
+pub fn manifest_path<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let parts: Vec<String> = parts.into_iter().filter(|p| !p.is_empty()).map(display_name).collect();
+    format!("/{}", parts.join("/"))
+}
+
 struct Reader<'a> {
     file: std::fs::File,
     path: &'a Path,

@@ -79,21 +79,31 @@ fn check_superblock(sb: &[u8], len: u64, what: &str, budget: &Budget) -> Result<
     Ok(())
 }
 
-/// The tree of the squashfs at `[start, start + len)` of `image`.
+/// What compare reads of a squashfs: its tree, and the extended attributes per path.
+#[derive(Debug)]
+pub struct Tree {
+    pub entries: Vec<Entry>,
+    pub xattrs: Vec<Entry>,
+}
+
+/// The tree of the squashfs at `[start, start + len)` of `image`, from one parse.
 pub fn read_tree(
     image: &Path,
     start: u64,
     len: u64,
     what: &str,
     budget: &mut Budget,
-) -> Result<Vec<Entry>, VerifyError> {
+) -> Result<Tree, VerifyError> {
     let mut window = Window::open(image, start, len)?;
     let mut sb = vec![0u8; 96];
     window.read_exact(&mut sb).map_err(|e| VerifyError::Invalid(format!("{what}: {e}")))?;
     check_superblock(&sb, len, what, budget)?;
     window.seek(SeekFrom::Start(0)).map_err(|e| VerifyError::io(image, e))?;
-    let fs = FilesystemReader::from_reader(std::io::BufReader::new(window))
-        .map_err(|e| VerifyError::Invalid(format!("{what}: {e}")))?;
+    let invalid = |e: String| VerifyError::Invalid(format!("{what}: {e}"));
+    let mut squashfs = backhand::Squashfs::from_reader(std::io::BufReader::new(window))
+        .map_err(|e| invalid(e.to_string()))?;
+    let xattrs = read_xattrs(&mut squashfs).map_err(invalid)?;
+    let fs = squashfs.into_filesystem_reader().map_err(|e| invalid(e.to_string()))?;
     let mut entries = Vec::new();
     for node in fs.files() {
         budget.entry(image)?;
@@ -139,7 +149,7 @@ pub fn read_tree(
         });
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(entries)
+    Ok(Tree { entries, xattrs })
 }
 
 /// The content of the file at manifest path `path` in the squashfs at `[start, start + len)`,
@@ -177,56 +187,44 @@ pub fn file_bytes(
 /// backhand's full path as a manifest path (each component escaped like the ISO's names).
 fn tree_path(full: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    let parts: Vec<String> = full
-        .components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(name) => Some(crate::isofs::display_name(name.as_bytes())),
-            std::path::Component::ParentDir => Some(crate::isofs::display_name(b"..")),
-            _ => None,
-        })
-        .collect();
-    if parts.is_empty() { "/".into() } else { format!("/{}", parts.join("/")) }
+    crate::isofs::manifest_path(full.components().filter_map(|c| match c {
+        std::path::Component::Normal(name) => Some(name.as_bytes()),
+        std::path::Component::ParentDir => Some(&b".."[..]),
+        _ => None,
+    }))
 }
 
-/// The extended attributes the booted kernel reads from the squashfs at `[start, start + len)`:
-/// an entry for each path that has any (`security.capability=0x...; user.note="..."`), and one
-/// for each attribute set no path refers to, so every set is named somewhere. backhand walks no
-/// xattrs, so the directory table is walked here from its inodes (each path's inode number
-/// gives its set) and the xattr tables are read as the kernel reads them.
-pub fn read_xattrs(image: &Path, start: u64, len: u64, what: &str) -> Result<Vec<Entry>, VerifyError> {
-    let bad = |m: String| VerifyError::Invalid(format!("{what}: {m}"));
-    let window = Window::open(image, start, len)?;
-    let fs =
-        backhand::Squashfs::from_reader(std::io::BufReader::new(window)).map_err(|e| bad(e.to_string()))?;
+/// The extended attributes the booted kernel reads: an entry for each path that has any
+/// (`security.capability=0x...; user.note="..."`), and one for each set no path refers to, so
+/// every set is named somewhere. backhand reads no xattrs, so the directory table is walked here
+/// from its inodes (each path's inode gives its set) and the xattr tables read as the kernel does.
+fn read_xattrs(fs: &mut backhand::Squashfs) -> Result<Vec<Entry>, String> {
     if fs.superblock.xattr_table == u64::MAX {
         return Ok(Vec::new());
     }
-    let sets = xattr_sets(image, start, len, &fs).map_err(bad)?;
+    let sets = xattr_sets(fs)?;
     let mut named = vec![false; sets.len()];
     let mut entries = Vec::new();
     let mut stack = vec![(fs.root_inode.clone(), String::new())];
     let mut visited = std::collections::HashSet::new();
     while let Some((inode, path)) = stack.pop() {
+        let shown = if path.is_empty() { "/".to_string() } else { path.clone() };
         if let Some(index) = xattr_index(&inode)
             && index != u32::MAX
         {
-            let set = sets.get(index as usize).ok_or_else(|| {
-                bad(format!(
-                    "{}: xattr set #{index} of {} does not exist",
-                    if path.is_empty() { "/" } else { &path },
-                    sets.len()
-                ))
-            })?;
+            let set = sets
+                .get(index as usize)
+                .ok_or_else(|| format!("{shown}: xattr set #{index} of {} does not exist", sets.len()))?;
             named[index as usize] = true;
-            entries.push(xattr_entry(if path.is_empty() { "/".into() } else { path.clone() }, set));
+            entries.push(xattr_entry(shown.clone(), set));
         }
         if let Some((block_index, size, offset)) = directory_listing(&inode) {
             if !visited.insert(inode.header.inode_number) {
-                return Err(bad(format!("{path}/: a directory that contains itself")));
+                return Err(format!("{shown}: a directory that contains itself"));
             }
-            for (name, number) in directory_entries(&fs, block_index, size, offset).map_err(bad)? {
+            for (name, number) in directory_entries(fs, block_index, size, offset)? {
                 let child =
-                    fs.inodes.get(&number).ok_or_else(|| bad(format!("{path}/: inode {number} missing")))?;
+                    fs.inodes.get(&number).ok_or_else(|| format!("{shown}: inode {number} missing"))?;
                 stack.push((child.clone(), format!("{path}/{}", crate::isofs::display_name(&name))));
             }
         }
@@ -323,43 +321,40 @@ fn directory_entries(
 }
 
 /// Every xattr set of the image, by index: (full key, value) pairs, out-of-line values resolved.
-fn xattr_sets(image: &Path, start: u64, len: u64, fs: &backhand::Squashfs) -> Result<Vec<XattrSet>, String> {
-    let mut window = Window::open(image, start, len).map_err(|e| e.to_string())?;
-    let mut read_at = |at: u64, n: usize| -> Result<Vec<u8>, String> {
+fn xattr_sets(fs: &mut backhand::Squashfs) -> Result<Vec<XattrSet>, String> {
+    let backhand::Squashfs { superblock, kind, file, .. } = fs;
+    let read_at = |file: &mut Box<dyn backhand::BufReadSeek + '_>, at: u64, n: usize| {
         let mut buf = vec![0u8; n];
-        window
-            .seek(SeekFrom::Start(at))
-            .and_then(|_| window.read_exact(&mut buf))
-            .map_err(|e| format!("xattr table: {e}"))?;
-        Ok(buf)
+        file.seek(SeekFrom::Start(at))
+            .and_then(|_| file.read_exact(&mut buf))
+            .map_err(|e| format!("xattr table at byte {at}: {e}"))?;
+        Ok::<_, String>(buf)
     };
-    let table = read_at(fs.superblock.xattr_table, 16)?;
+    let table = read_at(file, superblock.xattr_table, 16)?;
     let (kv_start, ids) = (le64(&table, 0).unwrap_or(0), le32(&table, 8).unwrap_or(0) as usize);
-    if ids as u64 > len / 16 {
+    if ids as u64 > superblock.bytes_used / 16 {
         return Err(format!("the xattr table claims {ids} sets"));
     }
     let blocks = ids.div_ceil(512);
-    let pointers = read_at(fs.superblock.xattr_table + 16, blocks * 8)?;
-    // The key/value area: every metadata block from its start up to the first id block.
-    let kv_end = le64(&pointers, 0).unwrap_or(fs.superblock.xattr_table);
-    let mut metadata =
-        |from: u64, to: u64| -> Result<(Vec<u8>, std::collections::HashMap<u64, usize>), String> {
-            let mut data = Vec::new();
-            let mut starts = std::collections::HashMap::new();
-            let mut window = Window::open(image, start, len).map_err(|e| e.to_string())?;
-            let mut at = from;
-            while at < to {
-                starts.insert(at - from, data.len());
-                window.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
-                let mut reader = std::io::BufReader::new(&mut window);
-                let block = backhand::v4::metadata::read_block(&mut reader, &fs.superblock, &fs.kind)
-                    .map_err(|e| format!("xattr metadata at byte {at}: {e}"))?;
-                let raw = u16::from_le_bytes(read_at(at, 2)?.try_into().expect("2")) & 0x7fff;
-                data.extend(block);
-                at += 2 + u64::from(raw);
-            }
-            Ok((data, starts))
-        };
+    let pointers = read_at(file, superblock.xattr_table + 16, blocks * 8)?;
+    // Metadata blocks from `from` up to `to`, decompressed and joined, with where each began.
+    let mut metadata = |from: u64, to: u64| {
+        let mut data = Vec::new();
+        let mut starts = std::collections::HashMap::new();
+        let mut at = from;
+        while at < to {
+            starts.insert(at - from, data.len());
+            let raw = u16::from_le_bytes(read_at(file, at, 2)?.try_into().expect("2")) & 0x7fff;
+            file.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
+            let block = backhand::v4::metadata::read_block(file, superblock, kind)
+                .map_err(|e| format!("xattr metadata at byte {at}: {e}"))?;
+            data.extend(block);
+            at += 2 + u64::from(raw);
+        }
+        Ok::<_, String>((data, starts))
+    };
+    // The key/value area runs from its start up to the first block of ids.
+    let kv_end = le64(&pointers, 0).unwrap_or(superblock.xattr_table);
     let (kv, kv_blocks) = metadata(kv_start, kv_end)?;
     let mut id_bytes = Vec::new();
     for b in 0..blocks {
@@ -474,7 +469,8 @@ mod tests {
         let image = dir.path().join("x.squashfs");
         mksquashfs(&root, &image, &[]);
         let size = std::fs::metadata(&image).unwrap().len();
-        let got = read_xattrs(&image, 0, size, "x").unwrap();
+        let mut budget = Budget::new(Limits::default());
+        let got = read_tree(&image, 0, size, "x", &mut budget).unwrap().xattrs;
         let shown: Vec<(String, String)> = got
             .iter()
             .map(|e| match &e.kind {
@@ -496,7 +492,7 @@ mod tests {
         // Without xattrs stored, there are none.
         mksquashfs(&root, &image, &["-no-xattrs"]);
         let size = std::fs::metadata(&image).unwrap().len();
-        assert!(read_xattrs(&image, 0, size, "x").unwrap().is_empty());
+        assert!(read_tree(&image, 0, size, "x", &mut budget).unwrap().xattrs.is_empty());
     }
 
     /// Device nodes made by mksquashfs (the encoder Linux's squashfs reads) come back with the
@@ -517,7 +513,7 @@ mod tests {
         let size = std::fs::metadata(&image).unwrap().len();
         let mut budget = Budget::new(Limits::default());
         let tree = read_tree(&image, 0, size, "devices", &mut budget).unwrap();
-        let kind = |p: &str| tree.iter().find(|e| e.path == p).unwrap().kind.clone();
+        let kind = |p: &str| tree.entries.iter().find(|e| e.path == p).unwrap().kind.clone();
         assert_eq!(kind("/a"), Kind::Special("char 1:3".into()));
         assert_eq!(kind("/b"), Kind::Special("char 1:259".into()));
         assert_eq!(kind("/c"), Kind::Special("block 259:70000".into()));

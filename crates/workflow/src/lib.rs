@@ -12,7 +12,7 @@ mod material;
 pub use build::{Fallback, PreparedBuild, prepare_build};
 pub use fetch::{FetchConfig, VendorReport, fetch_inputs, fetch_toolchain, vendor};
 pub use lock::{LockCheck, LockWritten, check_lock, lock};
-pub use material::{EpochSource, MaterialJob, make_material, material_epoch};
+pub use material::{EpochSource, make_material, material_epoch};
 
 use anyhow::{Context, Result, bail};
 use ceremony_os_definition::{ImageDefinition, LockedCrate, Lockfile};

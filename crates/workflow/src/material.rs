@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use ceremony_os_builder::BuildObserver;
 use ceremony_os_media::material;
 use ceremony_os_store::{FetchObserver, Store};
-use std::path::Path;
 
 /// Where the disc's dates came from, in the order they are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,36 +48,26 @@ pub fn material_epoch(
     })
 }
 
-/// What `material` was asked for.
-#[derive(Debug)]
-pub struct MaterialJob<'a> {
-    pub dir: &'a Path,
-    pub output: &'a Path,
-    pub label: &'a str,
-    pub epoch: i64,
-}
-
 /// Fetch the lock's toolchain (verified), then write the disc with its xorriso.
 pub fn make_material(
     store: &Store,
     project: &Project,
-    job: &MaterialJob<'_>,
+    request: &material::MaterialRequest<'_>,
     config: &FetchConfig,
     fetch_observer: &dyn FetchObserver,
     build_observer: &dyn BuildObserver,
 ) -> Result<material::MaterialReport> {
-    material::validate_label(job.label)?;
+    material::validate_label(request.label)?;
     crate::fetch_toolchain(store, project, config, fetch_observer)?;
     let toolchain = ceremony_os_builder::prepare_toolchain(&project.lock, store, build_observer)?;
-    let runner = ceremony_os_runner::Runner::new(job.epoch);
-    let request =
-        material::MaterialRequest { dir: job.dir, output: job.output, label: job.label, epoch: job.epoch };
-    Ok(material::make(&request, &|dir| toolchain.cmd(&runner, "xorriso", dir))?)
+    let runner = ceremony_os_runner::Runner::new(request.epoch);
+    Ok(material::make(request, &|dir| toolchain.cmd(&runner, "xorriso", dir))?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn project() -> Project {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../image");
