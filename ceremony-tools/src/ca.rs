@@ -106,14 +106,15 @@ impl Step {
         Step::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    pub fn run(self, access: &HsmAccess<'_>, config: &Path) -> Result<Outcome> {
+    /// Run this step from its file `config`, reading every file through `inputs`.
+    pub fn run(self, access: &HsmAccess<'_>, inputs: &config::Inputs, config: &Path) -> Result<Outcome> {
         match self {
-            Step::KeyGenerate => key_generate(access, config),
-            Step::Root => root(access, config),
-            Step::SignCsr => sign_csr(access, config),
-            Step::Cross => cross(access, config),
-            Step::Request => request(access, config),
-            Step::Crl => crl(access, config),
+            Step::KeyGenerate => key_generate(access, inputs, config),
+            Step::Root => root(access, inputs, config),
+            Step::SignCsr => sign_csr(access, inputs, config),
+            Step::Cross => cross(access, inputs, config),
+            Step::Request => request(access, inputs, config),
+            Step::Crl => crl(access, inputs, config),
         }
     }
 
@@ -200,8 +201,8 @@ fn write(outcome: &mut Outcome, what: &'static str, path: &Path, label: &str, de
     Ok(())
 }
 
-pub fn key_generate(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcome> {
-    let (config, digest): (config::KeyGenerateConfig, String) = config::load(config_path)?;
+pub fn key_generate(access: &HsmAccess<'_>, inputs: &config::Inputs, config_path: &Path) -> Result<Outcome> {
+    let (config, digest): (config::KeyGenerateConfig, String) = config::load(inputs, config_path)?;
     let output = config.outputs.public_key.clone();
     config::check_outputs(&[&output])?;
     let id = hex::decode(&config.key.id).map_err(|_| anyhow!("key.id {:?} is not hex", config.key.id))?;
@@ -215,8 +216,8 @@ pub fn key_generate(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcom
     Ok(outcome)
 }
 
-pub fn root(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcome> {
-    let (config, digest): (config::RootConfig, String) = config::load(config_path)?;
+pub fn root(access: &HsmAccess<'_>, inputs: &config::Inputs, config_path: &Path) -> Result<Outcome> {
+    let (config, digest): (config::RootConfig, String) = config::load(inputs, config_path)?;
     let output = config.outputs.certificate.clone();
     config::check_outputs(&[&output])?;
     let (not_before, not_after) = checked_validity(&config.validity, config.profile.max_validity_days)?;
@@ -305,6 +306,7 @@ fn issue(issuance: &Issuance<'_>, signer: &HsmSigner<'_>) -> Result<Vec<u8>> {
 /// The checks every CA issuance makes before the HSM: profile URIs, validity, the issuer's
 /// certificate and its path length.
 fn prepare_issuance(
+    inputs: &config::Inputs,
     issuer_section: &config::IssuerSection,
     validity: &ValiditySection,
     profile: &config::CaProfile,
@@ -312,20 +314,20 @@ fn prepare_issuance(
     check_uri("crl_distribution_point", &profile.crl_distribution_point)?;
     check_uri("authority_info_access", &profile.authority_info_access)?;
     let (not_before, not_after) = checked_validity(validity, profile.max_validity_days)?;
-    let issuer = Issuer::load(&issuer_section.certificate, &issuer_section.chain)?;
+    let issuer = Issuer::load(inputs, &issuer_section.certificate, &issuer_section.chain)?;
     issuer.may_issue_ca(Some(profile.path_len))?;
     issuer.covers(not_before, not_after, "the new certificate's validity")?;
     Ok((issuer, not_before, not_after))
 }
 
-pub fn sign_csr(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcome> {
+pub fn sign_csr(access: &HsmAccess<'_>, inputs: &config::Inputs, config_path: &Path) -> Result<Outcome> {
     use x509_parser::prelude::{FromDer, X509CertificationRequest};
-    let (config, digest): (config::SignCsrConfig, String) = config::load(config_path)?;
+    let (config, digest): (config::SignCsrConfig, String) = config::load(inputs, config_path)?;
     let output = config.outputs.certificate.clone();
     config::check_outputs(&[&output])?;
     let (issuer, not_before, not_after) =
-        prepare_issuance(&config.issuer, &config.validity, &config.profile)?;
-    let csr_file = config::read_pinned(&config.csr.path, config.csr.sha256.as_deref())?;
+        prepare_issuance(inputs, &config.issuer, &config.validity, &config.profile)?;
+    let csr_file = config::read_pinned(inputs, &config.csr.path, config.csr.sha256.as_deref())?;
     let csr_der = pem::parse(&csr_file)
         .ok()
         .filter(|p| p.tag() == "CERTIFICATE REQUEST")
@@ -372,21 +374,21 @@ pub fn sign_csr(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcome> {
     Ok(outcome)
 }
 
-pub fn cross(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcome> {
+pub fn cross(access: &HsmAccess<'_>, inputs: &config::Inputs, config_path: &Path) -> Result<Outcome> {
     use x509_parser::prelude::*;
-    let (config, digest): (config::CrossConfig, String) = config::load(config_path)?;
+    let (config, digest): (config::CrossConfig, String) = config::load(inputs, config_path)?;
     let output = config.outputs.certificate.clone();
     config::check_outputs(&[&output])?;
     let (issuer, not_before, not_after) =
-        prepare_issuance(&config.issuer, &config.validity, &config.profile)?;
-    let file = config::read_pinned(&config.subject.certificate, config.subject.sha256.as_deref())?;
+        prepare_issuance(inputs, &config.issuer, &config.validity, &config.profile)?;
+    let file = config::read_pinned(inputs, &config.subject.certificate, config.subject.sha256.as_deref())?;
     let subject_der = ::pem::parse(&file)
         .ok()
         .filter(|p| p.tag() == "CERTIFICATE")
         .map(|p| p.contents().to_vec())
         .ok_or_else(|| anyhow!("{}: not a PEM CERTIFICATE", config.subject.certificate.display()))?;
     // The CA to cross-certify must itself be a CA whose certificate verifies (self-signed).
-    let subject_ca = Issuer::load(&config.subject.certificate, &[])
+    let subject_ca = Issuer::load(inputs, &config.subject.certificate, &[])
         .map_err(|e| anyhow!("the CA to cross-certify: {e}"))?;
     let (_, cert) = X509Certificate::from_der(&subject_der).map_err(|e| anyhow!("{e}"))?;
     keys::check(cert.public_key().raw, &config.profile.allowed_keys)
@@ -416,8 +418,8 @@ pub fn cross(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcome> {
     Ok(outcome)
 }
 
-pub fn request(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcome> {
-    let (config, digest): (config::RequestConfig, String) = config::load(config_path)?;
+pub fn request(access: &HsmAccess<'_>, inputs: &config::Inputs, config_path: &Path) -> Result<Outcome> {
+    let (config, digest): (config::RequestConfig, String) = config::load(inputs, config_path)?;
     let output = config.outputs.csr.clone();
     config::check_outputs(&[&output])?;
     let subject = config.subject.to_der()?;
@@ -431,8 +433,8 @@ pub fn request(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcome> {
     Ok(outcome)
 }
 
-pub fn crl(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcome> {
-    let (config, digest): (config::CrlConfig, String) = config::load(config_path)?;
+pub fn crl(access: &HsmAccess<'_>, inputs: &config::Inputs, config_path: &Path) -> Result<Outcome> {
+    let (config, digest): (config::CrlConfig, String) = config::load(inputs, config_path)?;
     let output = config.outputs.crl.clone();
     config::check_outputs(&[&output])?;
     let this_update = parse_time(&config.crl.this_update, "crl.this_update")?;
@@ -447,7 +449,7 @@ pub fn crl(access: &HsmAccess<'_>, config_path: &Path) -> Result<Outcome> {
     if config.crl.number == 0 {
         bail!("crl.number must be at least 1");
     }
-    let issuer = Issuer::load(&config.issuer.certificate, &config.issuer.chain)?;
+    let issuer = Issuer::load(inputs, &config.issuer.certificate, &config.issuer.chain)?;
     if !issuer.crl_sign {
         bail!("issuer certificate {}: its keyUsage does not allow cRLSign", issuer.path.display());
     }

@@ -2,7 +2,6 @@
 //! are errors, with file, line and column), and the rules for outputs: checked before the HSM is
 //! touched, created with O_EXCL, never overwritten.
 
-use crate::hsm::GeneratedKey;
 use crate::x509::SubjectSection;
 use crate::x509::keys::KeyKind;
 use serde::Deserialize;
@@ -23,8 +22,19 @@ pub struct KeySection {
     pub label: String,
     /// CKA_ID as hex; no other object of the token may have it.
     pub id: String,
-    #[serde(rename = "type")]
-    pub key_type: GeneratedKey,
+    /// What the token generates: any kind but rsa-2048, which is accepted in a CSR from
+    /// elsewhere but too short for a key made to last.
+    #[serde(rename = "type", deserialize_with = "generated_kind")]
+    pub key_type: KeyKind,
+}
+
+fn generated_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<KeyKind, D::Error> {
+    match KeyKind::deserialize(d)? {
+        KeyKind::Rsa2048 => Err(serde::de::Error::custom(
+            "rsa-2048 is not generated in a ceremony: use rsa-3072, rsa-4096, ec-p256 or ec-p384",
+        )),
+        kind => Ok(kind),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,8 +281,8 @@ pub fn parse<T: for<'de> Deserialize<'de>>(text: &str, origin: &Path) -> anyhow:
     })
 }
 
-pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<(T, String)> {
-    let text = String::from_utf8(read_input(path)?)
+pub fn load<T: for<'de> Deserialize<'de>>(inputs: &Inputs, path: &Path) -> anyhow::Result<(T, String)> {
+    let text = String::from_utf8(inputs.read(path)?)
         .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
     Ok((parse(&text, path)?, digest))
@@ -293,8 +303,8 @@ pub fn check_outputs(paths: &[&Path]) -> anyhow::Result<()> {
 }
 
 /// Read an input file whose SHA-256 the step pins, if it does.
-pub fn read_pinned(path: &Path, pinned: Option<&str>) -> anyhow::Result<Vec<u8>> {
-    let bytes = read_input(path)?;
+pub fn read_pinned(inputs: &Inputs, path: &Path, pinned: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let bytes = inputs.read(path)?;
     if let Some(expected) = pinned {
         let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         if !actual.eq_ignore_ascii_case(expected.trim()) {
@@ -376,42 +386,27 @@ pub enum Checked {
     OwnPem { der_sha256: String },
 }
 
-thread_local! {
-    static CHECKED_READS: std::cell::RefCell<Option<std::collections::BTreeMap<std::path::PathBuf, Checked>>> =
-        const { std::cell::RefCell::new(None) };
+/// The files a step may read and what each was checked to hold: passed to the step as a value,
+/// so that every read it makes is compared on the very bytes it then uses.
+#[derive(Debug, Clone)]
+pub enum Inputs {
+    /// A single command outside a plan: any regular file may be read.
+    Open,
+    /// A plan step: only these files, each exactly as checked; symbolic links refused.
+    Checked(std::collections::BTreeMap<std::path::PathBuf, Checked>),
 }
 
-/// Run `f` (one plan step) with every file it may read declared: each read through
-/// [`read_input`] is compared with what was checked, on the very bytes the step then uses, and
-/// a file not declared is refused. Outside a plan, reads are not restricted.
-pub fn with_checked_reads<T>(
-    reads: std::collections::BTreeMap<std::path::PathBuf, Checked>,
-    f: impl FnOnce() -> T,
-) -> T {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            CHECKED_READS.with(|c| c.borrow_mut().take());
-        }
-    }
-    CHECKED_READS.with(|c| *c.borrow_mut() = Some(reads));
-    let _reset = Reset;
-    f()
-}
-
-/// Read a file a step uses (its step file, a CSR, an issuer certificate): a regular file, and,
-/// during a plan step, exactly what the plan checked it to be.
-pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let restricted = CHECKED_READS.with(|c| c.borrow().is_some());
-    if restricted {
+impl Inputs {
+    /// Read a file a step uses (its step file, a CSR, an issuer certificate): a regular file,
+    /// and, during a plan step, exactly what the plan checked it to be.
+    pub fn read(&self, path: &Path) -> anyhow::Result<Vec<u8>> {
+        let Inputs::Checked(reads) = self else { return read_regular(path) };
         refuse_symlinks(path)?;
-    }
-    let bytes = read_regular(path)?;
-    CHECKED_READS.with(|c| -> anyhow::Result<()> {
-        let reads = c.borrow();
-        let Some(reads) = reads.as_ref() else { return Ok(()) };
+        let bytes = read_regular(path)?;
         match reads.get(path) {
-            None => anyhow::bail!("{} is not a file this step of the plan was checked to read", path.display()),
+            None => {
+                anyhow::bail!("{} is not a file this step of the plan was checked to read", path.display())
+            }
             Some(Checked::Bytes(expected)) if *expected != bytes => anyhow::bail!(
                 "{} has SHA-256 {} now, the plan checked {}: it changed (nothing was done)",
                 path.display(),
@@ -426,12 +421,11 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
                         path.display()
                     );
                 }
-                Ok(())
             }
-            Some(Checked::Bytes(_)) => Ok(()),
+            Some(Checked::Bytes(_)) => {}
         }
-    })?;
-    Ok(bytes)
+        Ok(bytes)
+    }
 }
 
 #[cfg(test)]
@@ -452,24 +446,22 @@ mod tests {
                 (cert.clone(), Checked::OwnPem { der_sha256: crate::ca::sha256_hex(&der) }),
             ])
         };
-        with_checked_reads(reads(), || {
-            assert_eq!(read_input(&step).unwrap(), b"reviewed");
-            assert!(read_input(&cert).is_ok());
-            let other = dir.path().join("other.csr");
-            std::fs::write(&other, b"x").unwrap();
-            let err = read_input(&other).unwrap_err().to_string();
-            assert!(err.contains("is not a file this step of the plan was checked to read"), "{err}");
-        });
+        let checked = Inputs::Checked(reads());
+        assert_eq!(checked.read(&step).unwrap(), b"reviewed");
+        assert!(checked.read(&cert).is_ok());
+        let other = dir.path().join("other.csr");
+        std::fs::write(&other, b"x").unwrap();
+        let err = checked.read(&other).unwrap_err().to_string();
+        assert!(err.contains("is not a file this step of the plan was checked to read"), "{err}");
         std::fs::write(&step, b"edited").unwrap();
         let mut appended = crate::x509::der::pem("CERTIFICATE", &der).into_bytes();
         appended.extend_from_slice(b"trailing text\n");
         std::fs::write(&cert, appended).unwrap();
-        with_checked_reads(reads(), || {
-            assert!(read_input(&step).unwrap_err().to_string().contains("it changed"));
-            assert!(read_input(&cert).unwrap_err().to_string().contains("more than the PEM block"));
-        });
+        let checked = Inputs::Checked(reads());
+        assert!(checked.read(&step).unwrap_err().to_string().contains("it changed"));
+        assert!(checked.read(&cert).unwrap_err().to_string().contains("more than the PEM block"));
         // Outside a plan step nothing is restricted.
-        assert_eq!(read_input(&step).unwrap(), b"edited");
+        assert_eq!(Inputs::Open.read(&step).unwrap(), b"edited");
     }
 
     #[test]
@@ -484,5 +476,12 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown variant `rsa-1024`"), "{err}");
+        let err = parse::<KeyGenerateConfig>(
+            &text.replace("rsa-4096", "rsa-2048").replace("extractable = true\n", ""),
+            Path::new("s.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("s.toml:7:8: rsa-2048 is not generated in a ceremony"), "{err}");
     }
 }

@@ -26,30 +26,6 @@ impl std::fmt::Debug for Hsm {
     }
 }
 
-/// Key types the ceremony generates in a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-pub enum GeneratedKey {
-    #[serde(rename = "rsa-3072")]
-    Rsa3072,
-    #[serde(rename = "rsa-4096")]
-    Rsa4096,
-    #[serde(rename = "ec-p256")]
-    EcP256,
-    #[serde(rename = "ec-p384")]
-    EcP384,
-}
-
-impl GeneratedKey {
-    pub fn kind(self) -> KeyKind {
-        match self {
-            GeneratedKey::Rsa3072 => KeyKind::Rsa3072,
-            GeneratedKey::Rsa4096 => KeyKind::Rsa4096,
-            GeneratedKey::EcP256 => KeyKind::EcP256,
-            GeneratedKey::EcP384 => KeyKind::EcP384,
-        }
-    }
-}
-
 /// Where reviewed PKCS#11 modules are registered: the image build writes the packaged ones and
 /// each `hsm_bundle` into the first (p11-kit's format: a `module:` line); packages register
 /// theirs in the second.
@@ -345,24 +321,24 @@ pub fn generate(
     session: &Session,
     label: &str,
     id: &[u8],
-    key: GeneratedKey,
+    key: KeyKind,
     console: &dyn crate::console::Console,
 ) -> Result<Vec<u8>> {
     check_unused(session, label, id)?;
     let (mechanism, mut public) = match key {
-        GeneratedKey::Rsa3072 | GeneratedKey::Rsa4096 => {
-            let bits: u64 = if key == GeneratedKey::Rsa3072 { 3072 } else { 4096 };
+        KeyKind::Rsa2048 | KeyKind::Rsa3072 | KeyKind::Rsa4096 => {
+            let bits: u64 = match key {
+                KeyKind::Rsa2048 => 2048,
+                KeyKind::Rsa3072 => 3072,
+                _ => 4096,
+            };
             (
                 Mechanism::RsaPkcsKeyPairGen,
                 vec![Attribute::ModulusBits(bits.into()), Attribute::PublicExponent(vec![0x01, 0x00, 0x01])],
             )
         }
-        GeneratedKey::EcP256 => {
-            (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(der::named_curve(der::P256))])
-        }
-        GeneratedKey::EcP384 => {
-            (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(der::named_curve(der::P384))])
-        }
+        KeyKind::EcP256 => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(der::named_curve(der::P256))]),
+        KeyKind::EcP384 => (Mechanism::EccKeyPairGen, vec![Attribute::EcParams(der::named_curve(der::P384))]),
     };
     public.extend([
         Attribute::Token(true),
@@ -418,8 +394,8 @@ pub fn generate(
     }
     let spki = public_key_info(session, public_handle)?;
     let kind = keys::kind(&spki)?;
-    if kind != key.kind() {
-        bail!("the public key read back is {}, {} was asked for", kind.name(), key.kind().name());
+    if kind != key {
+        bail!("the public key read back is {}, {} was asked for", kind.name(), key.name());
     }
     Ok(spki)
 }

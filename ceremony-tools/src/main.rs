@@ -298,7 +298,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     };
     let mut handoff = None;
     let result: Result<ca::Outcome> = match (&cli.command, step) {
-        (_, Some((step, config))) => step.run(&access, config),
+        (_, Some((step, config))) => step.run(&access, &ceremony_tools::config::Inputs::Open, config),
         (Command::Hsm(HsmCommand::List { login, token }), _) => {
             ca::list(&access, if *login { token.as_deref() } else { None }).and_then(|listing| {
                 write!(std::io::stdout(), "{listing}")?;

@@ -444,8 +444,8 @@ pub fn run(
             // Every step reads its files (step file, inputs, issuer) before its HSM session, each
             // through the checked reader: a changed or replaced file stops it there.
             Action::Hsm { step: kind, file, .. } => {
-                let reads = checked_reads(checked, i, file, &outputs);
-                crate::config::with_checked_reads(reads, || kind.run(run.access, file))
+                let inputs = crate::config::Inputs::Checked(checked_reads(checked, i, file, &outputs));
+                kind.run(run.access, &inputs, file)
             }
             Action::Checkpoint { show } => checkpoint(checked, show, &outputs, transcript.head(), run),
             Action::ShamirSplit { token, threshold, shares } => {

@@ -5,6 +5,7 @@
 //! what it signs. A file edited after it was signed, a leaf certificate or a CA with
 //! pathLenConstraint 0 asked to issue a CA are refused.
 
+use crate::config::Inputs;
 use anyhow::{Result, anyhow, bail};
 use std::path::{Path, PathBuf};
 use x509_parser::prelude::*;
@@ -25,8 +26,8 @@ pub struct Issuer {
 }
 
 /// The DER inside a PEM file, checking its label.
-pub fn read_pem(path: &Path, label: &str) -> Result<Vec<u8>> {
-    let bytes = crate::config::read_input(path)?;
+pub fn read_pem(inputs: &Inputs, path: &Path, label: &str) -> Result<Vec<u8>> {
+    let bytes = inputs.read(path)?;
     let parsed = ::pem::parse(&bytes).map_err(|e| anyhow!("{}: not PEM: {e}", path.display()))?;
     if parsed.tag() != label {
         bail!("{}: a PEM {:?}, expected {label:?}", path.display(), parsed.tag());
@@ -37,8 +38,8 @@ pub fn read_pem(path: &Path, label: &str) -> Result<Vec<u8>> {
 impl Issuer {
     /// Load `path` and check it; `chain` holds the certificates that may have signed it (empty
     /// for a self-signed root).
-    pub fn load(path: &Path, chain: &[PathBuf]) -> Result<Issuer> {
-        let der = read_pem(path, "CERTIFICATE")?;
+    pub fn load(inputs: &Inputs, path: &Path, chain: &[PathBuf]) -> Result<Issuer> {
+        let der = read_pem(inputs, path, "CERTIFICATE")?;
         let err = |message: String| anyhow!("issuer certificate {}: {message}", path.display());
         let (rest, cert) =
             X509Certificate::from_der(&der).map_err(|e| err(format!("does not parse: {e}")))?;
@@ -53,7 +54,7 @@ impl Issuer {
         } else {
             let mut verified = false;
             for parent_path in chain {
-                let parent_der = read_pem(parent_path, "CERTIFICATE")?;
+                let parent_der = read_pem(inputs, parent_path, "CERTIFICATE")?;
                 let (_, parent) = X509Certificate::from_der(&parent_der)
                     .map_err(|e| anyhow!("chain certificate {}: {e}", parent_path.display()))?;
                 if parent.subject().as_raw() == cert.issuer().as_raw() {
