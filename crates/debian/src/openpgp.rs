@@ -12,8 +12,13 @@ use pgp::packet::SignatureType;
 /// The signed text (dash-unescaped, LF line ends) if a signature verifies with the keyring.
 pub fn verify_cleartext(signed: &[u8], keyring: &[u8]) -> Result<String, String> {
     let text = std::str::from_utf8(signed).map_err(|e| format!("not UTF-8 text: {e}"))?;
-    let (message, _) =
-        CleartextSignedMessage::from_string(text).map_err(|e| format!("not a clearsigned file: {e}"))?;
+    let (declared, body) = declared_hashes(text)?;
+    // The header is not signed and was checked above; rpgp is given the message without it
+    // (it refuses some headers gpgv reads, such as "Hash: SHA512, SHA256").
+    let (message, _) = CleartextSignedMessage::from_string(&format!("{BEGIN}\n\n{body}")).map_err(|e| {
+        // rpgp's error quotes the whole input: a line is enough.
+        format!("not a clearsigned file: {}", e.to_string().chars().take(200).collect::<String>())
+    })?;
     let (keys, _) =
         SignedPublicKey::from_reader_many(keyring).map_err(|e| format!("the keyring cannot be read: {e}"))?;
     let keys: Vec<SignedPublicKey> =
@@ -24,10 +29,16 @@ pub fn verify_cleartext(signed: &[u8], keyring: &[u8]) -> Result<String, String>
     let signed_text = message.signed_text();
     let strong =
         |alg| matches!(alg, Some(HashAlgorithm::Sha256 | HashAlgorithm::Sha384 | HashAlgorithm::Sha512));
+    let mut undeclared = 0;
     for signature in message.signatures() {
         if !matches!(signature.typ(), Some(SignatureType::Text | SignatureType::Binary))
             || !strong(signature.hash_alg())
         {
+            continue;
+        }
+        // gpgv (apt's verifier) fails a signature whose digest the armor header does not declare.
+        if !signature.hash_alg().is_some_and(|alg| declared.contains(&alg)) {
+            undeclared += 1;
             continue;
         }
         for key in &keys {
@@ -43,12 +54,62 @@ pub fn verify_cleartext(signed: &[u8], keyring: &[u8]) -> Result<String, String>
             }
         }
     }
+    let undeclared = match undeclared {
+        0 => String::new(),
+        n => format!("; {n} of them use a digest the Hash: armor header does not declare"),
+    };
     Err(format!(
-        "no signature verifies with a key of the keyring ({} keys, {} signatures)",
+        "no signature verifies with a key of the keyring ({} keys, {} signatures{undeclared})",
         keys.len(),
         message.signatures().len()
     ))
 }
+
+/// The digests the cleartext header declares (`Hash: SHA256` or `Hash: SHA512, SHA256`), read as
+/// gpgv reads them: a header other than `Hash:` is refused, and without one gpgv assumes MD5, so
+/// a file without it is refused too.
+/// Returns them and the text after the header's blank line.
+fn declared_hashes(text: &str) -> Result<(Vec<HashAlgorithm>, &str), String> {
+    let Some(mut rest) =
+        text.strip_prefix(BEGIN).and_then(|r| r.strip_prefix('\n').or(r.strip_prefix("\r\n")))
+    else {
+        return Err(format!("not a clearsigned file: it does not begin with {BEGIN}"));
+    };
+    let mut declared = Vec::new();
+    loop {
+        let (line, after) = rest.split_once('\n').ok_or("not a clearsigned file: its header does not end")?;
+        rest = after;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let Some(names) = line.strip_prefix("Hash:") else {
+            return Err(format!(
+                "armor header {:?}: a clearsigned file's header may only be Hash: (gpgv refuses it)",
+                line.chars().take(80).collect::<String>()
+            ));
+        };
+        for name in names.split(',').map(str::trim) {
+            declared.push(match name {
+                "SHA256" => HashAlgorithm::Sha256,
+                "SHA384" => HashAlgorithm::Sha384,
+                "SHA512" => HashAlgorithm::Sha512,
+                other => {
+                    return Err(format!(
+                        "armor header Hash: {:?}: only SHA256, SHA384 or SHA512 are accepted",
+                        other.chars().take(40).collect::<String>()
+                    ));
+                }
+            });
+        }
+    }
+    if declared.is_empty() {
+        return Err("no Hash: armor header (gpgv takes that as MD5 and refuses the signature)".into());
+    }
+    Ok((declared, rest))
+}
+
+const BEGIN: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
 
 #[cfg(test)]
 mod tests {
@@ -84,5 +145,54 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(verify_cleartext(unsigned.as_bytes(), KEYRING).is_err());
+    }
+
+    /// The armor header must declare the digest the signature uses, as gpgv requires (run here
+    /// as the oracle where it is installed: every Debian system has it).
+    #[test]
+    fn the_hash_armor_header_must_agree_with_the_signature() {
+        let text = std::str::from_utf8(IN_RELEASE).unwrap();
+        assert!(text.starts_with("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n"));
+        let with_header =
+            |header: &str| text.replacen("\nHash: SHA256\n", &format!("\n{header}"), 1).into_bytes();
+        let cases: [(&str, Option<&str>); 5] = [
+            ("Hash: MD5\n", Some("only SHA256, SHA384 or SHA512")),
+            ("Hash: SHA512\n", Some("2 of them use a digest the Hash: armor header does not declare")),
+            ("Comment: hello\n", Some("may only be Hash:")),
+            ("", Some("no Hash: armor header")),
+            ("Hash: SHA512, SHA256\n", None),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = dir.path().join("keyring.pgp");
+        std::fs::write(&keyring, KEYRING).unwrap();
+        let gpgv = std::process::Command::new("gpgv").arg("--version").output().is_ok();
+        for (header, refusal) in cases {
+            let signed = with_header(header);
+            let ours = verify_cleartext(&signed, KEYRING);
+            match refusal {
+                Some(message) => {
+                    let err = ours.unwrap_err();
+                    assert!(err.contains(message), "{header:?}: {err}");
+                }
+                None => assert!(ours.is_ok(), "{header:?}: {ours:?}"),
+            }
+            if gpgv {
+                let file = dir.path().join("InRelease");
+                std::fs::write(&file, &signed).unwrap();
+                let out = std::process::Command::new("gpgv")
+                    .arg("--keyring")
+                    .arg(&keyring)
+                    .arg(&file)
+                    .output()
+                    .unwrap();
+                let good = String::from_utf8_lossy(&out.stderr).contains("Good signature");
+                assert_eq!(
+                    good,
+                    refusal.is_none(),
+                    "gpgv on {header:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
     }
 }
