@@ -445,16 +445,16 @@ fn host_ceremony() -> PathBuf {
 fn a_ceremony_runs_in_the_booted_image_and_its_stick_checks_outside() {
     let image = image();
     let dir = tempfile::tempdir().unwrap();
-    // The material disc: the README's plan folder, and a copy of it whose CSR was swapped.
+    // The material disc: the plan folder of docs/ceremony-day.md, and a copy of it whose CSR was swapped.
     let prepared = dir.path().join("prepared");
     std::fs::create_dir(&prepared).unwrap();
     let out = std::process::Command::new("bash")
         .arg("-c")
-        .arg(support::readme_block("## A ceremony day", 1))
+        .arg(ceremony_os_test_support::example("ceremony-day-material"))
         .current_dir(&prepared)
         .output()
         .unwrap();
-    assert!(out.status.success(), "the README's plan: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the ceremony day's plan: {}", String::from_utf8_lossy(&out.stderr));
     let folder = dir.path().join("disc");
     std::fs::create_dir(&folder).unwrap();
     host("cp", &["-r", "prepared/material", "disc/ceremony"], dir.path());

@@ -61,7 +61,7 @@ fn verify_matches_the_published_manifest() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let p = published();
     let witnesses = Witnesses::new();
-    // Alice runs the README's witness command as written, in a clone laid out as it says: the
+    // Alice runs the witness command of docs/witness.md as written, in a clone laid out as it says: the
     // definition under image/, the published out/ in release/, her key in ~/.ssh.
     let clone = witnesses.dir.path().join("alice-clone");
     std::fs::create_dir_all(clone.join("release")).unwrap();
@@ -74,7 +74,7 @@ fn verify_matches_the_published_manifest() {
     let home = witnesses.dir.path().join("alice-home");
     std::fs::create_dir_all(home.join(".ssh")).unwrap();
     std::fs::copy(witnesses.key("alice"), home.join(".ssh/id_ed25519")).unwrap();
-    let command = support::readme_block("## Witnessed releases", 1);
+    let command = ceremony_os_test_support::example("witness-attest");
     assert!(command.contains("--attest alice.json"), "{command}");
     let out = witness_shell(&clone, &home, &command);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -83,15 +83,14 @@ fn verify_matches_the_published_manifest() {
         stderr.contains("MATCH") && stderr.contains("attestation (PASSED) signed by SHA256:"),
         "{stderr}"
     );
-    // She signs her envelope for the transparency log (the README's example, less the upload).
+    // She signs her envelope for the transparency log (the docs' example, less the upload).
     std::fs::copy(witnesses.key("alice").with_extension("pub"), home.join(".ssh/id_ed25519.pub")).unwrap();
-    let out =
-        witness_shell(&clone, &home, &offline_lines(&support::readme_block("## Witnessed releases", 3)));
+    let out = witness_shell(&clone, &home, &offline_lines(&ceremony_os_test_support::example("witness-log")));
     assert!(out.status.success(), "{out:?}");
     witnessed_burn(p, &witnesses, &clone.join("alice.json"), &head);
 }
 
-/// A README block without its `rekor-cli` lines: the log is not reachable from the tests.
+/// An example without its `rekor-cli` lines: the log is not reachable from the tests.
 fn offline_lines(block: &str) -> String {
     assert!(block.contains("\nrekor-cli "), "the block has no rekor-cli line to leave out:\n{block}");
     block.lines().filter(|line| !line.starts_with("rekor-cli ")).collect::<Vec<_>>().join("\n")
@@ -432,7 +431,7 @@ fn witnessed_burn(p: &Published, witnesses: &Witnesses, alice: &Path, commit: &s
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(support::sha256_hex(&std::fs::read(&target).unwrap()), iso_sha256);
 
-    // The burner's README commands as written (the digest and the device filled in), with three
+    // The burner's commands of docs/witness.md as written (the digest and the device filled in), with three
     // witnesses' PASSED attestations gathered in one folder.
     let burner = witnesses.dir.path().join("burner");
     std::fs::create_dir(&burner).unwrap();
@@ -443,7 +442,7 @@ fn witnessed_burn(p: &Published, witnesses: &Witnesses, alice: &Path, commit: &s
     std::fs::copy(witnesses.sign("carol", &iso_sha256), burner.join("carol.json")).unwrap();
     let disc = witnesses.dir.path().join("disc.img");
     std::fs::write(&disc, b"").unwrap();
-    let commands = support::readme_block("## Witnessed releases", 2);
+    let commands = ceremony_os_test_support::example("burner-attestations");
     assert!(commands.contains("<ISO sha256>") && commands.contains("/dev/sr0"), "{commands}");
     let commands = commands.replace("<ISO sha256>", &iso_sha256).replace("/dev/sr0", disc.to_str().unwrap());
     let out = witness_shell(&burner, witnesses.dir.path(), &commands);
@@ -456,7 +455,7 @@ fn witnessed_burn(p: &Published, witnesses: &Witnesses, alice: &Path, commit: &s
     // over another envelope is refused.
     let alice_signature = PathBuf::from(format!("{}.sig", alice.display()));
     std::fs::copy(&alice_signature, burner.join("alice.json.sig")).unwrap();
-    let check_log_signature = offline_lines(&support::readme_block("## Witnessed releases", 4));
+    let check_log_signature = offline_lines(&ceremony_os_test_support::example("burner-log-check"));
     let out = witness_shell(&burner, witnesses.dir.path(), &check_log_signature);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -759,15 +759,7 @@ fn witnessed_heads_in_hex_or_words_are_checked_as_prefixes() {
     );
 }
 
-/// The README's rehearsal, exactly as written, with this build's `ceremony` on PATH.
-/// The `n`th ```sh block after `marker` in the README.
-fn readme_block(marker: &str, n: usize) -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
-    let start = readme.find(marker).unwrap_or_else(|| panic!("{marker:?} is in the README"));
-    readme[start..].split("```sh\n").nth(n).unwrap().split("\n```").next().unwrap().to_string()
-}
-
-/// Run a README block with bash in `dir`, `ceremony` on the PATH; its output on failure.
+/// Run a documentation example with bash in `dir`, `ceremony` on the PATH; its output on failure.
 fn run_block(block: &str, dir: &Path, what: &str) -> String {
     let bin = Path::new(env!("CARGO_BIN_EXE_ceremony")).parent().unwrap();
     let out = Command::new("bash")
@@ -786,9 +778,9 @@ fn run_block(block: &str, dir: &Path, what: &str) -> String {
 
 #[test]
 fn the_readme_rehearsal_runs_as_written() {
-    let block = readme_block("`make test` runs this block exactly as written:", 1);
+    let block = ceremony_os_test_support::example("softhsm-rehearsal");
     let dir = tempfile::tempdir().unwrap();
-    run_block(&block, dir.path(), "the README's rehearsal");
+    run_block(&block, dir.path(), "the SoftHSM rehearsal");
     for file in ["root-2026.pem", "intermediate.pem"] {
         pkilint(&dir.path().join(file), false);
     }
@@ -797,11 +789,9 @@ fn the_readme_rehearsal_runs_as_written() {
     assert!(objects.contains("CKO_PRIVATE_KEY"), "the combined PIN logged in: {objects}");
 }
 
-const DAY: &str = "## A ceremony day";
-
-/// The README's material folder (plan, step files, CSR) made in `dir`; returns the plan.
+/// The ceremony day's material folder (plan, step files, CSR) made in `dir`; returns the plan.
 fn readme_material(dir: &Path) -> PathBuf {
-    run_block(&readme_block(DAY, 1), dir, "the README's plan");
+    run_block(&ceremony_os_test_support::example("ceremony-day-material"), dir, "the ceremony day's plan");
     dir.join("material/plan.toml")
 }
 
@@ -813,7 +803,11 @@ fn transcript_records(path: &Path) -> Vec<serde_json::Value> {
 fn the_readme_ceremony_day_runs_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let plan = readme_material(dir.path());
-    run_block(&readme_block(DAY, 2), dir.path(), "the README's rehearsal and its check");
+    run_block(
+        &ceremony_os_test_support::example("ceremony-day-rehearsal"),
+        dir.path(),
+        "the ceremony day's rehearsal and its check",
+    );
     let checked = dir.path().join("checked");
     for file in ["root-2026.pem", "issuing.pem"] {
         pkilint(&checked.join(file), false);

@@ -36,13 +36,6 @@ pub fn shared_image_store() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("image-store")
 }
 
-/// The `n`th ```sh block after `marker` in the README, so that tests run its examples as written.
-pub fn readme_block(marker: &str, n: usize) -> String {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let start = readme.find(marker).unwrap_or_else(|| panic!("{marker:?} is in the README"));
-    readme[start..].split("```sh\n").nth(n).unwrap().split("\n```").next().unwrap().to_string()
-}
-
 /// A copy of image/ (definition, lock, overlay) under `root`, whose tools workspace is this
 /// checkout and whose lock is [`fetchable_image_lock`]; returns the definition's path.
 pub fn image_copy(root: &Path, name: &str) -> PathBuf {
