@@ -17,6 +17,33 @@ pub mod limits;
 pub mod rebuild;
 mod squashfs;
 
+/// Each reader of untrusted bytes on its own, for the fuzz targets (crates/fuzz): whatever the
+/// input, each returns a result (an error naming what is wrong) and never panics, hangs or holds
+/// more than its limits allow. `compare` reads images through the same functions.
+pub mod readers {
+    use crate::VerifyError;
+    use crate::limits::{Budget, Limits};
+    use std::path::Path;
+
+    /// An initrd split into segments and unpacked as the kernel would: how many paths result.
+    pub fn initrd(bytes: &[u8], limits: Limits) -> Result<usize, VerifyError> {
+        let segments = crate::initrd::segments(bytes, "initrd", &mut Budget::new(limits))?;
+        Ok(crate::initramfs::unpack(&segments, "initrd")?.tree.len())
+    }
+
+    /// One uncompressed cpio archive: how many records it holds.
+    pub fn cpio(bytes: &[u8], limits: Limits) -> Result<usize, VerifyError> {
+        Ok(crate::cpio::parse_archive(bytes, "cpio", &mut Budget::new(limits))?.0.len())
+    }
+
+    /// The squashfs file at `path` (all of it): how many entries its tree has.
+    pub fn squashfs(path: &Path, limits: Limits) -> Result<usize, VerifyError> {
+        let len = std::fs::metadata(path).map_err(|e| VerifyError::io(path, e))?.len();
+        let tree = crate::squashfs::read_tree(path, 0, len, "squashfs", &mut Budget::new(limits))?;
+        Ok(tree.entries.len())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("{}: {source}", path.display())]
