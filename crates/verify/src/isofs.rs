@@ -148,6 +148,14 @@ struct Record {
     mtime: Option<i64>,
     symlink: Option<String>,
     relocated: bool,
+    /// Rock Ridge CL: this record stands for the directory relocated to this extent.
+    child_link: Option<u32>,
+    /// An SP entry (on the root's "." record: the image uses SUSP, so Linux reads Rock Ridge).
+    sp: bool,
+    /// Any Rock Ridge entry (PX, NM, SL, TF, RE, CL).
+    rock: bool,
+    /// Why Linux and GRUB would not read this record's NM as the name compare reads.
+    bad_name: Option<String>,
 }
 
 /// Days since 1970-01-01 of a civil date (proleptic Gregorian).
@@ -200,19 +208,28 @@ fn parse_susp(
                 break;
             }
             let body = &area[pos + 4..pos + len];
+            if matches!(&sig, b"PX" | b"NM" | b"SL" | b"TF" | b"RE" | b"CL") {
+                record.rock = true;
+            }
             match &sig {
+                b"SP" => record.sp = true,
+                b"CL" if body.len() >= 8 => record.child_link = Some(le32(body, 0)),
                 b"PX" if body.len() >= 32 => {
                     record.mode = Some(le32(body, 0));
                     record.uid = le32(body, 16);
                     record.gid = le32(body, 24);
                 }
+                // Linux ignores an NM with flags other than CONTINUE (and cuts a name at NUL),
+                // GRUB reads it otherwise: such a name is refused, not guessed.
                 b"NM" if !body.is_empty() => {
-                    let flags = body[0];
-                    if flags & 0x06 != 0 {
-                        name.extend_from_slice(if flags & 0x02 != 0 { b"." } else { b".." });
-                    } else {
-                        name.extend_from_slice(&body[1..]);
+                    let (flags, part) = (body[0], &body[1..]);
+                    if flags & !0x01 != 0 {
+                        record.bad_name =
+                            Some(format!("an NM entry with flags {flags:#04x} (Linux ignores it)"));
+                    } else if part.contains(&0) || part.contains(&b'/') {
+                        record.bad_name = Some("an NM name holding NUL or '/'".into());
                     }
+                    name.extend_from_slice(part);
                 }
                 b"SL" if !body.is_empty() => {
                     let mut i = 1;
@@ -281,6 +298,12 @@ fn parse_susp(
         }
     }
     if !name.is_empty() {
+        if name.len() >= 254 {
+            record.bad_name =
+                Some(format!("a Rock Ridge name of {} bytes (Linux cuts it at 253)", name.len()));
+        } else if name == b"." || name == b".." {
+            record.bad_name = Some("a Rock Ridge name '.' or '..'".into());
+        }
         record.rr_name = Some(name);
     }
     if !link_parts.is_empty() || !link_partial.is_empty() {
@@ -301,6 +324,13 @@ fn parse_susp(
         record.symlink = Some(target);
     }
     Ok(())
+}
+
+/// A plain ISO 9660 name as Linux and GRUB read it: without `;version` and a trailing dot,
+/// lowercased.
+fn iso_name_as_read(iso_name: &[u8]) -> Vec<u8> {
+    let name = iso_name.split(|b| *b == b';').next().unwrap_or(&[]);
+    name.strip_suffix(b".").unwrap_or(name).to_ascii_lowercase()
 }
 
 /// The `.` and `..` records of a directory (identifiers 0x00 and 0x01).
@@ -404,14 +434,41 @@ impl IsoImage {
                     path.display()
                 )));
             }
+            // Linux reads the first primary descriptor, GRUB the last, and firmware the boot
+            // record at sector 17 only: an image they would read differently is refused.
+            let ambiguous = |what: &str| {
+                VerifyError::Invalid(format!(
+                    "{}: sector {index}: {what}; compare refuses an image that two readers would read differently",
+                    path.display()
+                ))
+            };
             match sector[0] {
                 0 if sector[7..30].starts_with(b"EL TORITO SPECIFICATION") => {
+                    if index != 17 {
+                        return Err(ambiguous(
+                            "an El Torito boot record away from sector 17, where firmware looks",
+                        ));
+                    }
                     catalog = Some(le32(&sector, 71))
                 }
-                1 => pvd_sector = Some(sector.clone()),
-                2 if matches!(&sector[88..91], b"%/@" | b"%/C" | b"%/E") => {
-                    joliet_root = Some(sector[156..190].to_vec())
-                }
+                1 => match &pvd_sector {
+                    None => pvd_sector = Some(sector.clone()),
+                    Some(first) if *first == sector => {}
+                    Some(_) => {
+                        return Err(ambiguous(
+                            "a second primary volume descriptor unlike the first (Linux reads the first, GRUB the last)",
+                        ));
+                    }
+                },
+                2 if matches!(&sector[88..91], b"%/@" | b"%/C" | b"%/E") => match &joliet_root {
+                    None => joliet_root = Some(sector[156..190].to_vec()),
+                    Some(first) if first[..] == sector[156..190] => {}
+                    Some(_) => {
+                        return Err(ambiguous(
+                            "a second Joliet descriptor with another root (Linux reads the first, GRUB the last)",
+                        ));
+                    }
+                },
                 255 => break,
                 _ => {}
             }
@@ -448,6 +505,8 @@ impl IsoImage {
         let first = read_directory(&mut reader, root.extent, root.size, 0, &mut structure)?;
         let susp_skip = 0;
         let root_meta = first.iter().find(|r| r.iso_name == [0]);
+        // Linux reads Rock Ridge only where the root's "." record has SUSP's SP entry.
+        let rock = root_meta.is_some_and(|r| r.sp);
         entries.push(IsoEntry {
             path: "/".into(),
             kind: IsoKind::Dir,
@@ -477,16 +536,60 @@ impl IsoImage {
                 size: size as u64,
             });
             let records = read_directory(&mut reader, extent, size, susp_skip, &mut structure)?;
-            for record in records {
+            let mut names = BTreeSet::new();
+            for mut record in records {
+                // A relocated directory is read where its CL record stands, as Linux does.
                 if record.relocated || is_self_or_parent(&record) {
                     continue;
                 }
                 budget.entry(path)?;
-                let raw = record.rr_name.clone().unwrap_or_else(|| {
-                    let name = record.iso_name.split(|b| *b == b';').next().unwrap_or(&[]).to_vec();
-                    name.strip_suffix(b".").map(<[u8]>::to_vec).unwrap_or(name)
-                });
+                let refuse = |what: String| {
+                    VerifyError::Invalid(format!(
+                        "{}: in {dir_path}/, the record {:?}: {what}; compare refuses an image that two readers would read differently",
+                        path.display(),
+                        display_name(&record.iso_name)
+                    ))
+                };
+                if record.flags & 0x04 != 0 {
+                    return Err(refuse("marked an associated file (Linux hides it, GRUB reads it)".into()));
+                }
+                if let Some(why) = &record.bad_name {
+                    return Err(refuse(why.clone()));
+                }
+                let raw = match (&record.rr_name, rock) {
+                    (Some(name), true) => name.clone(),
+                    (None, true) => {
+                        return Err(refuse(
+                            "no Rock Ridge name (Linux and GRUB derive others from the ISO name)".into(),
+                        ));
+                    }
+                    (_, false) if record.rock => {
+                        return Err(refuse(
+                            "Rock Ridge entries in an image whose root has no SP entry (Linux ignores them)"
+                                .into(),
+                        ));
+                    }
+                    (_, false) => iso_name_as_read(&record.iso_name),
+                };
+                if !names.insert(raw.clone()) {
+                    return Err(refuse(format!(
+                        "a second entry named {:?} in one directory",
+                        display_name(&raw)
+                    )));
+                }
                 let entry_path = format!("{dir_path}/{}", display_name(&raw));
+                if let Some(location) = record.child_link {
+                    // The relocated directory's own "." record gives its size and attributes.
+                    let dot =
+                        read_directory(&mut reader, location, SECTOR as u32, susp_skip, &mut structure)?
+                            .into_iter()
+                            .next()
+                            .filter(|r| r.iso_name == [0] && r.extent == location)
+                            .ok_or_else(|| {
+                                refuse(format!("a CL entry to sector {location}, which holds no directory"))
+                            })?;
+                    record = Record { iso_name: record.iso_name, ..dot };
+                }
                 let is_dir = record.flags & 0x02 != 0;
                 if record.flags & 0x80 != 0 {
                     return Err(VerifyError::Invalid(format!(
