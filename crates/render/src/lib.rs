@@ -16,6 +16,22 @@ pub fn error(error: &anyhow::Error) -> String {
         }
         out.push_str(&text);
     }
+    // Causes carry text from inputs (names, fields): it may break lines, never steer the terminal.
+    out.split('\n').map(controls_escaped).collect::<Vec<_>>().join("\n")
+}
+
+/// `text` with every control character (ESC, CR, backspace, newline, the C1 range) written as
+/// `\xNN` or `\u{NNNN}`: text from an input, shown on one line, cannot move the cursor, erase
+/// or recolour what was printed, or start a line of its own.
+pub fn controls_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c as u32 {
+            _ if !c.is_control() => out.push(c),
+            n if n <= 0xff => out.push_str(&format!("\\x{n:02x}")),
+            n => out.push_str(&format!("\\u{{{n:04x}}}")),
+        }
+    }
     out
 }
 
@@ -37,6 +53,14 @@ mod tests {
         let io = std::io::Error::other("disk full");
         let e = anyhow::Error::new(io).context("cannot write /out/x: disk full").context("publishing");
         assert_eq!(error(&e), "publishing: cannot write /out/x: disk full");
+    }
+
+    #[test]
+    fn text_from_inputs_cannot_steer_the_terminal() {
+        assert_eq!(controls_escaped("a\x1b[2K\rWITNESSED\n\u{9b}x"), "a\\x1b[2K\\x0dWITNESSED\\x0a\\x9bx");
+        assert_eq!(controls_escaped("plain é"), "plain é");
+        let e = anyhow::anyhow!("name \"\x1b]0;title\x07\"").context("line one\nline two");
+        assert_eq!(error(&e), "line one\nline two: name \"\\x1b]0;title\\x07\"");
     }
 
     #[test]

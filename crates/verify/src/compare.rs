@@ -116,12 +116,13 @@ impl Report {
                     d.kind.clone()
                 };
                 let what = if d.expanded { format!("{what}, see below") } else { what };
-                out.push_str(&format!("  {:<28} {}\n", what, d.path));
+                out.push_str(&format!("  {:<28} {}\n", what, ceremony_os_render::controls_escaped(&d.path)));
+                // Values (link targets, volume fields) are the images' text: escaped.
                 if let Some(a) = &d.a {
-                    out.push_str(&format!("  {:<28}   A: {a}\n", ""));
+                    out.push_str(&format!("  {:<28}   A: {}\n", "", ceremony_os_render::controls_escaped(a)));
                 }
                 if let Some(b) = &d.b {
-                    out.push_str(&format!("  {:<28}   B: {b}\n", ""));
+                    out.push_str(&format!("  {:<28}   B: {}\n", "", ceremony_os_render::controls_escaped(b)));
                 }
             }
         }
@@ -575,6 +576,38 @@ pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Link targets, volume fields and names are the images' text: the report shows their
+    /// control characters escaped, so a crafted image cannot draw a line of its own.
+    #[test]
+    fn the_report_escapes_text_from_the_images() {
+        let difference = Difference {
+            path: "/bin/\u{1b}[2Kx".into(),
+            kind: "symlink".into(),
+            fields: Vec::new(),
+            a: Some("/usr/bin/x".into()),
+            b: Some("/tmp/x\r\nthe images are identical".into()),
+            expanded: false,
+        };
+        let report = Report {
+            a: "a.iso".into(),
+            b: "b.iso".into(),
+            a_sha256: "1".repeat(64),
+            b_sha256: "2".repeat(64),
+            identical: false,
+            layers: vec![Layer {
+                name: "squashfs".into(),
+                compared: 1,
+                differences: vec![difference],
+                source: LayerSource::None,
+            }],
+        };
+        let text = report.render();
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text}");
+        assert!(text.contains("/bin/\\x1b[2Kx"), "{text}");
+        assert!(text.contains("B: /tmp/x\\x0d\\x0athe images are identical"), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("the images are identical")), "{text}");
+    }
 
     /// A FIFO, a directory or a device is refused before it is opened (a FIFO would block the
     /// open for ever).
