@@ -86,6 +86,15 @@ pub struct Tree {
     pub xattrs: Vec<Entry>,
 }
 
+/// What backhand says of an error: some of its errors display as nothing, so their name and
+/// fields are said instead.
+fn backhand_said(e: &backhand::BackhandError) -> String {
+    match e.to_string() {
+        text if text.trim().is_empty() => format!("not a squashfs backhand can read ({e:?})"),
+        text => text,
+    }
+}
+
 /// The tree of the squashfs at `[start, start + len)` of `image`, from one parse.
 pub fn read_tree(
     image: &Path,
@@ -101,9 +110,9 @@ pub fn read_tree(
     window.seek(SeekFrom::Start(0)).map_err(|e| VerifyError::io(image, e))?;
     let invalid = |e: String| VerifyError::Invalid(format!("{what}: {e}"));
     let mut squashfs = backhand::Squashfs::from_reader(std::io::BufReader::new(window))
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| invalid(backhand_said(&e)))?;
     let xattrs = read_xattrs(&mut squashfs).map_err(invalid)?;
-    let fs = squashfs.into_filesystem_reader().map_err(|e| invalid(e.to_string()))?;
+    let fs = squashfs.into_filesystem_reader().map_err(|e| invalid(backhand_said(&e)))?;
     let mut entries = Vec::new();
     for node in fs.files() {
         budget.entry(image)?;
@@ -124,7 +133,7 @@ pub fn read_tree(
                 let mut reader = fs
                     .file(file)
                     .reader_checked()
-                    .map_err(|e| VerifyError::Invalid(format!("{label}: {e}")))?;
+                    .map_err(|e| VerifyError::Invalid(format!("{label}: {}", backhand_said(&e))))?;
                 let (sha256, read) = budget.hash(&label, &mut reader, size)?;
                 if read != size {
                     return Err(VerifyError::Invalid(format!(
@@ -163,7 +172,7 @@ pub fn file_bytes(
 ) -> Result<Option<Vec<u8>>, VerifyError> {
     let window = Window::open(image, start, len)?;
     let fs = FilesystemReader::from_reader(std::io::BufReader::new(window))
-        .map_err(|e| VerifyError::Invalid(format!("{}: {e}", image.display())))?;
+        .map_err(|e| VerifyError::Invalid(format!("{}: {}", image.display(), backhand_said(&e))))?;
     for node in fs.files() {
         if tree_path(&node.fullpath) != path {
             continue;
@@ -175,7 +184,7 @@ pub fn file_bytes(
         let mut bytes = Vec::new();
         fs.file(file)
             .reader_checked()
-            .map_err(|e| VerifyError::Invalid(format!("{path}: {e}")))?
+            .map_err(|e| VerifyError::Invalid(format!("{path}: {}", backhand_said(&e))))?
             .take(max)
             .read_to_end(&mut bytes)
             .map_err(|e| VerifyError::Invalid(format!("{path}: {e}")))?;
@@ -347,7 +356,7 @@ fn xattr_sets(fs: &mut backhand::Squashfs) -> Result<Vec<XattrSet>, String> {
             let raw = u16::from_le_bytes(read_at(file, at, 2)?.try_into().expect("2")) & 0x7fff;
             file.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
             let block = backhand::v4::metadata::read_block(file, superblock, kind)
-                .map_err(|e| format!("xattr metadata at byte {at}: {e}"))?;
+                .map_err(|e| format!("xattr metadata at byte {at}: {}", backhand_said(&e)))?;
             data.extend(block);
             at += 2 + u64::from(raw);
         }
@@ -493,6 +502,28 @@ mod tests {
         mksquashfs(&root, &image, &["-no-xattrs"]);
         let size = std::fs::metadata(&image).unwrap().len();
         assert!(read_tree(&image, 0, size, "x", &mut budget).unwrap().xattrs.is_empty());
+    }
+
+    /// A superblock whose table pointers are altered is refused with something said after the
+    /// colon (backhand displays some of its errors as nothing).
+    #[test]
+    fn a_malformed_squashfs_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        std::fs::write(dir.path().join("root/f"), b"f\n").unwrap();
+        let image = dir.path().join("x.squashfs");
+        mksquashfs(&dir.path().join("root"), &image, &[]);
+        let honest = std::fs::read(&image).unwrap();
+        // The id, inode and directory table pointers (superblock bytes 64..88).
+        for at in [64, 72, 80] {
+            let mut bytes = honest.clone();
+            bytes[at] ^= 0xff;
+            std::fs::write(&image, &bytes).unwrap();
+            let mut budget = Budget::new(Limits::default());
+            let err = read_tree(&image, 0, bytes.len() as u64, "x", &mut budget).unwrap_err().to_string();
+            let reason = err.strip_prefix("x: ").unwrap_or_else(|| panic!("{err}"));
+            assert!(reason.trim().len() > 10, "byte {at}: {err:?}");
+        }
     }
 
     /// Device nodes made by mksquashfs (the encoder Linux's squashfs reads) come back with the
