@@ -124,6 +124,21 @@ pub enum AttestationsCommand {
     /// PASSED for this digest, 1 when not, 2 on an error. Says who attested, who did not, and
     /// why each rejected attestation does not count.
     Check(CheckArgs),
+    /// Print the body of a Rekor v2 log entry for an attestation (POST it to the log's
+    /// /api/v2/log/entries): a `dsse` entry holding the envelope as it is, with the witness's
+    /// ed25519 key as its verifier (DER, PKIX_ED25519). Refused unless the envelope's one
+    /// signature verifies with the key. Nothing is sent: this command reads files only.
+    LogRequest(LogRequestArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LogRequestArgs {
+    /// The witness's public key (`ssh-ed25519 AAAA...`, like id_ed25519.pub).
+    #[arg(long, value_name = "KEY.pub")]
+    key: PathBuf,
+    /// The attestation (a DSSE envelope `verify --attest` wrote).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -142,7 +157,23 @@ pub struct CheckArgs {
 }
 
 pub fn run(command: &AttestationsCommand) -> Result<ExitCode> {
-    let AttestationsCommand::Check(args) = command;
+    let args = match command {
+        AttestationsCommand::Check(args) => args,
+        AttestationsCommand::LogRequest(args) => {
+            let read = |path: &PathBuf| {
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+            };
+            let key_text = String::from_utf8_lossy(&read(&args.key)?).into_owned();
+            let key = ceremony_os_attest::keys::PublicKey::from_openssh(
+                &key_text,
+                &args.key.display().to_string(),
+            )?;
+            let body = ceremony_os_attest::rekor::dsse_entry_request(&read(&args.file)?, &key)
+                .with_context(|| args.file.display().to_string())?;
+            std::io::stdout().write_all(body.as_bytes())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let report = witnessed(&args.trust, &args.digest, &args.files)?;
     if args.json {
         writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&report)?)?;
