@@ -144,3 +144,113 @@ fn boot_opens_relative_paths_and_commas_as_named_and_names_a_missing_one() {
         .code(2)
         .stderr(contains("possible values: auto, kvm, tcg"));
 }
+
+/// A witness key as a PKCS#8 PEM file (`--signing-key` reads it) and its OpenSSH public line.
+fn witness_key(dir: &std::path::Path, name: &str, seed: u8) -> (std::path::PathBuf, String) {
+    use base64::Engine;
+    let mut der =
+        vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    der.extend([seed; 32]);
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    );
+    let path = dir.join(format!("{name}.pem"));
+    std::fs::write(&path, &pem).unwrap();
+    let key = ceremony_os_attest::keys::SigningKey::from_bytes(pem.as_bytes(), name).unwrap();
+    (path, key.public().to_openssh())
+}
+
+/// The witness policy as versioned files: a change of who witnesses counts only with the M of
+/// the policy it replaces (here a takeover: a new policy where mallory alone suffices).
+#[test]
+fn a_witness_policy_changes_only_with_the_m_of_the_one_it_replaces() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys: Vec<_> = [("alice", 1), ("bob", 2), ("carol", 3), ("mallory", 9)]
+        .into_iter()
+        .map(|(name, seed)| (name, witness_key(d, name, seed)))
+        .collect();
+    let line = |name: &str| {
+        let (_, (_, public)) = keys.iter().find(|(n, _)| *n == name).unwrap();
+        format!("{name}@example.org {public}\n")
+    };
+    let v1 = format!(
+        "version = 1\nrequired = 2\nallowed_signers = \"\"\"\n{}{}{}\"\"\"\n",
+        line("alice"),
+        line("bob"),
+        line("carol")
+    );
+    let root = hex::encode(sha2::Sha256::digest(v1.as_bytes()));
+    let v2 = format!(
+        "version = 2\nreplaces = \"{root}\"\nrequired = 1\nallowed_signers = \"\"\"\n{}\"\"\"\n",
+        line("mallory")
+    );
+    std::fs::write(d.join("v1.toml"), &v1).unwrap();
+    std::fs::write(d.join("v2.toml"), &v2).unwrap();
+    // Mallory attests an ISO.
+    let digest = "ab".repeat(32);
+    let mallory_key = std::fs::read(&keys[3].1.0).unwrap();
+    let statement = ceremony_os_attest::statement::Verification {
+        iso_name: "ceremony-os.iso".into(),
+        iso_sha256: digest.clone(),
+        verifier: "mallory".into(),
+        time_verified: "2026-12-07T00:00:00Z".into(),
+        commit: None,
+        lock_sha256: None,
+        verdict: ceremony_os_attest::statement::Verdict::Passed,
+    };
+    let envelope = ceremony_os_attest::keys::SigningKey::from_bytes(&mallory_key, "mallory")
+        .unwrap()
+        .sign_envelope(ceremony_os_attest::statement::PAYLOAD_TYPE, statement.statement());
+    std::fs::write(d.join("mallory.json"), envelope.to_json()).unwrap();
+
+    let approve = |who: &str| {
+        let (_, (key, _)) = keys.iter().find(|(n, _)| *n == who).unwrap();
+        support::ceremony_os(d)
+            .current_dir(d)
+            .args(["attestations", "approve-policy", "v2.toml", "--out", &format!("{who}-approves-v2.json")])
+            .arg("--signing-key")
+            .arg(key)
+            .assert()
+            .success();
+    };
+    let check = |approvals: &[&str]| {
+        let mut cmd = support::ceremony_os(d);
+        cmd.current_dir(d).args(["attestations", "check", "--digest", &digest]);
+        cmd.args(["--policy", "v1.toml", "--policy", "v2.toml", "--policy-root", &root]);
+        for a in approvals {
+            cmd.args(["--policy-approval", a]);
+        }
+        let out = cmd.arg("mallory.json").output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Nothing approved, then one of the two required: refused, whoever attests.
+    let (code, stderr) = check(&[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("approved by 0 of the 2 witnesses of version 1 it needs"), "{stderr}");
+    approve("alice");
+    approve("mallory");
+    let (code, stderr) = check(&["alice-approves-v2.json", "mallory-approves-v2.json"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("approved by 1 of the 2 witnesses of version 1 it needs (alice@example.org)"),
+        "{stderr}"
+    );
+    // With bob, version 2 is in force and mallory alone witnesses.
+    approve("bob");
+    let (code, stderr) = check(&["alice-approves-v2.json", "bob-approves-v2.json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("witness policy in force: v2.toml (version 2")
+            && stderr.contains("WITNESSED: 1 of 1"),
+        "{stderr}"
+    );
+    // A root other than the one written down is refused.
+    let mut cmd = support::ceremony_os(d);
+    cmd.current_dir(d).args(["attestations", "check", "--digest", &digest, "--policy", "v2.toml"]);
+    let out = cmd.args(["--policy-root", &root, "mallory.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not the root policy's"), "{out:?}");
+}

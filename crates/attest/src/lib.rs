@@ -13,6 +13,7 @@ pub mod agent;
 pub mod check;
 pub mod dsse;
 pub mod keys;
+pub mod policy;
 pub mod rekor;
 pub mod statement;
 pub mod trust;

@@ -101,15 +101,75 @@ impl Attester {
     }
 }
 
-/// Who must attest: the trust file, M, and (for burn) the attestation files.
+/// Who counts as a witness, and how many must attest: a trust file and M, or the witness
+/// policy in force (a chain of reviewed policy files from a root whose digest was written down).
+#[derive(Args, Debug, Clone)]
+pub struct WitnessArgs {
+    /// The witnesses, in OpenSSH allowed_signers format (`principal ssh-ed25519 AAAA...`).
+    #[arg(long, value_name = "ALLOWED_SIGNERS", requires = "require", conflicts_with = "policy")]
+    pub trust: Option<PathBuf>,
+    /// With --trust: how many distinct witnesses must attest PASSED.
+    #[arg(long, value_name = "M", requires = "trust")]
+    pub require: Option<usize>,
+    /// The witness policy files, oldest first (repeat the option): the first is the root, each
+    /// later one replaces the one before it; the last is in force.
+    #[arg(long, value_name = "POLICY", requires = "policy_root")]
+    pub policy: Vec<PathBuf>,
+    /// The SHA-256 of the root policy, as written down when it was adopted.
+    #[arg(long, value_name = "SHA256", requires = "policy")]
+    pub policy_root: Option<String>,
+    /// An approval of a policy change (repeat): a DSSE envelope from `attestations
+    /// approve-policy`; each change needs the M of the policy it replaces.
+    #[arg(long, value_name = "FILE", requires = "policy")]
+    pub policy_approval: Vec<PathBuf>,
+}
+
+impl WitnessArgs {
+    pub fn given(&self) -> bool {
+        self.trust.is_some() || !self.policy.is_empty()
+    }
+
+    /// The witnesses and M, and what they were read from.
+    fn who_counts(&self) -> Result<(Vec<trust::Witness>, usize, String)> {
+        let read_all = |paths: &[PathBuf]| -> Result<Vec<(String, Vec<u8>)>> {
+            paths
+                .iter()
+                .map(|p| {
+                    Ok((
+                        p.display().to_string(),
+                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+                    ))
+                })
+                .collect()
+        };
+        match (&self.trust, self.require, &self.policy_root) {
+            (Some(file), Some(required), _) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                Ok((trust::parse(&text, &file.display().to_string())?, required, file.display().to_string()))
+            }
+            (None, _, Some(root)) => {
+                let policy = ceremony_os_attest::policy::in_force(
+                    &read_all(&self.policy)?,
+                    root,
+                    &read_all(&self.policy_approval)?,
+                )?;
+                eprintln!(
+                    "witness policy in force: {} (version {}, SHA-256 {})",
+                    policy.origin, policy.version, policy.sha256
+                );
+                Ok((policy.witnesses, policy.required, policy.origin))
+            }
+            _ => bail!("who counts as a witness: --trust and --require, or --policy and --policy-root"),
+        }
+    }
+}
+
+/// Who must attest and what their attestations must name.
 #[derive(Args, Debug)]
 pub struct TrustArgs {
-    /// The witnesses, in OpenSSH allowed_signers format (`principal ssh-ed25519 AAAA...`).
-    #[arg(long, value_name = "ALLOWED_SIGNERS")]
-    pub trust: PathBuf,
-    /// How many distinct witnesses must attest PASSED.
-    #[arg(long, value_name = "M")]
-    pub require: usize,
+    #[command(flatten)]
+    pub witnesses: WitnessArgs,
     /// When given, attestations must name this source commit.
     #[arg(long, value_name = "COMMIT")]
     pub commit: Option<String>,
@@ -129,6 +189,24 @@ pub enum AttestationsCommand {
     /// ed25519 key as its verifier (DER, PKIX_ED25519). Refused unless the envelope's one
     /// signature verifies with the key. Nothing is sent: this command reads files only.
     LogRequest(LogRequestArgs),
+    /// Approve a new witness policy: sign the file, byte for byte, with a witness's key of the
+    /// policy it replaces (a DSSE envelope written to --out). The new policy counts once as many
+    /// witnesses of the old one as it required have approved it.
+    ApprovePolicy(ApprovePolicyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ApprovePolicyArgs {
+    /// The new policy file.
+    #[arg(value_name = "POLICY")]
+    policy: PathBuf,
+    /// The witness's key, as for `verify --signing-key` (a private key file, or a public key and
+    /// the ssh-agent that holds it).
+    #[arg(long, value_name = "KEY")]
+    signing_key: PathBuf,
+    /// Where to write the approval (must not exist).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -159,6 +237,28 @@ pub struct CheckArgs {
 pub fn run(command: &AttestationsCommand) -> Result<ExitCode> {
     let args = match command {
         AttestationsCommand::Check(args) => args,
+        AttestationsCommand::ApprovePolicy(args) => {
+            let bytes = std::fs::read(&args.policy)
+                .with_context(|| format!("cannot read {}", args.policy.display()))?;
+            ceremony_os_attest::policy::Policy::parse(&bytes, &args.policy.display().to_string())?;
+            let key_bytes = std::fs::read(&args.signing_key)
+                .with_context(|| format!("cannot read {}", args.signing_key.display()))?;
+            let socket = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from);
+            let key = Signer::from_key_file(
+                &key_bytes,
+                &args.signing_key.display().to_string(),
+                socket.as_deref(),
+            )?;
+            let envelope = key.sign_envelope(ceremony_os_attest::policy::APPROVAL_PAYLOAD_TYPE, bytes)?;
+            ceremony_os_media::write_new(&args.out, envelope.to_json().as_bytes())?;
+            eprintln!(
+                "approval of {} signed by {} written to {}",
+                args.policy.display(),
+                key.public().keyid(),
+                args.out.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         AttestationsCommand::LogRequest(args) => {
             let read = |path: &PathBuf| {
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
@@ -183,17 +283,10 @@ pub fn run(command: &AttestationsCommand) -> Result<ExitCode> {
 
 /// Load the witnesses and attestations and count; the report is printed on standard error.
 pub fn witnessed(trust: &TrustArgs, digest: &str, files: &[PathBuf]) -> Result<Report> {
-    let text = std::fs::read_to_string(&trust.trust)
-        .with_context(|| format!("cannot read {}", trust.trust.display()))?;
-    let witnesses = trust::parse(&text, &trust.trust.display().to_string())?;
-    let requirement = Requirement::new(
-        digest,
-        trust.require,
-        trust.commit.as_deref(),
-        trust.lock_sha256.as_deref(),
-        &witnesses,
-    )
-    .map_err(|e| anyhow::anyhow!("{e} ({})", trust.trust.display()))?;
+    let (witnesses, required, origin) = trust.witnesses.who_counts()?;
+    let requirement =
+        Requirement::new(digest, required, trust.commit.as_deref(), trust.lock_sha256.as_deref(), &witnesses)
+            .map_err(|e| anyhow::anyhow!("{e} ({origin})"))?;
     let mut attestations = Vec::new();
     for file in files {
         let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;

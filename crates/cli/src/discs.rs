@@ -63,15 +63,12 @@ pub struct BurnArgs {
     /// Print a JSON report on standard output.
     #[arg(long)]
     json: bool,
-    /// Burn only what enough witnesses attest: their allowed_signers file (see `attestations
-    /// check`); checked before the device is opened.
-    #[arg(long, value_name = "ALLOWED_SIGNERS", requires_all = ["require", "attestations"])]
-    trust: Option<PathBuf>,
-    /// With --trust: how many distinct witnesses must attest PASSED for this ISO.
-    #[arg(long, value_name = "M", requires = "trust")]
-    require: Option<usize>,
-    /// With --trust: the witnesses' attestation files.
-    #[arg(long, value_name = "FILE", num_args = 1.., requires = "trust")]
+    /// Burn only what enough witnesses attest (see `attestations check`): who counts is
+    /// --trust and --require, or --policy; checked before the device is opened.
+    #[command(flatten)]
+    witnesses: crate::attest::WitnessArgs,
+    /// With --trust or --policy: the witnesses' attestation files.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
     attestations: Vec<PathBuf>,
 }
 
@@ -147,12 +144,17 @@ pub fn burn(args: &BurnArgs) -> Result<()> {
             &plan.iso_sha256
         )
     );
-    if let (Some(trust), Some(require)) = (&args.trust, args.require) {
+    if args.witnesses.given() {
+        if args.attestations.is_empty() {
+            bail!("--attestations: the witnesses' attestation files are needed with --trust or --policy");
+        }
         let trust =
-            crate::attest::TrustArgs { trust: trust.clone(), require, commit: None, lock_sha256: None };
+            crate::attest::TrustArgs { witnesses: args.witnesses.clone(), commit: None, lock_sha256: None };
         if !crate::attest::witnessed(&trust, &plan.iso_sha256, &args.attestations)?.passed {
             bail!("too few witnesses attest this ISO; nothing was written");
         }
+    } else if !args.attestations.is_empty() {
+        bail!("--attestations needs --trust and --require, or --policy: who counts as a witness");
     }
     if args.dry_run {
         if !args.verify_only {
