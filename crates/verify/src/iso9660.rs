@@ -72,10 +72,15 @@ pub fn parse_pvd(sector: &[u8]) -> Result<PrimaryVolume, String> {
 
 /// ECMA-119 8.4.26.1: `YYYYMMDDHHMMSScc` digits and an offset in 15-minute units.
 fn date(bytes: &[u8]) -> String {
-    let digits = String::from_utf8_lossy(&bytes[..16]);
-    if digits.chars().all(|c| c == '0') {
+    let digits = &bytes[..16];
+    if digits.iter().all(|b| *b == b'0') {
         return "(not set)".into();
     }
+    if !digits.iter().all(u8::is_ascii_digit) {
+        // Not a date: shown as the bytes it is, escaped (a crafted image's text).
+        return format!("(not a date: {:?})", String::from_utf8_lossy(digits));
+    }
+    let digits = std::str::from_utf8(digits).expect("ASCII digits");
     let offset_minutes = (bytes[16] as i8) as i32 * 15;
     format!(
         "{}-{}-{}T{}:{}:{}.{} {:+03}:{:02}",
@@ -154,6 +159,18 @@ mod tests {
         s[863] = 0;
         s[880] = 0;
         s
+    }
+
+    /// A date field of anything but digits (a fuzzer found a multi-byte character there, which
+    /// panicked when sliced) is shown for what it is.
+    #[test]
+    fn a_date_that_is_not_digits_is_said_not_sliced() {
+        let mut field = *b"2026071200000000\0";
+        assert_eq!(date(&field), "2026-07-12T00:00:00.00 +00:00");
+        field[8..11].copy_from_slice("\u{20ac}".as_bytes());
+        assert!(date(&field).starts_with("(not a date: "), "{}", date(&field));
+        field[9] = 0xff;
+        assert!(date(&field).starts_with("(not a date: "), "{}", date(&field));
     }
 
     #[test]
