@@ -262,6 +262,35 @@ fn booted_system_is_air_gapped_stateless_and_has_its_tools() {
     let (rw, _) = run("awk '$1 ~ \"^/dev/\" && $4 ~ \"(^|,)rw(,|$)\"' /proc/mounts");
     assert_eq!(rw.trim(), "", "block devices mounted read-write");
 
+    // The kernel is hardened on this boot path (BIOS, no Secure Boot): its command line, the
+    // lockdown LSM in integrity mode, memory zeroed on alloc and free, and the sysctls applied.
+    let (cmdline, _) = run("cat /proc/cmdline");
+    for token in [
+        "init_on_alloc=1",
+        "init_on_free=1",
+        "slab_nomerge",
+        "randomize_kstack_offset=on",
+        "iommu.strict=1",
+        "lockdown=integrity",
+        "vsyscall=none",
+    ] {
+        assert!(cmdline.split_whitespace().any(|t| t == token), "{token} not in {cmdline}");
+    }
+    let (lockdown, _) = run("cat /sys/kernel/security/lockdown");
+    assert!(lockdown.contains("[integrity]"), "lockdown: {lockdown}");
+    let (auto_init, _) = run("dmesg | grep -c 'heap alloc:on, heap free:on'");
+    assert_eq!(auto_init.trim(), "1", "the kernel did not say it zeroes memory on alloc and free");
+    let (sysctl, _) = run("systemctl show -p Result --value systemd-sysctl.service");
+    assert_eq!(sysctl.trim(), "success");
+    let (values, _) = run(
+        "cd /proc/sys && cat kernel/sysrq kernel/kexec_load_disabled kernel/yama/ptrace_scope kernel/kptr_restrict kernel/dmesg_restrict kernel/unprivileged_bpf_disabled net/core/bpf_jit_harden kernel/perf_event_paranoid fs/protected_fifos fs/protected_regular | tr '\\n' ' '; cd /",
+    );
+    assert_eq!(
+        values.trim(),
+        "0 1 2 2 1 1 2 3 2 2",
+        "sysrq kexec ptrace kptr dmesg bpf jit perf fifos regular"
+    );
+
     // Nothing runs on a schedule, no pstore back end exists, and the units that write outside
     // the overlay are masked.
     let (timers, status) = run("systemctl list-timers --no-legend --no-pager");

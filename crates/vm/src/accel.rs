@@ -14,7 +14,7 @@ pub enum Accel {
 
 /// TCG's translation cache, in MiB. QEMU's default (1 GiB where the host has the memory) made
 /// every boot path 6-13 s slower on the build machine; the sizes measured and why are in the
-/// README ("Build and boot speed"). Only the emulator changes: the guest and the image do not.
+/// docs/performance.md. Only the emulator changes: the guest and the image do not.
 pub const TCG_TRANSLATION_CACHE_MIB: u32 = 128;
 
 impl Accel {
