@@ -88,6 +88,13 @@ fn check_name(path: &Path, raw: &std::ffi::OsStr) -> Result<String, MediaError> 
     if name.contains('\\') {
         return refuse(format!("its name {name:?} holds a backslash, which sha256sum escapes"));
     }
+    // Joliet is UCS-2, and xorriso writes `*:;?` as `_` there: a reader of the Joliet tree would
+    // see another name than the Rock Ridge tree and SHA256SUMS list.
+    if let Some(c) = name.chars().find(|c| "*:;?".contains(*c) || u32::from(*c) > 0xffff) {
+        return refuse(format!(
+            "its name {name:?} holds {c:?}, which the disc's Joliet names cannot carry (readers of Joliet would see another name)"
+        ));
+    }
     Ok(name.to_string())
 }
 
@@ -274,6 +281,9 @@ mod tests {
             &b"line\nd41d8cd98f00b204e9800998ecf8427e  forged"[..],
             &b"caf\xe9.txt"[..],
             "x".repeat(104).as_bytes(),
+            b"csr:ksk.pem",
+            b"why?.txt",
+            "\u{1F600}.txt".as_bytes(),
         ]
         .into_iter()
         .enumerate()
