@@ -366,7 +366,7 @@ mod tests {
             changed_by(|w| redefine(w, "autologin = [\"tty1\", \"ttyS0\"]", "autologin = [\"ttyS0\"]")),
             set(&["customize"])
         );
-        assert_eq!(changed_by(|w| redefine(w, "quiet console", "console")), set(&["boot"]));
+        assert_eq!(changed_by(|w| redefine(w, "nonetworking quiet", "nonetworking")), set(&["boot"]));
         assert_eq!(
             changed_by(|w| redefine(w, "compression = \"zstd\"\nlevel = 9", "compression = \"xz\"")),
             set(&["squashfs"])
