@@ -658,6 +658,51 @@ fn records_and_descriptors_two_readers_read_differently_are_refused() {
             }),
             "sector 18: an El Torito boot record away from sector 17",
         ),
+        (
+            "no-er",
+            names,
+            Box::new(move |bytes: &mut Vec<u8>| {
+                // The ER entry on the root's "." (signature, length, version 1): renamed.
+                let at = (0..bytes.len() - 4)
+                    .find(|&i| &bytes[i..i + 2] == b"ER" && bytes[i + 3] == 1 && bytes[i + 2] > 8)
+                    .unwrap();
+                bytes[at..at + 2].copy_from_slice(b"XX");
+            }),
+            "Rock Ridge without an ER entry",
+        ),
+        (
+            "extended-attribute-record",
+            names,
+            Box::new(move |bytes: &mut Vec<u8>| {
+                let start = find(bytes, b"\x05QQ.;1") - 32;
+                bytes[start + 1] = 1;
+            }),
+            "an extended attribute record or interleaving",
+        ),
+        (
+            "px-device",
+            names,
+            Box::new(move |bytes: &mut Vec<u8>| {
+                // QQ's PX says character device: Linux would make a device node of it.
+                let start = find(bytes, b"\x05QQ.;1") - 32;
+                let len = bytes[start] as usize;
+                let px = start + find(&bytes[start..start + len], b"PX");
+                bytes[px + 4..px + 8].copy_from_slice(&0o020644u32.to_le_bytes());
+            }),
+            "a PX type 20000 that is not the 100000",
+        ),
+        (
+            "root-dot-elsewhere",
+            names,
+            Box::new(move |bytes: &mut Vec<u8>| {
+                let root =
+                    u32::from_le_bytes(bytes[16 * 2048 + 158..16 * 2048 + 162].try_into().unwrap()) as usize;
+                let dot = root * 2048;
+                let moved = (root as u32 + 1).to_le_bytes();
+                bytes[dot + 2..dot + 6].copy_from_slice(&moved);
+            }),
+            "the root's \".\" record points elsewhere",
+        ),
     ];
     for (name, base, patch, expected) in cases {
         let honest = if base == "a.iso" { &with_boot } else { &with_names };

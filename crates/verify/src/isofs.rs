@@ -7,8 +7,14 @@
 //! Nothing is extracted: file contents are hashed straight from the image. The image is hostile
 //! until checked: every extent must lie inside the file, directory cycles are cut, depth, entry
 //! counts and bytes read are bounded by [`Limits`], names are kept as text (never used as paths).
-//! Not supported (refused or left as "structure"): multi-extent files, interleaved files, Rock
-//! Ridge deep-directory relocation (CL/RE/PL).
+//! The tree is the one Linux's isofs reads (the first primary descriptor, Rock Ridge names,
+//! relocated directories where their CL entry stands); what Linux and GRUB would read
+//! differently, as far as modelled here, is refused: a second descriptor unlike the first, a boot
+//! record away from sector 17, Rock Ridge without SP and ER on the root, a root "." elsewhere, an
+//! associated file, a missing or odd NM, two entries of one name, a PX type unlike the record's,
+//! RE on what no CL reads, ZF, RR, entries after ST, extended attribute records, interleaving and
+//! multi-extent files. Not modelled: isolinux's own reader, Joliet file records (only their
+//! directories are structure).
 //!
 //! Reference: ECMA-119 (ISO 9660), SUSP 1.12, RRIP 1.12, El Torito 1.0.
 
@@ -156,6 +162,17 @@ struct Record {
     rock: bool,
     /// Why Linux and GRUB would not read this record's NM as the name compare reads.
     bad_name: Option<String>,
+    /// An ER entry (on the root's "."): Linux prefers Rock Ridge to Joliet only with it.
+    er: bool,
+    /// The SP entry's byte count to skip in every later system use area.
+    sp_skip: u8,
+    /// The type PX gives (S_IFMT bits), when PX is there.
+    px_type: Option<u32>,
+    /// A System Use entry Linux or GRUB would read in a way compare does not model.
+    unmodelled: Option<String>,
+    /// Extended attribute record length, file unit size and interleave gap (all 0 when plain).
+    xar: u8,
+    interleaved: bool,
 }
 
 /// Days since 1970-01-01 of a civil date (proleptic Gregorian).
@@ -212,10 +229,26 @@ fn parse_susp(
                 record.rock = true;
             }
             match &sig {
-                b"SP" => record.sp = true,
+                b"SP" => {
+                    record.sp = true;
+                    record.sp_skip = body.get(2).copied().unwrap_or(0);
+                }
+                b"ER" => record.er = true,
+                b"ZF" | b"RR" => {
+                    record.unmodelled.get_or_insert(format!(
+                        "a {} entry (Linux reads it: {})",
+                        String::from_utf8_lossy(&sig),
+                        if &sig == b"ZF" {
+                            "zisofs compression"
+                        } else {
+                            "Rock Ridge flags that can hide NM"
+                        }
+                    ));
+                }
                 b"CL" if body.len() >= 8 => record.child_link = Some(le32(body, 0)),
                 b"PX" if body.len() >= 32 => {
                     record.mode = Some(le32(body, 0));
+                    record.px_type = Some(le32(body, 0) & 0o170000);
                     record.uid = le32(body, 16);
                     record.gid = le32(body, 24);
                 }
@@ -277,7 +310,15 @@ fn parse_susp(
                 b"CE" if body.len() >= 20 => {
                     next = Some((le32(body, 0) as u64, le32(body, 8) as u64, le32(body, 16) as u64));
                 }
-                b"ST" => break,
+                // Linux reads on past ST; GRUB and compare stop: entries after it are refused.
+                b"ST" => {
+                    if area[pos + len..].iter().any(|b| *b != 0) {
+                        record
+                            .unmodelled
+                            .get_or_insert("entries after an ST entry (Linux reads them, GRUB stops)".into());
+                    }
+                    break;
+                }
                 _ => {}
             }
             pos += len;
@@ -353,6 +394,8 @@ fn parse_record(
         flags: rec[25],
         iso_name: rec[33..name_end].to_vec(),
         recorded: seven_byte_time(&rec[18..25]),
+        xar: rec[1],
+        interleaved: rec[26] != 0 || rec[27] != 0,
         ..Default::default()
     };
     let su_start = name_end + usize::from(name_len.is_multiple_of(2));
@@ -442,6 +485,11 @@ impl IsoImage {
                     path.display()
                 ))
             };
+            if index == 16 && sector[0] != 1 {
+                return Err(ambiguous(
+                    "not the primary volume descriptor (isolinux and Linux look for it here)",
+                ));
+            }
             match sector[0] {
                 0 if sector[7..30].starts_with(b"EL TORITO SPECIFICATION") => {
                     if index != 17 {
@@ -505,8 +553,39 @@ impl IsoImage {
         let first = read_directory(&mut reader, root.extent, root.size, 0, &mut structure)?;
         let susp_skip = 0;
         let root_meta = first.iter().find(|r| r.iso_name == [0]);
-        // Linux reads Rock Ridge only where the root's "." record has SUSP's SP entry.
+        // Linux reads Rock Ridge only where the root's "." record has SUSP's SP entry, and prefers
+        // it to Joliet only with an ER entry there too; it lists the root from that "." record.
+        let refuse_image = |what: &str| {
+            VerifyError::Invalid(format!(
+                "{}: {what}; compare refuses an image that two readers would read differently",
+                path.display()
+            ))
+        };
         let rock = root_meta.is_some_and(|r| r.sp);
+        match root_meta {
+            None => return Err(refuse_image("the root directory has no \".\" record")),
+            Some(dot) if dot.extent != root.extent => {
+                return Err(refuse_image(
+                    "the root's \".\" record points elsewhere than the volume descriptor (Linux lists the root from it)",
+                ));
+            }
+            Some(dot) if dot.sp && !dot.er => {
+                return Err(refuse_image(
+                    "Rock Ridge without an ER entry (Linux then reads the Joliet tree, GRUB and compare Rock Ridge)",
+                ));
+            }
+            Some(dot) if dot.sp && dot.sp_skip != 0 => {
+                return Err(refuse_image("an SP entry that skips bytes of every system use area"));
+            }
+            Some(_) if !rock && joliet_root.is_some() => {
+                return Err(refuse_image(
+                    "Joliet without Rock Ridge (Linux and GRUB read the Joliet names, compare the ISO names)",
+                ));
+            }
+            Some(_) => {}
+        }
+        let mut relocated = Vec::new();
+        let mut cl_targets = BTreeSet::new();
         entries.push(IsoEntry {
             path: "/".into(),
             kind: IsoKind::Dir,
@@ -538,23 +617,34 @@ impl IsoImage {
             let records = read_directory(&mut reader, extent, size, susp_skip, &mut structure)?;
             let mut names = BTreeSet::new();
             for mut record in records {
-                // A relocated directory is read where its CL record stands, as Linux does.
-                if record.relocated || is_self_or_parent(&record) {
+                if is_self_or_parent(&record) {
+                    continue;
+                }
+                // A relocated directory is read where its CL record stands, as Linux does; GRUB
+                // reads it where it is, so an RE record no CL points at is refused below.
+                if record.relocated {
+                    let at = format!("{dir_path}/{}", display_name(&record.iso_name));
+                    relocated.push((record.extent, record.size, record.flags & 0x02 != 0, at));
                     continue;
                 }
                 budget.entry(path)?;
+                let shown = display_name(&record.iso_name);
                 let refuse = |what: String| {
                     VerifyError::Invalid(format!(
-                        "{}: in {dir_path}/, the record {:?}: {what}; compare refuses an image that two readers would read differently",
+                        "{}: in {dir_path}/, the record {shown:?}: {what}; compare refuses an image that two readers would read differently",
                         path.display(),
-                        display_name(&record.iso_name)
                     ))
                 };
                 if record.flags & 0x04 != 0 {
                     return Err(refuse("marked an associated file (Linux hides it, GRUB reads it)".into()));
                 }
-                if let Some(why) = &record.bad_name {
+                if let Some(why) = record.bad_name.as_ref().or(record.unmodelled.as_ref()) {
                     return Err(refuse(why.clone()));
+                }
+                if record.xar != 0 || record.interleaved {
+                    return Err(refuse(
+                        "an extended attribute record or interleaving (Linux reads the data elsewhere than GRUB)".into(),
+                    ));
                 }
                 let raw = match (&record.rr_name, rock) {
                     (Some(name), true) => name.clone(),
@@ -589,8 +679,24 @@ impl IsoImage {
                                 refuse(format!("a CL entry to sector {location}, which holds no directory"))
                             })?;
                     record = Record { iso_name: record.iso_name, ..dot };
+                    cl_targets.insert(location);
                 }
                 let is_dir = record.flags & 0x02 != 0;
+                // Linux and GRUB take the type from PX: it must be what compare reads.
+                let read_as = if record.symlink.is_some() {
+                    0o120000
+                } else if is_dir {
+                    0o040000
+                } else {
+                    0o100000
+                };
+                if record.px_type.is_some_and(|t| t != read_as) {
+                    return Err(refuse(format!(
+                        "a PX type {:o} that is not the {:o} its flags and entries say",
+                        record.px_type.unwrap_or(0),
+                        read_as
+                    )));
+                }
                 if record.flags & 0x80 != 0 {
                     return Err(VerifyError::Invalid(format!(
                         "{}: {entry_path} is a multi-extent file, which compare does not read",
@@ -622,6 +728,40 @@ impl IsoImage {
                     gid: record.gid,
                     mtime: record.mtime.unwrap_or(record.recorded),
                 });
+            }
+        }
+
+        // What Linux hides (RE) is only what it reads elsewhere: a relocated directory a CL entry
+        // points at, or a directory (xorriso's rr_moved, also marked RE) holding only such.
+        let mut hidden = relocated;
+        let mut rounds = 0;
+        while let Some((extent, size, is_dir, at)) = hidden.pop() {
+            if cl_targets.contains(&extent) {
+                continue;
+            }
+            rounds += 1;
+            if !is_dir || rounds > 64 {
+                return Err(refuse_image(&format!(
+                    "{at} is marked relocated (RE) but no CL entry points at it (Linux hides it, GRUB reads it)"
+                )));
+            }
+            structure.push(Region {
+                label: format!("directory records of {at}/ (relocated, hidden)"),
+                offset: extent as u64 * SECTOR,
+                size: size as u64,
+            });
+            for child in read_directory(&mut reader, extent, size, susp_skip, &mut structure)? {
+                if is_self_or_parent(&child) {
+                    continue;
+                }
+                if !child.relocated {
+                    return Err(refuse_image(&format!(
+                        "{at} is marked relocated (RE), which Linux hides, but holds {:?}, which is not (GRUB reads it)",
+                        display_name(&child.iso_name)
+                    )));
+                }
+                let child_at = format!("{at}/{}", display_name(&child.iso_name));
+                hidden.push((child.extent, child.size, child.flags & 0x02 != 0, child_at));
             }
         }
 
