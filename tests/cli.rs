@@ -196,7 +196,8 @@ fn a_witness_policy_changes_only_with_the_m_of_the_one_it_replaces() {
         iso_name: "ceremony-os.iso".into(),
         iso_sha256: digest.clone(),
         verifier: "mallory".into(),
-        time_verified: "2026-12-07T00:00:00Z".into(),
+        // An escape that would hide the lines after it: shown escaped.
+        time_verified: "2026-12-07T00:00:00Z\u{1b}[8m".into(),
         commit: None,
         lock_sha256: None,
         verdict: ceremony_os_attest::statement::Verdict::Passed,
@@ -245,6 +246,10 @@ fn a_witness_policy_changes_only_with_the_m_of_the_one_it_replaces() {
     assert!(
         stderr.contains("witness policy in force: v2.toml (version 2")
             && stderr.contains("WITNESSED: 1 of 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("verified 2026-12-07T00:00:00Z\\x1b[8m") && !stderr.contains('\u{1b}'),
         "{stderr}"
     );
     // A root other than the one written down is refused.

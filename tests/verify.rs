@@ -83,8 +83,8 @@ fn verify_matches_the_published_manifest() {
         stderr.contains("MATCH") && stderr.contains("attestation (PASSED) signed by SHA256:"),
         "{stderr}"
     );
-    // She writes her envelope's Rekor v2 entry (the docs' example, less the upload): the
-    // envelope as it is and her key as DER.
+    // She writes her envelope's Rekor v2 entry (the docs' example, less the upload): the SHA-512
+    // of the envelope's PAE, signed Ed25519ph with her key.
     std::fs::copy(witnesses.key("alice").with_extension("pub"), home.join(".ssh/id_ed25519.pub")).unwrap();
     let out = witness_shell(&clone, &home, &offline_lines(&ceremony_os_test_support::example("witness-log")));
     assert!(out.status.success(), "{out:?}");

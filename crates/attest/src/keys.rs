@@ -69,6 +69,15 @@ impl PublicKey {
         self.ssh().to_openssh().expect("an ed25519 key encodes")
     }
 
+    /// Whether `sig` is this key's Ed25519ph signature (RFC 8032, no context) of the SHA-512
+    /// of `message`.
+    pub fn verifies_prehashed(&self, message: &[u8], sig: &[u8]) -> bool {
+        use sha2::Digest;
+        ed25519_dalek::Signature::from_slice(sig).is_ok_and(|sig| {
+            self.0.verify_prehashed(sha2::Sha512::new().chain_update(message), None, &sig).is_ok()
+        })
+    }
+
     /// Whether `sig` is this key's ed25519 signature over `message`.
     pub fn verifies(&self, message: &[u8], sig: &[u8]) -> bool {
         ed25519_dalek::Signature::from_slice(sig).is_ok_and(|sig| self.0.verify(message, &sig).is_ok())
@@ -109,6 +118,17 @@ impl SigningKey {
 
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key())
+    }
+
+    /// An Ed25519ph signature (RFC 8032, no context) of the SHA-512 of `message`: what a
+    /// transparency log that takes only prehashed signatures verifies.
+    pub fn sign_prehashed(&self, message: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        self.0
+            .sign_prehashed(sha2::Sha512::new().chain_update(message), None)
+            .expect("Ed25519ph signs without a context")
+            .to_bytes()
+            .to_vec()
     }
 
     /// Sign `payload` of `payload_type` into a DSSE envelope.

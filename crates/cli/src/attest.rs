@@ -185,9 +185,10 @@ pub enum AttestationsCommand {
     /// why each rejected attestation does not count.
     Check(CheckArgs),
     /// Print the body of a Rekor v2 log entry for an attestation (POST it to the log's
-    /// /api/v2/log/entries): a `dsse` entry holding the envelope as it is, with the witness's
-    /// ed25519 key as its verifier (DER, PKIX_ED25519). Refused unless the envelope's one
-    /// signature verifies with the key. Nothing is sent: this command reads files only.
+    /// /api/v2/log/entries): a `hashedrekord` entry of the envelope's pre-authentication encoding
+    /// (its SHA-512 and an Ed25519ph signature of it, PKIX_ED25519_PH), with the witness's key as
+    /// DER. Needs the private key file (an ssh-agent makes no Ed25519ph signatures); refused
+    /// unless the envelope's one signature is this key's. Nothing is sent.
     LogRequest(LogRequestArgs),
     /// Approve a new witness policy: sign the file, byte for byte, with a witness's key of the
     /// policy it replaces (a DSSE envelope written to --out). The new policy counts once as many
@@ -211,9 +212,10 @@ pub struct ApprovePolicyArgs {
 
 #[derive(Args, Debug)]
 pub struct LogRequestArgs {
-    /// The witness's public key (`ssh-ed25519 AAAA...`, like id_ed25519.pub).
-    #[arg(long, value_name = "KEY.pub")]
-    key: PathBuf,
+    /// The witness's private key file (OpenSSH, not encrypted, or PKCS#8 PEM), as for `verify
+    /// --signing-key`.
+    #[arg(long, value_name = "KEY")]
+    signing_key: PathBuf,
     /// The attestation (a DSSE envelope `verify --attest` wrote).
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -263,12 +265,11 @@ pub fn run(command: &AttestationsCommand) -> Result<ExitCode> {
             let read = |path: &PathBuf| {
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
             };
-            let key_text = String::from_utf8_lossy(&read(&args.key)?).into_owned();
-            let key = ceremony_os_attest::keys::PublicKey::from_openssh(
-                &key_text,
-                &args.key.display().to_string(),
+            let key = ceremony_os_attest::keys::SigningKey::from_bytes(
+                &read(&args.signing_key)?,
+                &args.signing_key.display().to_string(),
             )?;
-            let body = ceremony_os_attest::rekor::dsse_entry_request(&read(&args.file)?, &key)
+            let body = ceremony_os_attest::rekor::hashedrekord_request(&read(&args.file)?, &key)
                 .with_context(|| args.file.display().to_string())?;
             std::io::stdout().write_all(body.as_bytes())?;
             return Ok(ExitCode::SUCCESS);
@@ -293,11 +294,19 @@ pub fn witnessed(trust: &TrustArgs, digest: &str, files: &[PathBuf]) -> Result<R
         attestations.push((file.display().to_string(), bytes));
     }
     let report = check::check(&attestations, &witnesses, &requirement);
+    // File names and what an envelope says are the attester's text: escaped, never raw.
+    let shown = ceremony_os_render::controls_escaped;
     for a in &report.accepted {
-        eprintln!("attested PASSED: {} ({}) in {}, verified {}", a.witness, a.keyid, a.file, a.time_verified);
+        eprintln!(
+            "attested PASSED: {} ({}) in {}, verified {}",
+            shown(&a.witness),
+            a.keyid,
+            shown(&a.file),
+            shown(&a.time_verified)
+        );
     }
     for r in &report.rejected {
-        eprintln!("does not count: {}: {}", r.file, r.reason);
+        eprintln!("does not count: {}: {}", shown(&r.file), shown(&r.reason));
     }
     if !report.missing.is_empty() {
         eprintln!("no attestation from: {}", report.missing.join(", "));
