@@ -217,10 +217,20 @@ fn a_witness_policy_changes_only_with_the_m_of_the_one_it_replaces() {
             .assert()
             .success();
     };
+    let head = hex::encode(sha2::Sha256::digest(v2.as_bytes()));
     let check = |approvals: &[&str]| {
         let mut cmd = support::ceremony_os(d);
         cmd.current_dir(d).args(["attestations", "check", "--digest", &digest]);
-        cmd.args(["--policy", "v1.toml", "--policy", "v2.toml", "--policy-root", &root]);
+        cmd.args([
+            "--policy",
+            "v1.toml",
+            "--policy",
+            "v2.toml",
+            "--policy-root",
+            &root,
+            "--policy-head",
+            &head,
+        ]);
         for a in approvals {
             cmd.args(["--policy-approval", a]);
         }
@@ -252,10 +262,28 @@ fn a_witness_policy_changes_only_with_the_m_of_the_one_it_replaces() {
         stderr.contains("verified 2026-12-07T00:00:00Z\\x1b[8m") && !stderr.contains('\u{1b}'),
         "{stderr}"
     );
-    // A root other than the one written down is refused.
-    let mut cmd = support::ceremony_os(d);
-    cmd.current_dir(d).args(["attestations", "check", "--digest", &digest, "--policy", "v2.toml"]);
-    let out = cmd.args(["--policy-root", &root, "mallory.json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not the root policy's"), "{out:?}");
+    // A root other than the one written down, or a chain cut short of the head, is refused.
+    let refused = |policies: &[&str], expected: &str| {
+        let mut cmd = support::ceremony_os(d);
+        cmd.current_dir(d).args(["attestations", "check", "--digest", &digest]);
+        for p in policies {
+            cmd.args(["--policy", p]);
+        }
+        let out = cmd
+            .args([
+                "--policy-root",
+                &root,
+                "--policy-head",
+                &head,
+                "--policy-approval",
+                "alice-approves-v2.json",
+            ])
+            .args(["--policy-approval", "bob-approves-v2.json", "mallory.json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(expected), "{out:?}");
+    };
+    refused(&["v2.toml"], "not the root policy's");
+    refused(&["v1.toml"], "not at the policy written down as in force");
 }

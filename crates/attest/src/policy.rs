@@ -134,6 +134,23 @@ pub fn in_force(
                 next.origin, next.version, current.origin, current.version, current.sha256
             )));
         }
+        // A second successor the same witnesses approved is a fork: which one is in force
+        // cannot be told from the files, so neither is.
+        for (origin, bytes) in approvals {
+            let Ok(envelope) = Envelope::from_json(bytes) else { continue };
+            if envelope.payload_type != APPROVAL_PAYLOAD_TYPE || envelope.payload == next.bytes {
+                continue;
+            }
+            let Ok(other) = Policy::parse(&envelope.payload, origin) else { continue };
+            if other.replaces.as_deref() == Some(current.sha256.as_str())
+                && current.approvers(&other, approvals).len() >= current.required
+            {
+                return Err(AttestError::Malformed(format!(
+                    "{origin} approves another successor of {} (SHA-256 {}), approved by as many witnesses as {}: the policy forked; neither is in force",
+                    current.origin, other.sha256, next.origin
+                )));
+            }
+        }
         let approvers = current.approvers(&next, approvals);
         if approvers.len() < current.required {
             return Err(AttestError::Malformed(format!(
@@ -149,6 +166,25 @@ pub fn in_force(
         current = next;
     }
     Ok(current)
+}
+
+/// [`in_force`], and the policy in force must be the one whose SHA-256 was written down last
+/// (`head`), so that leaving the later files out cannot bring an older policy back.
+pub fn in_force_at(
+    chain: &[(String, Vec<u8>)],
+    root_sha256: &str,
+    head_sha256: &str,
+    approvals: &[(String, Vec<u8>)],
+) -> Result<Policy, AttestError> {
+    let policy = in_force(chain, root_sha256, approvals)?;
+    let head = head_sha256.trim().to_ascii_lowercase();
+    if policy.sha256 != head {
+        return Err(AttestError::Malformed(format!(
+            "the chain ends at {} (version {}, SHA-256 {}), not at the policy written down as in force ({head}): a later version is missing, or this is another chain",
+            policy.origin, policy.version, policy.sha256
+        )));
+    }
+    Ok(policy)
 }
 
 #[cfg(test)]
@@ -225,8 +261,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not replace v1.toml"), "{err}");
-        // Alone, the root is in force.
+        // Alone, the root is in force; unless the head written down says otherwise.
         assert_eq!(in_force(&chain[..1], &root, &[]).unwrap().version, 1);
+        let err = in_force_at(&chain[..1], &root, &sha(&v2), &[]).unwrap_err().to_string();
+        assert!(err.contains("not at the policy written down as in force"), "{err}");
+        assert_eq!(in_force_at(&chain, &root, &sha(&v2), &two_people).unwrap().version, 2);
+
+        // Two successors approved by the same M: a fork, neither in force.
+        let v2_other = policy(2, Some(&sha(&v1)), 1, &[("mallory", 9)]);
+        let mut forked = two_people.to_vec();
+        forked.extend([approve(1, &v2_other), approve(3, &v2_other)]);
+        let err = in_force(&chain, &root, &forked).unwrap_err().to_string();
+        assert!(err.contains("the policy forked"), "{err}");
     }
 
     #[test]

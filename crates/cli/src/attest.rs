@@ -113,11 +113,15 @@ pub struct WitnessArgs {
     pub require: Option<usize>,
     /// The witness policy files, oldest first (repeat the option): the first is the root, each
     /// later one replaces the one before it; the last is in force.
-    #[arg(long, value_name = "POLICY", requires = "policy_root")]
+    #[arg(long, value_name = "POLICY", requires_all = ["policy_root", "policy_head"])]
     pub policy: Vec<PathBuf>,
     /// The SHA-256 of the root policy, as written down when it was adopted.
     #[arg(long, value_name = "SHA256", requires = "policy")]
     pub policy_root: Option<String>,
+    /// The SHA-256 of the policy in force, as written down when it was approved: the chain must
+    /// end there (leaving later files out cannot bring an older policy back).
+    #[arg(long, value_name = "SHA256", requires = "policy")]
+    pub policy_head: Option<String>,
     /// An approval of a policy change (repeat): a DSSE envelope from `attestations
     /// approve-policy`; each change needs the M of the policy it replaces.
     #[arg(long, value_name = "FILE", requires = "policy")]
@@ -142,16 +146,17 @@ impl WitnessArgs {
                 })
                 .collect()
         };
-        match (&self.trust, self.require, &self.policy_root) {
-            (Some(file), Some(required), _) => {
+        match (&self.trust, self.require, &self.policy_root, &self.policy_head) {
+            (Some(file), Some(required), _, _) => {
                 let text = std::fs::read_to_string(file)
                     .with_context(|| format!("cannot read {}", file.display()))?;
                 Ok((trust::parse(&text, &file.display().to_string())?, required, file.display().to_string()))
             }
-            (None, _, Some(root)) => {
-                let policy = ceremony_os_attest::policy::in_force(
+            (None, _, Some(root), Some(head)) => {
+                let policy = ceremony_os_attest::policy::in_force_at(
                     &read_all(&self.policy)?,
                     root,
+                    head,
                     &read_all(&self.policy_approval)?,
                 )?;
                 eprintln!(
@@ -160,7 +165,9 @@ impl WitnessArgs {
                 );
                 Ok((policy.witnesses, policy.required, policy.origin))
             }
-            _ => bail!("who counts as a witness: --trust and --require, or --policy and --policy-root"),
+            _ => bail!(
+                "who counts as a witness: --trust and --require, or --policy, --policy-root and --policy-head"
+            ),
         }
     }
 }
