@@ -273,6 +273,10 @@ fn booted_system_is_air_gapped_stateless_and_has_its_tools() {
         "iommu.strict=1",
         "lockdown=integrity",
         "vsyscall=none",
+        "page_alloc.shuffle=1",
+        "iommu.passthrough=0",
+        "sysctl.kernel.sysrq=0",
+        "sysctl.kernel.kexec_load_disabled=1",
     ] {
         assert!(cmdline.split_whitespace().any(|t| t == token), "{token} not in {cmdline}");
     }

@@ -128,7 +128,9 @@ pub fn in_force(
     }
     for next in policies {
         let next = next?;
-        if next.replaces.as_deref() != Some(current.sha256.as_str()) || next.version != current.version + 1 {
+        if next.replaces.as_deref() != Some(current.sha256.as_str())
+            || Some(next.version) != current.version.checked_add(1)
+        {
             return Err(AttestError::Malformed(format!(
                 "{} (version {}) does not replace {} (version {}, SHA-256 {}): the chain must list each version in order",
                 next.origin, next.version, current.origin, current.version, current.sha256

@@ -32,6 +32,13 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<Witness>, AttestError> {
         }
         let fields = split_fields(trimmed);
         let (name, rest) = fields.split_first().ok_or_else(|| err("empty line".into()))?;
+        // OpenSSH reads the principals field as a comma-separated list of patterns: a witness
+        // here is one person, named plainly.
+        if let Some(c) = name.chars().find(|c| ",*?!".contains(*c)) {
+            return Err(err(format!(
+                "principal {name:?} holds {c:?}: OpenSSH reads a list or a pattern there; name one witness per line"
+            )));
+        }
         // Options come before the key type; a key type never contains '=' or ','.
         let key_at = rest
             .iter()
@@ -124,6 +131,8 @@ mod tests {
                 format!("grace namespaces=\"git\" {PUBLIC_KEY}"),
                 "a:1: namespaces=\"git\" does not list ceremony-os",
             ),
+            (format!("alice,alice@corp {PUBLIC_KEY}"), "a:1: principal \"alice,alice@corp\" holds ','"),
+            (format!("*@example.org {PUBLIC_KEY}"), "a:1: principal \"*@example.org\" holds '*'"),
         ] {
             let err = parse(&text, "a").unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err}");
