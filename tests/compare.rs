@@ -719,6 +719,42 @@ fn records_and_descriptors_two_readers_read_differently_are_refused() {
     }
 }
 
+/// A Joliet record re-pointed at another file's bytes: Linux and GRUB read Rock Ridge, but a
+/// Joliet reader would read other content; compare names the Joliet path, not only a region.
+#[test]
+fn a_joliet_record_pointing_elsewhere_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    make_iso(dir.path(), "a", BASE);
+    let stage = dir.path().join("b-stage");
+    run(Command::new("cp").arg("-a").arg(dir.path().join("a/stage")).arg(&stage));
+    std::fs::write(stage.join("QQ"), b"QQ").unwrap();
+    std::fs::write(stage.join("RRRRR"), b"RRRRR").unwrap();
+    let b = dir.path().join("b.iso");
+    iso_of(&stage, &b);
+    let mut bytes = std::fs::read(&b).unwrap();
+    let utf16 = |name: &str| name.encode_utf16().flat_map(u16::to_be_bytes).collect::<Vec<u8>>();
+    let record = |bytes: &[u8], name: &str| {
+        let id = [vec![(name.len() * 2) as u8], utf16(name)].concat();
+        bytes.windows(id.len()).position(|w| w == id).unwrap_or_else(|| panic!("no Joliet {name}")) - 32
+    };
+    let (qq, rr) = (record(&bytes, "QQ"), record(&bytes, "RRRRR"));
+    let extent_and_size = bytes[rr + 2..rr + 18].to_vec();
+    bytes[qq + 2..qq + 18].copy_from_slice(&extent_and_size);
+    std::fs::write(dir.path().join("c.iso"), &bytes).unwrap();
+    let (code, report, stderr) = compare_relative(dir.path(), "b.iso", "c.iso");
+    assert_eq!(code, 1, "{stderr}");
+    let found = leaves(&report);
+    assert!(found.iter().any(|(l, p, _, _)| l == "iso Joliet names" && p == "/QQ"), "{found:#?}");
+    assert!(
+        !found.iter().any(|(l, _, _, _)| l == "iso files"),
+        "the Rock Ridge tree is unchanged: {found:#?}"
+    );
+    let joliet =
+        report["layers"].as_array().unwrap().iter().find(|l| l["name"] == "iso Joliet names").unwrap();
+    let b_side = joliet["differences"][0]["b"].as_str().unwrap();
+    assert!(b_side.contains("NOT the bytes of a Rock Ridge file of this name: 5 bytes"), "{b_side}");
+}
+
 /// A directory deeper than ISO 9660 allows is relocated by Rock Ridge (RE under rr_moved, a CL
 /// record where it belongs): compare reads it where Linux does, and names the file in it.
 #[test]

@@ -228,6 +228,12 @@ pub fn compare(
     let mut iso_layer = tree_layer("iso files", &files_a, &files_b, &[SQUASHFS_MEMBER, INITRD_MEMBER]);
     iso_layer.source = LayerSource::Iso { a: files(&iso_a), b: files(&iso_b) };
     report.layers.push(iso_layer);
+    report.layers.push(tree_layer(
+        "iso Joliet names",
+        &joliet_manifest(a, &iso_a, &mut budget)?,
+        &joliet_manifest(b, &iso_b, &mut budget)?,
+        &[],
+    ));
 
     let member = |iso: &IsoImage, name: &str| {
         iso.entries.iter().find_map(|e| match e.kind {
@@ -433,6 +439,36 @@ fn region_manifest(
         });
     }
     entries.sort_by(|x, y| x.path.cmp(&y.path));
+    Ok(TreeManifest { entries })
+}
+
+/// The Joliet tree's files, each said relative to the Rock Ridge tree: the same bytes as the
+/// Rock Ridge file of its name, or other bytes (hashed). Linux and GRUB read Rock Ridge; a
+/// Joliet reader (Windows) would read these, so a Joliet record re-pointed is named.
+fn joliet_manifest(image: &Path, iso: &IsoImage, budget: &mut Budget) -> Result<TreeManifest, VerifyError> {
+    let mut entries = Vec::new();
+    for (path, offset, size) in &iso.joliet_files {
+        let same = iso.entries.iter().any(|e| {
+            e.path == *path
+                && matches!(e.kind, IsoKind::File { offset: o, size: s } if o == *offset && s == *size)
+        });
+        let said = if same {
+            "the Rock Ridge file's bytes".to_string()
+        } else {
+            let sha256 =
+                hash_range(image, *offset, *size, &format!("{}: Joliet {path}", image.display()), budget)?;
+            format!("NOT the bytes of a Rock Ridge file of this name: {size} bytes, sha256 {sha256}")
+        };
+        entries.push(Entry {
+            path: path.clone(),
+            kind: Kind::Special(said),
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        });
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(TreeManifest { entries })
 }
 

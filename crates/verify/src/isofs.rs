@@ -13,8 +13,8 @@
 //! record away from sector 17, Rock Ridge without SP and ER on the root, a root "." elsewhere, an
 //! associated file, a missing or odd NM, two entries of one name, a PX type unlike the record's,
 //! RE on what no CL reads, ZF, RR, entries after ST, extended attribute records, interleaving and
-//! multi-extent files. Not modelled: isolinux's own reader, Joliet file records (only their
-//! directories are structure).
+//! multi-extent files. The Joliet tree's files are listed too (Joliet readers see them), each
+//! said as the Rock Ridge file's bytes or not. Not modelled: isolinux's own reader.
 //!
 //! Reference: ECMA-119 (ISO 9660), SUSP 1.12, RRIP 1.12, El Torito 1.0.
 
@@ -75,6 +75,8 @@ pub struct IsoImage {
     pub file_size: u64,
     pub volume_bytes: u64,
     pub entries: Vec<IsoEntry>,
+    /// The Joliet tree's files (what Windows and other Joliet readers see): path, offset, size.
+    pub joliet_files: Vec<(String, u64, u64)>,
     pub boot_entries: Vec<BootEntry>,
     pub regions: Vec<Region>,
 }
@@ -365,6 +367,14 @@ fn parse_susp(
         record.symlink = Some(target);
     }
     Ok(())
+}
+
+/// A Joliet name (UCS-2, big-endian) without its `;version`, escaped like every name here.
+fn joliet_name(raw: &[u8]) -> String {
+    let units: Vec<u16> = raw.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+    let name = String::from_utf16_lossy(&units);
+    let name = name.split(';').next().unwrap_or_default();
+    display_name(name.as_bytes())
 }
 
 /// A plain ISO 9660 name as Linux and GRUB read it: without `;version` and a trailing dot,
@@ -766,11 +776,12 @@ impl IsoImage {
         }
 
         // The Joliet tree: its directories are structure (its files share the primary's extents).
+        let mut joliet_files = Vec::new();
         if let Some(root) = joliet_root {
             let root = parse_record(&mut reader, &root, usize::MAX, &mut structure)?;
-            let mut stack = vec![(root.extent, root.size, 0usize)];
+            let mut stack = vec![(root.extent, root.size, 0usize, String::new())];
             let mut seen = BTreeSet::new();
-            while let Some((extent, size, depth)) = stack.pop() {
+            while let Some((extent, size, depth, dir_path)) = stack.pop() {
                 if depth > limits.max_depth || !seen.insert(extent) {
                     continue;
                 }
@@ -781,8 +792,14 @@ impl IsoImage {
                     size: size as u64,
                 });
                 for record in read_directory(&mut reader, extent, size, usize::MAX, &mut structure)? {
-                    if record.flags & 0x02 != 0 && !is_self_or_parent(&record) {
-                        stack.push((record.extent, record.size, depth + 1));
+                    if is_self_or_parent(&record) {
+                        continue;
+                    }
+                    let entry_path = format!("{dir_path}/{}", joliet_name(&record.iso_name));
+                    if record.flags & 0x02 != 0 {
+                        stack.push((record.extent, record.size, depth + 1, entry_path));
+                    } else {
+                        joliet_files.push((entry_path, record.extent as u64 * SECTOR, record.size as u64));
                     }
                 }
             }
@@ -821,6 +838,7 @@ impl IsoImage {
             file_size: reader.size,
             volume_bytes: pvd.volume_bytes,
             entries,
+            joliet_files,
             boot_entries,
             regions: Vec::new(),
         };
