@@ -90,9 +90,15 @@ fn verify_matches_the_published_manifest() {
     assert!(out.status.success(), "{out:?}");
     let entry: Value =
         serde_json::from_slice(&std::fs::read(clone.join("alice.rekor.json")).unwrap()).unwrap();
-    let envelope: Value = serde_json::from_slice(&std::fs::read(clone.join("alice.json")).unwrap()).unwrap();
-    assert_eq!(entry["dsseRequestV0_0_2"]["envelope"], envelope);
-    assert_eq!(entry["dsseRequestV0_0_2"]["verifiers"][0]["keyDetails"], "PKIX_ED25519");
+    let envelope =
+        ceremony_os_attest::dsse::Envelope::from_json(&std::fs::read(clone.join("alice.json")).unwrap())
+            .unwrap();
+    let entry = &entry["hashedRekordRequestV002"];
+    assert_eq!(entry["signature"]["verifier"]["keyDetails"], "PKIX_ED25519_PH");
+    use base64::Engine;
+    let digest = base64::engine::general_purpose::STANDARD.decode(entry["digest"].as_str().unwrap()).unwrap();
+    use sha2::Digest;
+    assert_eq!(digest, sha2::Sha512::digest(envelope.signed_bytes()).to_vec());
     witnessed_burn(p, &witnesses, &clone.join("alice.json"), &head);
 }
 
