@@ -147,17 +147,9 @@ fn boot_opens_relative_paths_and_commas_as_named_and_names_a_missing_one() {
 
 /// A witness key as a PKCS#8 PEM file (`--signing-key` reads it) and its OpenSSH public line.
 fn witness_key(dir: &std::path::Path, name: &str, seed: u8) -> (std::path::PathBuf, String) {
-    use base64::Engine;
-    let mut der =
-        vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-    der.extend([seed; 32]);
-    let pem = format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        base64::engine::general_purpose::STANDARD.encode(der)
-    );
+    let key = ceremony_os_attest::keys::SigningKey::from_seed(&[seed; 32]);
     let path = dir.join(format!("{name}.pem"));
-    std::fs::write(&path, &pem).unwrap();
-    let key = ceremony_os_attest::keys::SigningKey::from_bytes(pem.as_bytes(), name).unwrap();
+    std::fs::write(&path, key.to_pkcs8_pem()).unwrap();
     (path, key.public().to_openssh())
 }
 

@@ -168,21 +168,7 @@ mod tests {
     use crate::statement::Verdict;
 
     fn key(seed: u8) -> SigningKey {
-        let pem = ed25519_pkcs8_pem(seed);
-        SigningKey::from_bytes(pem.as_bytes(), "test").unwrap()
-    }
-
-    /// A PKCS#8 PEM ed25519 key with a fixed seed (RFC 8410 layout).
-    fn ed25519_pkcs8_pem(seed: u8) -> String {
-        use base64::Engine;
-        let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-        ];
-        der.extend([seed; 32]);
-        format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            base64::engine::general_purpose::STANDARD.encode(der)
-        )
+        SigningKey::from_seed(&[seed; 32])
     }
 
     fn attest(key: &SigningKey, iso: &str, verdict: Verdict) -> Vec<u8> {

@@ -193,18 +193,9 @@ pub fn in_force_at(
 mod tests {
     use super::*;
     use crate::keys::SigningKey;
-    use base64::Engine;
 
     fn key(seed: u8) -> SigningKey {
-        let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-        ];
-        der.extend([seed; 32]);
-        let pem = format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            base64::engine::general_purpose::STANDARD.encode(der)
-        );
-        SigningKey::from_bytes(pem.as_bytes(), "test").unwrap()
+        SigningKey::from_seed(&[seed; 32])
     }
 
     fn policy(version: u64, replaces: Option<&str>, required: usize, signers: &[(&str, u8)]) -> Vec<u8> {

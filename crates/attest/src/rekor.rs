@@ -59,16 +59,8 @@ pub fn hashedrekord_request(envelope: &[u8], key: &SigningKey) -> Result<String,
 mod tests {
     use super::*;
 
-    fn pkcs8(seed: [u8; 32]) -> String {
-        let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-        ];
-        der.extend(seed);
-        format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", STANDARD.encode(der))
-    }
-
     fn key(seed: u8) -> SigningKey {
-        SigningKey::from_bytes(pkcs8([seed; 32]).as_bytes(), "test").unwrap()
+        SigningKey::from_seed(&[seed; 32])
     }
 
     /// Ed25519ph as RFC 8032 defines it: its test vector (section 7.3, "abc").
@@ -78,7 +70,7 @@ mod tests {
             .unwrap()
             .try_into()
             .unwrap();
-        let key = SigningKey::from_bytes(pkcs8(seed).as_bytes(), "rfc8032").unwrap();
+        let key = SigningKey::from_seed(&seed);
         assert_eq!(
             hex::encode(&key.public().wire_blob()[19..]),
             "ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf"

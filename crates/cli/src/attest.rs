@@ -51,9 +51,7 @@ impl AttestArgs {
         if std::fs::symlink_metadata(file).is_ok() {
             bail!("{} already exists; attestations are never overwritten", file.display());
         }
-        let bytes = std::fs::read(key_path).with_context(|| format!("cannot read {}", key_path.display()))?;
-        let socket = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from);
-        let key = Signer::from_key_file(&bytes, &key_path.display().to_string(), socket.as_deref())?;
+        let key = signer(key_path)?;
         let verified_at = match &self.verified_at {
             Some(time) => {
                 ceremony_os_definition::Timestamp::parse_rfc3339_utc(time)
@@ -135,29 +133,18 @@ impl WitnessArgs {
 
     /// The witnesses and M, and what they were read from.
     fn who_counts(&self) -> Result<(Vec<trust::Witness>, usize, String)> {
-        let read_all = |paths: &[PathBuf]| -> Result<Vec<(String, Vec<u8>)>> {
-            paths
-                .iter()
-                .map(|p| {
-                    Ok((
-                        p.display().to_string(),
-                        std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
-                    ))
-                })
-                .collect()
-        };
         match (&self.trust, self.require, &self.policy_root, &self.policy_head) {
             (Some(file), Some(required), _, _) => {
-                let text = std::fs::read_to_string(file)
-                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let text = String::from_utf8(read(file)?)
+                    .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", file.display()))?;
                 Ok((trust::parse(&text, &file.display().to_string())?, required, file.display().to_string()))
             }
             (None, _, Some(root), Some(head)) => {
                 let policy = ceremony_os_attest::policy::in_force_at(
-                    &read_all(&self.policy)?,
+                    &read_named(&self.policy)?,
                     root,
                     head,
-                    &read_all(&self.policy_approval)?,
+                    &read_named(&self.policy_approval)?,
                 )?;
                 eprintln!(
                     "witness policy in force: {} (version {}, SHA-256 {})",
@@ -244,49 +231,62 @@ pub struct CheckArgs {
 }
 
 pub fn run(command: &AttestationsCommand) -> Result<ExitCode> {
-    let args = match command {
-        AttestationsCommand::Check(args) => args,
-        AttestationsCommand::ApprovePolicy(args) => {
-            let bytes = std::fs::read(&args.policy)
-                .with_context(|| format!("cannot read {}", args.policy.display()))?;
-            ceremony_os_attest::policy::Policy::parse(&bytes, &args.policy.display().to_string())?;
-            let key_bytes = std::fs::read(&args.signing_key)
-                .with_context(|| format!("cannot read {}", args.signing_key.display()))?;
-            let socket = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from);
-            let key = Signer::from_key_file(
-                &key_bytes,
-                &args.signing_key.display().to_string(),
-                socket.as_deref(),
-            )?;
-            let envelope = key.sign_envelope(ceremony_os_attest::policy::APPROVAL_PAYLOAD_TYPE, bytes)?;
-            ceremony_os_media::write_new(&args.out, envelope.to_json().as_bytes())?;
-            eprintln!(
-                "approval of {} signed by {} written to {}",
-                args.policy.display(),
-                key.public().keyid(),
-                args.out.display()
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-        AttestationsCommand::LogRequest(args) => {
-            let read = |path: &PathBuf| {
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-            };
-            let key = ceremony_os_attest::keys::SigningKey::from_bytes(
-                &read(&args.signing_key)?,
-                &args.signing_key.display().to_string(),
-            )?;
-            let body = ceremony_os_attest::rekor::hashedrekord_request(&read(&args.file)?, &key)
-                .with_context(|| args.file.display().to_string())?;
-            std::io::stdout().write_all(body.as_bytes())?;
-            return Ok(ExitCode::SUCCESS);
-        }
-    };
+    match command {
+        AttestationsCommand::Check(args) => check_command(args),
+        AttestationsCommand::ApprovePolicy(args) => approve_policy(args),
+        AttestationsCommand::LogRequest(args) => log_request(args),
+    }
+}
+
+fn check_command(args: &CheckArgs) -> Result<ExitCode> {
     let report = witnessed(&args.trust, &args.digest, &args.files)?;
     if args.json {
         writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&report)?)?;
     }
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn approve_policy(args: &ApprovePolicyArgs) -> Result<ExitCode> {
+    let bytes = read(&args.policy)?;
+    ceremony_os_attest::policy::Policy::parse(&bytes, &args.policy.display().to_string())?;
+    let key = signer(&args.signing_key)?;
+    let envelope = key.sign_envelope(ceremony_os_attest::policy::APPROVAL_PAYLOAD_TYPE, bytes)?;
+    ceremony_os_media::write_new(&args.out, envelope.to_json().as_bytes())?;
+    eprintln!(
+        "approval of {} signed by {} written to {}",
+        args.policy.display(),
+        key.public().keyid(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log_request(args: &LogRequestArgs) -> Result<ExitCode> {
+    let key = ceremony_os_attest::keys::SigningKey::from_bytes(
+        &read(&args.signing_key)?,
+        &args.signing_key.display().to_string(),
+    )?;
+    let body = ceremony_os_attest::rekor::hashedrekord_request(&read(&args.file)?, &key)
+        .with_context(|| args.file.display().to_string())?;
+    std::io::stdout().write_all(body.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A file's bytes, or an error naming it.
+fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Each file as (its name, its bytes): how the attest library takes attestations and policies.
+fn read_named(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
+    paths.iter().map(|p| Ok((p.display().to_string(), read(p)?))).collect()
+}
+
+/// Who signs for the witness's KEY file: the key itself, or (for a public key) the ssh-agent at
+/// $SSH_AUTH_SOCK.
+fn signer(key_path: &std::path::Path) -> Result<Signer> {
+    let socket = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from);
+    Ok(Signer::from_key_file(&read(key_path)?, &key_path.display().to_string(), socket.as_deref())?)
 }
 
 /// Load the witnesses and attestations and count; the report is printed on standard error.
@@ -295,12 +295,7 @@ pub fn witnessed(trust: &TrustArgs, digest: &str, files: &[PathBuf]) -> Result<R
     let requirement =
         Requirement::new(digest, required, trust.commit.as_deref(), trust.lock_sha256.as_deref(), &witnesses)
             .map_err(|e| anyhow::anyhow!("{e} ({origin})"))?;
-    let mut attestations = Vec::new();
-    for file in files {
-        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-        attestations.push((file.display().to_string(), bytes));
-    }
-    let report = check::check(&attestations, &witnesses, &requirement);
+    let report = check::check(&read_named(files)?, &witnesses, &requirement);
     // File names and what an envelope says are the attester's text: escaped, never raw.
     let shown = ceremony_os_render::controls_escaped;
     for a in &report.accepted {

@@ -9,17 +9,9 @@ use ceremony_os_attest::statement::{PAYLOAD_TYPE, Verdict, Verification};
 /// The ISO digest the seed envelopes attest and the dsse target requires.
 pub const ISO_SHA256: &str = "5f1c7f4e6d0b9b8a3c2e1d0f9e8d7c6b5a4938271605f4e3d2c1b0a998877665";
 
-/// An ed25519 key with a fixed seed, as PKCS#8 PEM (RFC 8410 layout).
+/// An ed25519 key with a fixed seed.
 fn key(seed: u8) -> SigningKey {
-    use base64::Engine;
-    let mut der =
-        vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-    der.extend([seed; 32]);
-    let pem = format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        base64::engine::general_purpose::STANDARD.encode(der)
-    );
-    SigningKey::from_bytes(pem.as_bytes(), "seed key").expect("a PKCS#8 ed25519 key")
+    SigningKey::from_seed(&[seed; 32])
 }
 
 fn signer_line(who: &str, options: &str, seed: u8) -> String {
