@@ -369,6 +369,14 @@ fn parse_susp(
     Ok(())
 }
 
+/// The refusal of an image that Linux, GRUB or firmware would read differently from compare.
+fn read_differently(image: &Path, what: &str) -> VerifyError {
+    VerifyError::Invalid(format!(
+        "{}: {what}; compare refuses an image that two readers would read differently",
+        image.display()
+    ))
+}
+
 /// A Joliet name (UCS-2, big-endian) without its `;version`, escaped like every name here.
 fn joliet_name(raw: &[u8]) -> String {
     let units: Vec<u16> = raw.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
@@ -489,12 +497,7 @@ impl IsoImage {
             }
             // Linux reads the first primary descriptor, GRUB the last, and firmware the boot
             // record at sector 17 only: an image they would read differently is refused.
-            let ambiguous = |what: &str| {
-                VerifyError::Invalid(format!(
-                    "{}: sector {index}: {what}; compare refuses an image that two readers would read differently",
-                    path.display()
-                ))
-            };
+            let ambiguous = |what: &str| read_differently(path, &format!("sector {index}: {what}"));
             if index == 16 && sector[0] != 1 {
                 return Err(ambiguous(
                     "not the primary volume descriptor (isolinux and Linux look for it here)",
@@ -565,12 +568,7 @@ impl IsoImage {
         let root_meta = first.iter().find(|r| r.iso_name == [0]);
         // Linux reads Rock Ridge only where the root's "." record has SUSP's SP entry, and prefers
         // it to Joliet only with an ER entry there too; it lists the root from that "." record.
-        let refuse_image = |what: &str| {
-            VerifyError::Invalid(format!(
-                "{}: {what}; compare refuses an image that two readers would read differently",
-                path.display()
-            ))
-        };
+        let refuse_image = |what: &str| read_differently(path, what);
         let rock = root_meta.is_some_and(|r| r.sp);
         match root_meta {
             None => return Err(refuse_image("the root directory has no \".\" record")),
@@ -640,10 +638,7 @@ impl IsoImage {
                 budget.entry(path)?;
                 let shown = display_name(&record.iso_name);
                 let refuse = |what: String| {
-                    VerifyError::Invalid(format!(
-                        "{}: in {dir_path}/, the record {shown:?}: {what}; compare refuses an image that two readers would read differently",
-                        path.display(),
-                    ))
+                    read_differently(path, &format!("in {dir_path}/, the record {shown:?}: {what}"))
                 };
                 if record.flags & 0x04 != 0 {
                     return Err(refuse("marked an associated file (Linux hides it, GRUB reads it)".into()));
